@@ -1,0 +1,48 @@
+# The two commands a person needs: `make demo` and `make test`. Both set up everything they use and are
+# idempotent; every install step lives here or in scripts/, never in a manual README step.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HPCGW := $(VENV)/bin/hpcgw
+TORCH_SPEC ?= torch==2.13.0
+BUILD_DEBS := cmake g++ make libopenmpi-dev openmpi-bin
+PYTEST_ARGS ?=
+
+.PHONY: all venv system-deps horovod cluster-up cluster-down demo test lint bench clean
+
+all: demo
+
+system-deps:
+	@scripts/install-system-deps.sh $(BUILD_DEBS)
+
+$(VENV)/.stamp: pyproject.toml | system-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(VENV)/.stamp
+
+horovod: venv
+	@scripts/build-horovod.sh $(PY)
+
+cluster-up: venv
+	$(HPCGW) cluster up
+
+cluster-down:
+	@test -x $(HPCGW) && $(HPCGW) cluster down || true
+
+demo: horovod cluster-up
+	$(PY) -m launchers.demo
+
+test: horovod cluster-up
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean: cluster-down
+	rm -rf $(VENV) .hpcgw

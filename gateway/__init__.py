@@ -1,0 +1,1 @@
+"""The training-job gateway: an HTTP service in front of a Slurm cluster."""

@@ -1,0 +1,1 @@
+"""The `hpcgw` command line."""

@@ -1,0 +1,111 @@
+"""Reading `sacct`: one parser for the rows every part of the project asks for.
+
+Rows are requested with a delimiter that cannot appear in user-chosen fields (job names and comments are user
+input), so splitting is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from launchers.states import JobState, from_slurm
+
+DELIMITER = "\x1f"  # ASCII unit separator: Slurm never puts it in a field and users cannot type it in one
+FIELDS: tuple[str, ...] = (
+    "JobID",
+    "JobIDRaw",
+    "JobName",
+    "State",
+    "ExitCode",
+    "Partition",
+    "Account",
+    "NNodes",
+    "NodeList",
+    "Submit",
+    "Start",
+    "End",
+    "Elapsed",
+    "Reason",
+)
+
+
+@dataclass(frozen=True)
+class SacctRow:
+    job_id: str  # as sacct prints it: 123, 123_4, 123_[4-11%3], 123.batch, 123.0
+    job_id_raw: str
+    name: str
+    slurm_state: str
+    exit_code: int
+    exit_signal: int
+    partition: str
+    account: str
+    nodes: int
+    node_list: str
+    submit: datetime | None
+    start: datetime | None
+    end: datetime | None
+    elapsed: str
+    reason: str
+
+    @property
+    def is_step(self) -> bool:
+        return "." in self.job_id
+
+    @property
+    def settled(self) -> bool:
+        """Terminal and complete. slurmctld sends records to slurmdbd asynchronously: a job that ends within a
+        second of starting can first appear COMPLETED with an empty partition or end time."""
+        return self.state.is_terminal and self.end is not None and bool(self.partition or self.is_step)
+
+    @property
+    def state(self) -> JobState:
+        return from_slurm(self.slurm_state)
+
+
+def sacct_argv(job_ids: Iterable[str], *, all_steps: bool = False, extra: Sequence[str] = ()) -> list[str]:
+    ids = ",".join(job_ids)
+    argv = ["sacct", "-n", "-P", f"--delimiter={DELIMITER}", "-o", ",".join(FIELDS), "-j", ids]
+    if not all_steps:
+        argv.insert(1, "-X")
+    return [*argv, *extra]
+
+
+def parse_sacct(text: str) -> list[SacctRow]:
+    rows = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split(DELIMITER)
+        if len(parts) != len(FIELDS):
+            raise ValueError(f"sacct row has {len(parts)} fields, expected {len(FIELDS)}: {line!r}")
+        f = dict(zip(FIELDS, parts, strict=True))
+        code, _, sig = f["ExitCode"].partition(":")
+        rows.append(
+            SacctRow(
+                job_id=f["JobID"],
+                job_id_raw=f["JobIDRaw"],
+                name=f["JobName"],
+                slurm_state=f["State"],
+                exit_code=int(code or 0),
+                exit_signal=int(sig or 0),
+                partition=f["Partition"],
+                account=f["Account"],
+                nodes=int(f["NNodes"] or 0),
+                node_list=f["NodeList"],
+                submit=parse_time(f["Submit"]),
+                start=parse_time(f["Start"]),
+                end=parse_time(f["End"]),
+                elapsed=f["Elapsed"],
+                reason=f["Reason"],
+            )
+        )
+    return rows
+
+
+def parse_time(value: str) -> datetime | None:
+    """sacct prints ``Unknown``/``None`` for times that have not happened yet."""
+    if not value or value in ("Unknown", "None"):
+        return None
+    return datetime.fromisoformat(value)

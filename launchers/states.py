@@ -1,0 +1,107 @@
+"""Job states: the one enum used everywhere, and the one table that maps Slurm's state strings onto it.
+
+Slurm reports many states (and decorates some, e.g. ``CANCELLED by 0``); the rest of the project only ever sees
+:class:`JobState`. The protocol's ``launching`` vs ``running`` split needs the trainer's start marker, which
+Slurm knows nothing about, so :func:`from_slurm` takes it as an argument.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    ACCEPTED = "accepted"
+    QUEUED = "queued"
+    LAUNCHING = "launching"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT})
+
+# Slurm's base state (sacct/squeue long form) -> ours. RUNNING is resolved by the start marker.
+SLURM_STATE_MAP: dict[str, JobState] = {
+    "PENDING": JobState.QUEUED,
+    "REQUEUED": JobState.QUEUED,
+    "REQUEUE_HOLD": JobState.QUEUED,
+    "REQUEUE_FED": JobState.QUEUED,
+    "RESIZING": JobState.QUEUED,
+    "SUSPENDED": JobState.QUEUED,
+    "STOPPED": JobState.QUEUED,
+    "SIGNALING": JobState.RUNNING,
+    "CONFIGURING": JobState.LAUNCHING,
+    "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING,
+    "STAGE_OUT": JobState.RUNNING,
+    "COMPLETED": JobState.SUCCEEDED,
+    "FAILED": JobState.FAILED,
+    "NODE_FAIL": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED,
+    "BOOT_FAIL": JobState.FAILED,
+    "DEADLINE": JobState.FAILED,
+    "SPECIAL_EXIT": JobState.FAILED,
+    "REVOKED": JobState.FAILED,
+    "PREEMPTED": JobState.FAILED,
+    "CANCELLED": JobState.CANCELLED,
+    "TIMEOUT": JobState.TIMEOUT,
+}
+
+# squeue's compact codes, for the fallback when accounting is absent.
+SQUEUE_SHORT_CODES: dict[str, str] = {
+    "PD": "PENDING",
+    "R": "RUNNING",
+    "CG": "COMPLETING",
+    "CF": "CONFIGURING",
+    "CD": "COMPLETED",
+    "F": "FAILED",
+    "CA": "CANCELLED",
+    "TO": "TIMEOUT",
+    "NF": "NODE_FAIL",
+    "OOM": "OUT_OF_MEMORY",
+    "BF": "BOOT_FAIL",
+    "DL": "DEADLINE",
+    "PR": "PREEMPTED",
+    "RQ": "REQUEUED",
+    "RH": "REQUEUE_HOLD",
+    "RS": "RESIZING",
+    "S": "SUSPENDED",
+    "ST": "STOPPED",
+    "SO": "STAGE_OUT",
+    "SE": "SPECIAL_EXIT",
+}
+
+
+class UnknownSlurmStateError(ValueError):
+    """Slurm reported a state this table does not know: better loud than a guessed mapping."""
+
+
+def slurm_base_state(raw: str) -> str:
+    """``'CANCELLED by 0'`` -> ``'CANCELLED'``; ``'PD'`` -> ``'PENDING'``; ``'RUNNING+'`` -> ``'RUNNING'``."""
+    base = raw.strip().split(" ", 1)[0].rstrip("+").upper()
+    return SQUEUE_SHORT_CODES.get(base, base)
+
+
+def from_slurm(raw: str, *, started: bool = True, requeued: bool = False) -> JobState:
+    """Map a Slurm state string to a :class:`JobState`.
+
+    ``started`` says whether the trainer's start marker exists; without it a RUNNING job is ``launching``.
+    ``requeued`` marks a PREEMPTED job that Slurm will run again, which the protocol counts as queued.
+    """
+    base = slurm_base_state(raw)
+    try:
+        state = SLURM_STATE_MAP[base]
+    except KeyError:
+        raise UnknownSlurmStateError(f"unknown Slurm job state {raw!r}") from None
+    if base == "PREEMPTED" and requeued:
+        return JobState.QUEUED
+    if state is JobState.RUNNING and not started:
+        return JobState.LAUNCHING
+    return state
