@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from launchers.hostlist import expand_hostlist, expand_tasks_per_node
@@ -139,11 +139,30 @@ def network_iface(env: Mapping[str, str], rendezvous_addr: str) -> str | None:
     return None
 
 
-def start_rendezvous_server(topology: HorovodTopology, port: int) -> tuple[object, threading.Thread]:
+def start_rendezvous_server(
+    topology: HorovodTopology, port: int, on_all_ranks: Callable[[], None] | None = None
+) -> tuple[object, threading.Thread]:
+    """Host Horovod's Gloo rendezvous. ``on_all_ranks`` runs once every rank finished the global rendezvous,
+    i.e. every rank is inside ``hvd.init()`` with its Gloo context connected."""
     from horovod.runner.common.util.hosts import get_host_assignments, parse_hosts
     from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
 
-    server = RendezvousHTTPServer(("0.0.0.0", port), RendezvousHandler, 0)  # noqa: S104  (ranks on other nodes)
+    lock = threading.Lock()
+    finished: set[str] = set()
+
+    class Handler(RendezvousHandler):  # type: ignore[misc]
+        def do_DELETE(self) -> None:  # noqa: N802  (http.server naming) a rank is done with a scope
+            parts = self.path.split("/")
+            super().do_DELETE()
+            if on_all_ranks is None or len(parts) < 3 or parts[1] != "global":
+                return
+            with lock:
+                finished.add(parts[2])
+                complete = len(finished) == topology.size
+            if complete:
+                on_all_ranks()
+
+    server = RendezvousHTTPServer(("0.0.0.0", port), Handler, 0)  # noqa: S104  (ranks on other nodes)
     hosts = ",".join(f"{host}:{slots}" for host, slots in topology.hosts)
     # init() with the full plan: keys are cleared only after every rank finished, not when rank 0 did.
     server.init(get_host_assignments(parse_hosts(hosts), topology.size))

@@ -1,7 +1,7 @@
-"""`make demo`: a 2-node, 4-rank Horovod allreduce on the local cluster, followed to its end.
+"""`make demo`: the intent classifier as a 2-node x 2-task Horovod job through `launchers.submit`.
 
-It prints each rank's result (read from the job's output) and the job's final state from sacct, and exits
-non-zero unless Slurm says COMPLETED and every rank saw the right sum.
+It prints the job's states as they change, each epoch's metrics as rank 0 writes them, and the final state
+from sacct, and exits non-zero unless the job succeeded with one metrics line per epoch.
 """
 
 from __future__ import annotations
@@ -12,69 +12,63 @@ import sys
 import time
 from pathlib import Path
 
-from launchers.slurm import sacct, sbatch, wait_until_done
-from launchers.templates import render
-
-
-def allreduce_reports(output: Path) -> list[dict[str, object]]:
-    """The per-rank JSON lines the smoke job printed, ordered by rank."""
-    reports = []
-    for line in output.read_text(errors="replace").splitlines():
-        if line.startswith("HPCGW_ALLREDUCE "):
-            reports.append(json.loads(line.removeprefix("HPCGW_ALLREDUCE ")))
-    return sorted(reports, key=lambda r: int(r["rank"]))  # type: ignore[call-overload]
-
-
-def submit_allreduce(
-    workdir: Path, *, partition: str, nodes: int = 2, tasks_per_node: int = 2, time_limit_min: int = 5
-) -> tuple[str, Path]:
-    """Write the smoke job script under ``workdir`` and submit it; returns (job id, output file)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    script = workdir / "allreduce.sbatch"
-    script.write_text(
-        render(
-            "jobs/allreduce.sbatch.j2",
-            job_name="hpcgw-allreduce",
-            partition=partition,
-            account=partition,
-            nodes=nodes,
-            tasks_per_node=tasks_per_node,
-            time_limit_min=time_limit_min,
-            output=str(workdir / "allreduce-%j.out"),
-            python=sys.executable,
-        )
-    )
-    job_id = sbatch(script)
-    return job_id, workdir / f"allreduce-{job_id}.out"
+from launchers.examples import ensure_dataset, intent_classifier_spec
+from launchers.states import JobState
+from launchers.submit import submit
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m launchers.demo", description=__doc__)
     parser.add_argument("--partition", default="team-a")
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=Path(".hpcgw/demo"))
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the job")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job")
     args = parser.parse_args(argv)
 
-    started = time.monotonic()
-    job_id, output = submit_allreduce(args.workdir.resolve(), partition=args.partition)
-    print(f"submitted job {job_id}: 2 nodes x 2 tasks, Horovod allreduce on partition {args.partition}")
-    final = wait_until_done(job_id, timeout_s=args.timeout)
-    reports = allreduce_reports(output) if output.exists() else []
-    for r in reports:
-        print(
-            f"  rank {r['rank']}/{r['size']} on {r['node']} (local {r['local_rank']}, cross {r['cross_rank']}):"
-            f" sum={r['sum']} expected={r['expected']} {'ok' if r['ok'] else 'WRONG'}"
-        )
-    steps = sacct([job_id], all_steps=True)
-    print(
-        f"sacct: job {final.job_id} {final.slurm_state} exit {final.exit_code}:{final.exit_signal} "
-        f"partition {final.partition} nodes {final.nodes} ({final.node_list}) elapsed {final.elapsed}"
+    workdir = args.workdir.resolve() / time.strftime("run-%Y%m%d-%H%M%S")
+    data_hash = ensure_dataset(args.workdir.resolve() / "datasets" / "intents")
+    spec = intent_classifier_spec(
+        workdir,
+        dataset_dir=args.workdir.resolve() / "datasets" / "intents",
+        partition=args.partition,
+        account=args.partition,
+        epochs=args.epochs,
     )
-    for step in steps:
-        if step.is_step:
-            print(f"  step {step.job_id}: {step.slurm_state} exit {step.exit_code}:{step.exit_signal}")
-    ok = final.slurm_state == "COMPLETED" and len(reports) == 4 and all(r["ok"] for r in reports)
-    print(f"demo {'succeeded' if ok else 'FAILED'} in {time.monotonic() - started:.1f} s (output: {output})")
+    started = time.monotonic()
+    job = submit(spec)
+    print(
+        f"submitted job {job.job_id}: intent classifier, 2 nodes x 2 tasks on {args.partition} "
+        f"(dataset {data_hash[:12]})",
+        flush=True,
+    )
+    metrics = workdir / "metrics.jsonl"
+    last_state, printed = None, 0
+    while True:
+        state = job.state
+        if state is not last_state:
+            print(f"[{time.monotonic() - started:6.1f}s] {state.value}", flush=True)
+            last_state = state
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        for line in lines[printed:]:
+            m = json.loads(line)
+            print(
+                f"  epoch {m['epoch']}: loss {m['loss']:.4f}  held-out accuracy {m['accuracy']:.3f}  "
+                f"{m['samples_per_s']:.0f} samples/s",
+                flush=True,
+            )
+        printed = len(lines)
+        if state.is_terminal or time.monotonic() - started > args.timeout:
+            break
+        time.sleep(1)
+    final_state = job.wait(timeout_s=60)
+    row = job.info()
+    if row is not None:
+        print(
+            f"sacct: job {row.job_id} {row.slurm_state} exit {row.exit_code}:{row.exit_signal} "
+            f"partition {row.partition} nodes {row.nodes} ({row.node_list}) elapsed {row.elapsed}"
+        )
+    ok = final_state is JobState.SUCCEEDED and printed == args.epochs and (workdir / "model" / "model.pt").exists()
+    print(f"demo {'succeeded' if ok else 'FAILED'}: model in {workdir / 'model'}, logs in {spec.folder}")
     return 0 if ok else 1
 
 

@@ -10,11 +10,16 @@ import json
 import os
 import socket
 import sys
+from pathlib import Path
+
+from launchers.slurm import sbatch
+from launchers.templates import render
 
 
 def main() -> int:
-    import horovod.torch as hvd
     import torch
+
+    import horovod.torch as hvd
 
     hvd.init()
     value = torch.tensor([float(hvd.rank() + 1)], dtype=torch.float64)
@@ -35,6 +40,38 @@ def main() -> int:
     print("HPCGW_ALLREDUCE " + json.dumps(report, sort_keys=True), flush=True)
     hvd.shutdown()
     return 0 if report["ok"] else 1
+
+
+def allreduce_reports(output: Path) -> list[dict[str, object]]:
+    """The per-rank JSON lines the smoke job printed, ordered by rank."""
+    reports = []
+    for line in output.read_text(errors="replace").splitlines():
+        if line.startswith("HPCGW_ALLREDUCE "):
+            reports.append(json.loads(line.removeprefix("HPCGW_ALLREDUCE ")))
+    return sorted(reports, key=lambda r: int(r["rank"]))  # type: ignore[call-overload]
+
+
+def submit_allreduce(
+    workdir: Path, *, partition: str, nodes: int = 2, tasks_per_node: int = 2, time_limit_min: int = 5
+) -> tuple[str, Path]:
+    """Write the smoke job script under ``workdir`` and submit it; returns (job id, output file)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    script = workdir / "allreduce.sbatch"
+    script.write_text(
+        render(
+            "jobs/allreduce.sbatch.j2",
+            job_name="hpcgw-allreduce",
+            partition=partition,
+            account=partition,
+            nodes=nodes,
+            tasks_per_node=tasks_per_node,
+            time_limit_min=time_limit_min,
+            output=str(workdir / "allreduce-%j.out"),
+            python=sys.executable,
+        )
+    )
+    job_id = sbatch(script)
+    return job_id, workdir / f"allreduce-{job_id}.out"
 
 
 if __name__ == "__main__":

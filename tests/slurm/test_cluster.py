@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from launchers.demo import allreduce_reports, submit_allreduce
 from launchers.devcluster import ClusterSpec, cluster_status
 from launchers.slurm import sacct, wait_until_done
+from launchers.smoke import allreduce_reports, submit_allreduce
 from launchers.states import JobState
 
 pytestmark = pytest.mark.slurm

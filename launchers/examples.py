@@ -1,0 +1,55 @@
+"""The example trainer (containers/intent-classifier) as a ready-made job spec, for the demo, tests and benches."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from launchers.shell import run
+from launchers.spec import JobSpec
+
+TRAINER_DIR = Path(__file__).resolve().parent.parent / "containers" / "intent-classifier"
+
+
+def ensure_dataset(directory: Path) -> str:
+    """Generate the intent dataset into ``directory`` unless it is there; returns its version hash."""
+    out = run([sys.executable, "-m", "intent_classifier.dataset", str(directory)], cwd=TRAINER_DIR, timeout_s=120)
+    return out.stdout.strip()
+
+
+def intent_classifier_spec(
+    workdir: Path,
+    *,
+    dataset_dir: Path,
+    partition: str,
+    account: str | None = None,
+    nodes: int = 2,
+    tasks_per_node: int = 2,
+    seed: int = 7,
+    epochs: int = 5,
+    time_limit_min: int = 15,
+    extra_env: dict[str, str] | None = None,
+) -> JobSpec:
+    """A runtime-'none' spec of the classifier, writing its model and metrics under ``workdir``."""
+    env = {
+        "TRAINING_DATA_PATH": str(dataset_dir),
+        "MODEL_OUTPUT_DIR": str(workdir / "model"),
+        "METRICS_FILE": str(workdir / "metrics.jsonl"),
+        "SEED": str(seed),
+        "EPOCHS": str(epochs),
+        "LR": "0.3",
+        "BATCH_SIZE": "32",
+        "FC_SIZE": "64",
+        **(extra_env or {}),
+    }
+    return JobSpec(
+        name="intent-classifier",
+        partition=partition,
+        account=account,
+        nodes=nodes,
+        tasks_per_node=tasks_per_node,
+        time_limit_min=time_limit_min,
+        command=(sys.executable, str(TRAINER_DIR / "train.py")),
+        env=env,
+        folder=workdir / "job",
+    )

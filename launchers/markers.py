@@ -1,0 +1,89 @@
+"""Small files the ranks leave in the job folder: the start marker and each rank's trainer exit code.
+
+They are how a job tells the outside what Slurm cannot know: that every rank initialised Horovod (the protocol's
+``launching`` -> ``running``), and which rank failed first with which exit code (srun reports the signal that
+stopped the others, not the trainer's code). The job folder is on a filesystem every node shares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class JobMarkers:
+    folder: Path
+    job_id: str
+
+    @property
+    def directory(self) -> Path:
+        return self.folder / "markers"
+
+    @property
+    def started_path(self) -> Path:
+        return self.directory / f"{self.job_id}.started"
+
+    def exit_path(self, rank: int, restart: int) -> Path:
+        return self.directory / f"{self.job_id}.{restart}.exit.{rank}"
+
+    def clear_started(self) -> None:
+        self.started_path.unlink(missing_ok=True)
+
+    def write_started(self, size: int, restart: int) -> None:
+        _write_atomic(self.started_path, json.dumps({"size": size, "restart": restart, "time": time.time()}))
+
+    def started(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.started_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def write_exit(self, rank: int, restart: int, code: int) -> None:
+        _write_atomic(self.exit_path(rank, restart), f"{code}\n")
+
+    def exit_codes(self, restart: int | None = None) -> list[tuple[float, int, int]]:
+        """(mtime, rank, code) of the ranks that finished, oldest first; the latest run unless ``restart``."""
+        if restart is None:
+            started = self.started()
+            restart = int(started["restart"]) if started else 0
+        found = []
+        for path in self.directory.glob(f"{self.job_id}.{restart}.exit.*"):
+            try:
+                found.append((path.stat().st_mtime, int(path.name.rsplit(".", 1)[1]), int(path.read_text())))
+            except (OSError, ValueError):
+                continue
+        return sorted(found)
+
+    def first_failure(self) -> tuple[int, int] | None:
+        """(rank, exit code) of the first rank whose trainer failed."""
+        for _, rank, code in self.exit_codes():
+            if code != 0:
+                return rank, code
+        return None
+
+
+def exit_code_teardown(folder: Path) -> list[str]:
+    """Job-script lines after srun: exit with the first failing trainer's code rather than srun's.
+
+    Bash, because with Apptainer the host that runs the job script may have no Python.
+    """
+    markers = shlex.quote(str(folder / "markers"))
+    return [
+        "hpcgw_rc=$?",
+        f'hpcgw_code=$(ls -tr {markers}/"$SLURM_JOB_ID.${{SLURM_RESTART_COUNT:-0}}".exit.* 2>/dev/null'
+        ' | while read -r f; do c=$(cat "$f"); if [ "$c" != 0 ]; then echo "$c"; break; fi; done)',
+        'exit "${hpcgw_code:-$hpcgw_rc}"',
+    ]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)

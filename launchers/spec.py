@@ -1,0 +1,153 @@
+"""What a training job asks for: resources, container, trainer command and environment.
+
+Everything here ends up in an sbatch script, an `apptainer` argv or a process environment, so it is validated
+on the way in and rejected with the offending field named, before anything reaches Slurm.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SLURM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Set by the launcher or Slurm; a user who sets them would silently break rank placement or the protocol's paths.
+RESERVED_ENV_PREFIXES = ("SLURM_", "SLURMD_", "SUBMITIT_", "HOROVOD_", "APPTAINER", "SINGULARITY", "OMPI_", "PMIX_")
+RESERVED_ENV_NAMES = frozenset({"JOB_ID", "PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "HOME", "CUDA_VISIBLE_DEVICES"})
+MAX_ENV_VALUE_LEN = 32 * 1024
+
+Positive = Annotated[int, Field(ge=1)]
+
+
+class Bind(BaseModel):
+    """A bind mount into the container. Apptainer's --bind syntax reserves ':' and ','."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Path
+    target: Path
+    read_only: bool = False
+
+    @field_validator("source", "target")
+    @classmethod
+    def _bindable(cls, value: Path) -> Path:
+        text = str(value)
+        if not value.is_absolute():
+            raise ValueError(f"bind paths must be absolute, got {text!r}")
+        if any(c in text for c in ":,\n\0"):
+            raise ValueError(
+                f"bind path {text!r} contains ':', ',' or a newline, which apptainer --bind cannot express"
+            )
+        return value
+
+    def as_apptainer(self) -> str:
+        return f"{self.source}:{self.target}" + (":ro" if self.read_only else "")
+
+
+class ContainerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    runtime: Literal["apptainer", "none"] = "none"
+    image: str | None = None
+    binds: tuple[Bind, ...] = ()
+
+    @model_validator(mode="after")
+    def _image_for_apptainer(self) -> ContainerSpec:
+        if self.runtime == "apptainer":
+            if not self.image:
+                raise ValueError("container.image is required with runtime 'apptainer'")
+            if "\n" in self.image or "\0" in self.image:
+                raise ValueError("container.image contains a control character")
+            if "://" not in self.image and not Path(self.image).is_file():
+                raise ValueError(f"container.image {self.image!r} does not exist")
+        elif self.image is not None:
+            raise ValueError("container.image is only used with runtime 'apptainer'")
+        return self
+
+
+class JobSpec(BaseModel):
+    """One multi-node Horovod training job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "hpcgw-train"
+    # resources
+    partition: str
+    account: str | None = None
+    qos: str | None = None
+    nodes: Positive = 1
+    tasks_per_node: Positive = 1
+    gpus_per_node: int = Field(0, ge=0, le=64)
+    cpus_per_task: Positive = 1
+    mem_gb: float | None = Field(None, gt=0, le=16384)
+    time_limit_min: Positive = 60
+    # escape hatches
+    extra_sbatch: tuple[str, ...] = ()
+    setup: tuple[str, ...] = ()
+    # container and trainer
+    container: ContainerSpec = ContainerSpec()
+    command: tuple[str, ...] = Field(min_length=1)
+    env: dict[str, str] = {}
+    # where submitit keeps the job's pickles, per-rank logs and markers
+    folder: Path
+    # Horovod controller: gloo (default) or MPI through `srun --mpi=pmix`
+    controller: Literal["gloo", "mpi"] = "gloo"
+    rendezvous_timeout_s: float = Field(60.0, gt=0, le=3600)
+    signal_delay_s: int = Field(90, ge=5, le=3600)
+    max_requeues: int = Field(3, ge=0, le=100)
+
+    @field_validator("name", "partition", "account", "qos")
+    @classmethod
+    def _slurm_name(cls, value: str | None) -> str | None:
+        if value is not None and not SLURM_NAME_RE.match(value):
+            raise ValueError(f"{value!r} is not a valid Slurm name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 64)")
+        return value
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, value: int) -> int:
+        if value > 100_000:
+            raise ValueError("more nodes than any cluster has")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        for name, value in env.items():
+            if not ENV_NAME_RE.match(name):
+                raise ValueError(f"invalid environment variable name {name!r}")
+            if name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIXES):
+                raise ValueError(f"environment variable {name!r} is reserved for the launcher or Slurm")
+            if "\0" in value or len(value) > MAX_ENV_VALUE_LEN:
+                raise ValueError(f"value of {name!r} contains NUL or is longer than {MAX_ENV_VALUE_LEN} characters")
+        return env
+
+    @field_validator("extra_sbatch")
+    @classmethod
+    def _extra_sbatch(cls, lines: tuple[str, ...]) -> tuple[str, ...]:
+        for line in lines:
+            if not line.startswith("--") or "\n" in line or "\r" in line:
+                raise ValueError(f"extra sbatch directive {line!r} must be one '--option[=value]' without newlines")
+        return lines
+
+    @field_validator("setup", "command")
+    @classmethod
+    def _no_nul(cls, items: tuple[str, ...]) -> tuple[str, ...]:
+        if any("\0" in item for item in items):
+            raise ValueError("contains a NUL character")
+        return items
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, value: Path) -> Path:
+        value = value.expanduser().absolute()
+        if any(c in str(value) for c in "\n\0%"):
+            raise ValueError("folder must not contain newlines, NUL or '%' (Slurm expands % in log paths)")
+        return value
+
+    @property
+    def num_tasks(self) -> int:
+        return self.nodes * self.tasks_per_node

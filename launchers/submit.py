@@ -1,0 +1,163 @@
+"""``submit(spec) -> Job``: one flow for Slurm and for a local stand-in, both through submitit.
+
+The Slurm path uses submitit's ``SlurmExecutor`` for the job script (sorted, quoted ``#SBATCH`` lines) and its
+pickling, with two changes: ``sbatch`` runs through :func:`launchers.shell.run`, and the script ends with lines
+that exit with the first failing trainer's code (see :mod:`launchers.markers`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import submitit
+from submitit.core import utils as submitit_utils
+
+from launchers.container import python_command
+from launchers.job import Job
+from launchers.markers import exit_code_teardown
+from launchers.shell import CommandError, run
+from launchers.slurm import slurm_env
+from launchers.spec import JobSpec
+from launchers.task import TrainerTask
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["auto", "slurm", "local"]
+
+
+class SpecError(ValueError):
+    """The spec cannot run where it is sent; ``field`` names what to change."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class SubmitError(RuntimeError):
+    """sbatch refused the job or could not be reached."""
+
+
+class HpcgwSlurmExecutor(submitit.SlurmExecutor):
+    """submitit's Slurm executor, with sbatch called through the project's one subprocess function."""
+
+    def _submit_command(self, command: str) -> submitit.Job[Any]:
+        tmp_uuid = uuid.uuid4().hex
+        folder = submitit_utils.JobPaths.get_first_id_independent_folder(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        submission_file = folder / f".submission_file_{tmp_uuid}.sh"
+        submission_file.write_text(self._make_submission_file_text(command, tmp_uuid))
+        try:
+            output = run(self._make_submission_command(submission_file), env=slurm_env(), timeout_s=120).stdout
+        except CommandError as exc:
+            raise SubmitError(f"sbatch failed: {exc}") from exc
+        job_id = self._get_job_id_from_submission_command(output)
+        job: submitit.Job[Any] = self.job_class(folder=self.folder, job_id=job_id, tasks=list(range(self._num_tasks())))
+        job.paths.move_temporary_file(submission_file, "submission_file", keep_as_symlink=True)
+        self._write_job_id(job.job_id, tmp_uuid)
+        self._set_job_permissions(job.paths.folder)
+        return job
+
+
+def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
+    """submitit's ``update_parameters`` for ``spec``: the resources, and the srun line's flags."""
+    srun_args = ["--kill-on-bad-exit=1", "--distribution=block"]
+    if spec.controller == "mpi":
+        srun_args.append("--mpi=pmix")
+    params: dict[str, Any] = {
+        "job_name": spec.name,
+        "partition": spec.partition,
+        "nodes": spec.nodes,
+        "ntasks_per_node": spec.tasks_per_node,
+        "cpus_per_task": spec.cpus_per_task,
+        "time": spec.time_limit_min,
+        "signal_delay_s": spec.signal_delay_s,
+        "srun_args": srun_args,
+        "setup": list(spec.setup),
+        "teardown": exit_code_teardown(spec.folder),
+        "additional_parameters": {"requeue": True, **_extra_sbatch(spec.extra_sbatch)},
+    }
+    if spec.account:
+        params["account"] = spec.account
+    if spec.qos:
+        params["qos"] = spec.qos
+    if spec.gpus_per_node:
+        params["gpus_per_node"] = spec.gpus_per_node
+    if spec.mem_gb is not None:
+        params["mem"] = f"{round(spec.mem_gb * 1024)}M"
+    return params
+
+
+def _extra_sbatch(lines: tuple[str, ...]) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    for line in lines:
+        key, sep, value = line[2:].partition("=")
+        extra[key.replace("-", "_")] = value if sep else True
+    return extra
+
+
+def make_executor(spec: JobSpec, backend: Literal["slurm", "local"]) -> submitit.Executor:
+    if backend == "slurm":
+        executor: submitit.Executor = HpcgwSlurmExecutor(
+            folder=spec.folder, python=python_command(spec), max_num_timeout=spec.max_requeues
+        )
+        executor.update_parameters(**slurm_parameters(spec))
+        return executor
+    executor = submitit.LocalExecutor(folder=spec.folder, python=python_command(spec))
+    executor.update_parameters(
+        nodes=1, tasks_per_node=spec.num_tasks, timeout_min=spec.time_limit_min, signal_delay_s=spec.signal_delay_s
+    )
+    return executor
+
+
+def render_script(spec: JobSpec) -> str:
+    """The exact job script ``submit`` would hand to sbatch, without submitting anything."""
+    executor = make_executor(spec, "slurm")
+    return executor._make_submission_file_text(executor._submitit_command_str, "render")  # type: ignore[attr-defined]
+
+
+def choose_backend(backend: Backend) -> Literal["slurm", "local"]:
+    if backend != "auto":
+        return backend
+    return "slurm" if shutil.which("sbatch") else "local"
+
+
+def check_partition(spec: JobSpec) -> None:
+    """Refuse what the partition cannot hold, before sbatch would queue it forever or reject it obscurely."""
+    out = run(["sinfo", "-h", "-N", "-p", spec.partition, "-o", "%N|%c|%m"], env=slurm_env(), timeout_s=30).stdout
+    nodes: dict[str, tuple[int, int]] = {}
+    for line in out.splitlines():
+        name, cpus, mem_mb = line.split("|")
+        nodes[name] = (int(cpus.rstrip("+")), int(mem_mb.rstrip("+") or 0))
+    if not nodes:
+        raise SpecError("partition", f"partition {spec.partition!r} does not exist or has no nodes")
+    if spec.nodes > len(nodes):
+        raise SpecError("nodes", f"{spec.nodes} nodes requested, partition {spec.partition} has {len(nodes)}")
+    max_cpus = max(c for c, _ in nodes.values())
+    if spec.tasks_per_node * spec.cpus_per_task > max_cpus:
+        raise SpecError(
+            "tasks_per_node",
+            f"{spec.tasks_per_node} tasks x {spec.cpus_per_task} CPUs per node requested, "
+            f"the largest node of {spec.partition} has {max_cpus} CPUs",
+        )
+    max_mem = max(m for _, m in nodes.values())
+    if spec.mem_gb is not None and max_mem and spec.mem_gb * 1024 > max_mem:
+        raise SpecError("mem_gb", f"{spec.mem_gb} GB per node requested, the largest node has {max_mem} MB")
+
+
+def submit(spec: JobSpec, backend: Backend = "auto") -> Job:
+    """Submit ``spec`` as one multi-node Horovod job; returns at once with the job's handle."""
+    chosen = choose_backend(backend)
+    if chosen == "slurm":
+        check_partition(spec)
+    elif spec.nodes > 1:
+        raise SpecError("nodes", "the local backend runs on this machine only; ask for 1 node")
+    spec.folder.mkdir(parents=True, exist_ok=True)
+    task = TrainerTask(list(spec.command), dict(spec.env), str(spec.folder), spec.rendezvous_timeout_s, spec.controller)
+    submitted = make_executor(spec, chosen).submit(task)
+    job = Job(submitted, Path(spec.folder), chosen, spec.num_tasks)
+    log.info("submitted %s job %s (%d nodes x %d tasks)", chosen, job.job_id, spec.nodes, spec.tasks_per_node)
+    return job

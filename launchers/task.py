@@ -1,0 +1,153 @@
+"""What runs on every rank: the picklable task submitit executes, wrapping the in-job Horovod bootstrap.
+
+Each rank's submitit worker calls :class:`TrainerTask`. It sets Horovod's variables from Slurm's, hosts the Gloo
+rendezvous on rank 0 (and writes the start marker once every rank has registered there), runs the trainer as a
+child process, and records the trainer's exit code. A failing trainer ends the worker with the same exit code,
+so ``srun --kill-on-bad-exit`` stops the other ranks at once and the job script can report the code.
+
+It is a submitit ``Checkpointable``: on the preemption/time-out signal submitit calls :meth:`checkpoint` on rank
+0 and requeues the job; the trainer then resumes from its own per-epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from launchers.bootstrap import (
+    EXIT_RENDEZVOUS,
+    HorovodTopology,
+    network_iface,
+    rendezvous_port,
+    resolve_node_address,
+    start_rendezvous_server,
+    wait_for_port,
+)
+from launchers.markers import JobMarkers
+
+log = logging.getLogger("hpcgw.task")
+
+
+class TrainerFailedError(RuntimeError):
+    """The trainer exited with a non-zero code on this rank."""
+
+
+class TrainerTask(submitit.helpers.Checkpointable):
+    """Picklable: it travels to every rank in submitit's pickle, with the trainer's command and environment."""
+
+    def __init__(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        folder: str,
+        rendezvous_timeout_s: float,
+        controller: str = "gloo",
+    ) -> None:
+        self.command = command
+        self.env = env
+        self.folder = folder
+        self.rendezvous_timeout_s = rendezvous_timeout_s
+        self.controller = controller
+
+    def __call__(self) -> dict[str, Any]:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s hpcgw-task %(levelname)s: %(message)s")
+        host_env = dict(os.environ)
+        topology, job_id, addr = _placement(host_env)
+        restart = int(host_env.get("SLURM_RESTART_COUNT", "0") or 0)
+        markers = JobMarkers(Path(self.folder), job_id)
+        port = rendezvous_port(host_env) if "SLURM_JOB_ID" in host_env else _local_port(job_id)
+        env = {**host_env, **self.env}
+        env.update(topology.horovod_env(addr, port, network_iface(host_env, addr), self.rendezvous_timeout_s))
+        if self.controller == "mpi":
+            for key in ("HOROVOD_CONTROLLER", "HOROVOD_CPU_OPERATIONS", "HOROVOD_GLOO_RENDEZVOUS_ADDR"):
+                env.pop(key, None)
+        env["HPCGW_RESTART_COUNT"] = str(restart)
+        tag = f"rank {topology.rank}/{topology.size} on {topology.hostname}"
+
+        server = None
+        if topology.rank == 0:
+            markers.clear_started()
+            if self.controller == "gloo":
+                try:
+                    server, _ = start_rendezvous_server(
+                        topology, port, on_all_ranks=lambda: markers.write_started(topology.size, restart)
+                    )
+                except OSError as exc:
+                    log.error("%s: cannot host the rendezvous on port %d: %s", tag, port, exc)
+                    markers.write_exit(topology.rank, restart, EXIT_RENDEZVOUS)
+                    _exit_now(EXIT_RENDEZVOUS)
+                log.info("%s: rendezvous at %s:%d (restart %d)", tag, addr, port, restart)
+            else:
+                markers.write_started(topology.size, restart)
+        elif self.controller == "gloo":
+            try:
+                wait_for_port(addr, port, self.rendezvous_timeout_s)
+            except TimeoutError as exc:
+                log.error("%s: %s", tag, exc)
+                markers.write_exit(topology.rank, restart, EXIT_RENDEZVOUS)
+                _exit_now(EXIT_RENDEZVOUS)
+        try:
+            code = _run_trainer(self.command, env)
+        finally:
+            if server is not None:
+                server.shutdown()
+        markers.write_exit(topology.rank, restart, code)
+        if code != 0:
+            log.error("%s: trainer exited with code %d", tag, code)
+            _exit_now(code)
+        return {"rank": topology.rank, "size": topology.size, "exit_code": code, "restart": restart}
+
+
+def _placement(env: Mapping[str, str]) -> tuple[HorovodTopology, str, str]:
+    """Topology, job id and rendezvous address, from Slurm's variables or from submitit's local executor."""
+    if env.get("SUBMITIT_EXECUTOR") == "slurm":
+        topology = HorovodTopology.from_slurm(env)
+        # SLURM_JOB_ID is unique per array element too, and it is what the job script sees.
+        return topology, env["SLURM_JOB_ID"], resolve_node_address(topology.hosts[0][0], env)
+    job_env = submitit.JobEnvironment()
+    size = job_env.num_tasks
+    topology = HorovodTopology(
+        job_env.global_rank, size, job_env.local_rank, size, 0, 1, "localhost", (("localhost", size),)
+    )
+    return topology, str(job_env.job_id), "127.0.0.1"
+
+
+def _local_port(job_id: str) -> int:
+    digits = "".join(c for c in job_id if c.isdigit()) or "0"
+    return 20000 + int(digits) % 30000
+
+
+def _run_trainer(command: list[str], env: Mapping[str, str]) -> int:
+    # The preemption signal (USR2) is submitit's to handle on rank 0; the trainer ignores it and relies on its
+    # per-epoch checkpoints, so a signal arriving mid-epoch never kills it half-way through a save.
+    proc = subprocess.Popen(command, env=dict(env), preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
+    try:
+        code = proc.wait()
+    except BaseException:
+        _stop(proc)
+        raise
+    return 128 - code if code < 0 else code
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _exit_now(code: int) -> None:
+    """Leave with the trainer's own exit code; submitit would turn any failure into exit code 1."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,1 @@
+bash -c 'for v in ${!SLURM_*} ${!SLURMD_*} ${!SUBMITIT_*} ${!HPCGW_*}; do export "APPTAINERENV_$v=${!v}"; done; exec "$@"' hpcgw-apptainer apptainer exec --nv --cleanenv --bind '/shared/jobs/run 1:/shared/jobs/run 1' --bind '/data/intents v1:/data:ro' --bind '/tmp/hpcgw golden/it'"'"'s "here"/models:/models' '/tmp/hpcgw golden/it'"'"'s "here"/intent classifier.sif' python

@@ -1,0 +1,33 @@
+#!/bin/bash
+
+# Parameters
+#SBATCH --account=team-a
+#SBATCH --constraint=fast
+#SBATCH --cpus-per-task=1
+#SBATCH --error='/tmp/hpcgw golden/it'"'"'s "here"/jobs/%j_0_log.err'
+#SBATCH --exclusive
+#SBATCH --job-name=intent-classifier
+#SBATCH --mem=1536M
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=2
+#SBATCH --open-mode=append
+#SBATCH --output='/tmp/hpcgw golden/it'"'"'s "here"/jobs/%j_0_log.out'
+#SBATCH --partition=team-a
+#SBATCH --qos=normal
+#SBATCH --requeue
+#SBATCH --signal=USR2@90
+#SBATCH --time=30
+#SBATCH --wckey=submitit
+
+# setup
+module load cuda
+
+# command
+export SUBMITIT_EXECUTOR=slurm
+srun --unbuffered --output '/tmp/hpcgw golden/it'"'"'s "here"/jobs/%j_%t_log.out' --error '/tmp/hpcgw golden/it'"'"'s "here"/jobs/%j_%t_log.err' --kill-on-bad-exit=1 --distribution=block {python} -u -m submitit.core._submit '/tmp/hpcgw golden/it'"'"'s "here"/jobs'
+
+
+# teardown
+hpcgw_rc=$?
+hpcgw_code=$(ls -tr '/tmp/hpcgw golden/it'"'"'s "here"/jobs/markers'/"$SLURM_JOB_ID.${SLURM_RESTART_COUNT:-0}".exit.* 2>/dev/null | while read -r f; do c=$(cat "$f"); if [ "$c" != 0 ]; then echo "$c"; break; fi; done)
+exit "${hpcgw_code:-$hpcgw_rc}"

@@ -1,0 +1,103 @@
+"""The exact Apptainer command lines, pinned in golden files (paths with spaces and quotes included)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from launchers.container import ENV_PASSTHROUGH_SHIM, apptainer_argv, python_argv, python_command
+from launchers.spec import Bind, ContainerSpec, JobSpec
+from tests.unit.golden import assert_golden
+
+ODD_DIR = Path("/tmp/hpcgw golden/it's \"here\"")
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[str]:
+    """A real file at a fixed path with a space and quotes, so the golden files do not depend on tmp names."""
+    ODD_DIR.mkdir(parents=True, exist_ok=True)
+    path = ODD_DIR / "intent classifier.sif"
+    path.write_bytes(b"not really an image")
+    yield str(path)
+
+
+def spec(image: str, **overrides: object) -> JobSpec:
+    base: dict[str, object] = {
+        "partition": "team-a",
+        "nodes": 2,
+        "tasks_per_node": 2,
+        "command": ("python", "/opt/intent-classifier/train.py"),
+        "folder": "/shared/jobs/run 1",
+        "container": ContainerSpec(runtime="apptainer", image=image),
+    }
+    return JobSpec(**(base | overrides))  # type: ignore[arg-type]
+
+
+def test_cpu_job_has_no_nv(image: str) -> None:
+    argv = apptainer_argv(spec(image))
+    assert "--nv" not in argv
+    assert_golden("apptainer_cpu.json", json.dumps(argv, indent=1) + "\n")
+
+
+def test_gpu_job_with_binds(image: str) -> None:
+    binds = (
+        Bind(source=Path("/data/intents v1"), target=Path("/data"), read_only=True),
+        Bind(source=ODD_DIR / "models", target=Path("/models")),
+    )
+    s = spec(image, gpus_per_node=4, container=ContainerSpec(runtime="apptainer", image=image, binds=binds))
+    argv = apptainer_argv(s)
+    assert argv[:4] == ["apptainer", "exec", "--nv", "--cleanenv"]
+    assert argv[-2:] == [image, "python"]
+    assert_golden("apptainer_gpu_binds.json", json.dumps(argv, indent=1) + "\n")
+    assert_golden("apptainer_gpu_binds.cmd", python_command(s) + "\n")
+
+
+def test_runtime_none_is_this_python() -> None:
+    s = JobSpec(partition="team-a", command=("python", "t.py"), folder="/tmp/x")
+    assert python_argv(s) == [sys.executable]
+
+
+def test_python_command_round_trips_through_a_shell(image: str) -> None:
+    """submitit splices the command into the job script unquoted: the shell must get the argv back."""
+    s = spec(image, gpus_per_node=1)
+    out = subprocess.run(["bash", "-c", f"printf '%s\\0' {python_command(s)}"], capture_output=True, check=True)
+    assert out.stdout.decode().split("\0")[:-1] == python_argv(s)
+
+
+def test_slurm_variables_reach_the_container_literally(tmp_path: Path) -> None:
+    """The shim copies SLURM_* to APPTAINERENV_* by assignment; shell syntax in a value never runs."""
+    marker = tmp_path / "pwned"
+    hostile = f"$(touch {marker}); `touch {marker}`\n#SBATCH --nodes=99"
+    env = {"PATH": os.environ["PATH"], "SLURM_JOB_NAME": hostile, "SLURM_PROCID": "3", "UNRELATED": "x"}
+    out = subprocess.run(["bash", "-c", ENV_PASSTHROUGH_SHIM, "shim", "env", "-0"], env=env, capture_output=True,
+                         check=True)
+    seen = dict(item.split("=", 1) for item in out.stdout.decode().split("\0") if "=" in item)
+    assert seen["APPTAINERENV_SLURM_JOB_NAME"] == hostile
+    assert seen["APPTAINERENV_SLURM_PROCID"] == "3"
+    assert "APPTAINERENV_UNRELATED" not in seen
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"runtime": "apptainer"}, "container.image is required"),
+        ({"runtime": "apptainer", "image": "/nonexistent/trainer.sif"}, "does not exist"),
+        ({"runtime": "none", "image": "/x.sif"}, "only used with runtime 'apptainer'"),
+    ],
+)
+def test_bad_containers(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ContainerSpec(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", ["/data/a,b", "/data/a:b", "relative/dir"])
+def test_unbindable_paths(path: str) -> None:
+    with pytest.raises(ValueError, match="bind"):
+        Bind(source=Path(path), target=Path("/data"))
