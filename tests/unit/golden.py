@@ -1,4 +1,4 @@
-"""Golden-file comparison: `HPCGW_UPDATE_GOLDEN=1 pytest …` rewrites the files; otherwise a mismatch fails with a diff."""
+"""Golden files: `HPCGW_UPDATE_GOLDEN=1 pytest …` rewrites them; otherwise a mismatch fails with a diff."""
 
 from __future__ import annotations
 
@@ -15,5 +15,7 @@ def assert_golden(name: str, actual: str) -> None:
         path.write_text(actual)
     expected = path.read_text()
     if actual != expected:
-        diff = "\n".join(difflib.unified_diff(expected.splitlines(), actual.splitlines(), "golden", "actual", lineterm=""))
+        diff = "\n".join(
+            difflib.unified_diff(expected.splitlines(), actual.splitlines(), "golden", "actual", lineterm="")
+        )
         raise AssertionError(f"{name} differs from its golden file:\n{diff}")
