@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BUILD_DEBS := cmake g++ make libopenmpi-dev openmpi-bin
 PYTEST_ARGS ?=
 
-.PHONY: all venv system-deps horovod cluster-up cluster-down demo test lint bench clean
+.PHONY: all venv system-deps horovod cluster-up cluster-down postgres-up demo demo-direct test lint bench clean
 
 all: demo
 
@@ -35,9 +35,16 @@ cluster-down:
 	@test -x $(HPCGW) && $(HPCGW) cluster down || true
 
 demo: horovod cluster-up
+	$(PY) -m gateway.demo
+
+# The same trainer through the launcher library alone, without the gateway.
+demo-direct: horovod cluster-up
 	$(PY) -m launchers.demo
 
-test: horovod cluster-up
+postgres-up:
+	@scripts/postgres-dev.sh up .hpcgw/postgres >/dev/null
+
+test: horovod cluster-up postgres-up
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

@@ -16,7 +16,7 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SLURM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Set by the launcher or Slurm; a user who sets them would silently break rank placement or the protocol's paths.
 RESERVED_ENV_PREFIXES = ("SLURM_", "SLURMD_", "SUBMITIT_", "HOROVOD_", "APPTAINER", "SINGULARITY", "OMPI_", "PMIX_")
-RESERVED_ENV_NAMES = frozenset({"JOB_ID", "PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "HOME", "CUDA_VISIBLE_DEVICES"})
+RESERVED_ENV_NAMES = frozenset({"PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "HOME", "CUDA_VISIBLE_DEVICES"})
 MAX_ENV_VALUE_LEN = 32 * 1024
 
 Positive = Annotated[int, Field(ge=1)]
@@ -98,6 +98,8 @@ class JobSpec(BaseModel):
     rendezvous_timeout_s: float = Field(60.0, gt=0, le=3600)
     signal_delay_s: int = Field(90, ge=5, le=3600)
     max_requeues: int = Field(3, ge=0, le=100)
+    # Slurm's --comment; the gateway stores its job id here, to find the job again after a crash.
+    comment: str | None = Field(None, max_length=256, pattern=r"^[A-Za-z0-9_.:@/+-]+$")
 
     @field_validator("name", "partition", "account", "qos")
     @classmethod

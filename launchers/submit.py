@@ -80,6 +80,8 @@ def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
         "teardown": exit_code_teardown(spec.folder),
         "additional_parameters": {"requeue": True, **_extra_sbatch(spec.extra_sbatch)},
     }
+    if spec.comment:
+        params["additional_parameters"]["comment"] = spec.comment
     if spec.account:
         params["account"] = spec.account
     if spec.qos:
@@ -148,11 +150,16 @@ def check_partition(spec: JobSpec) -> None:
         raise SpecError("mem_gb", f"{spec.mem_gb} GB per node requested, the largest node has {max_mem} MB")
 
 
-def submit(spec: JobSpec, backend: Backend = "auto") -> Job:
-    """Submit ``spec`` as one multi-node Horovod job; returns at once with the job's handle."""
+def submit(spec: JobSpec, backend: Backend = "auto", *, check: bool = True) -> Job:
+    """Submit ``spec`` as one multi-node Horovod job; returns at once with the job's handle.
+
+    ``check=False`` skips the partition check (one sinfo call) for callers that checked already, like the
+    gateway, which validates against its cached view of the partitions when the request arrives.
+    """
     chosen = choose_backend(backend)
     if chosen == "slurm":
-        check_partition(spec)
+        if check:
+            check_partition(spec)
     elif spec.nodes > 1:
         raise SpecError("nodes", "the local backend runs on this machine only; ask for 1 node")
     spec.folder.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ import os
 import typer
 
 from gateway.cli import cluster
+from gateway.cli.serve import serve
 
 app = typer.Typer(
     help="hpcgw: a training-job gateway for Slurm clusters.",
@@ -15,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(cluster.app, name="cluster")
+app.command()(serve)
 
 
 @app.callback()

@@ -168,7 +168,8 @@ def cluster_up(
             raise ClusterError(
                 f"a cluster with other settings is running from {state_dir}; run `hpcgw cluster down` first"
             )
-        _prepare(spec)
+        conf_changed = _prepare(spec)
+        ctld_was_running = any(d.name == "slurmctld" and d.is_running() for d in all_daemons)
         started: list[Daemon] = []
         try:
             for daemon in all_daemons:
@@ -183,6 +184,9 @@ def cluster_up(
                 daemon.wait_ready()
                 if daemon.name == "mariadbd":
                     _create_database(spec)
+            if conf_changed and ctld_was_running:
+                # A newer template on a running cluster: slurmctld and the slurmds re-read slurm.conf.
+                run(["scontrol", "reconfigure"], env=spec.slurm_env)
             _wait_nodes(spec, all_daemons, nodes_timeout_s)
             _register_accounts(spec)
         except (DaemonError, CommandError, ClusterError) as exc:
@@ -225,7 +229,8 @@ def cluster_status(state_dir: os.PathLike[str] | str | None = None) -> ClusterSt
 # --- preparation -------------------------------------------------------------------------------------------
 
 
-def _prepare(spec: ClusterSpec) -> None:
+def _prepare(spec: ClusterSpec) -> bool:
+    """Create directories, keys and configuration; returns whether slurm.conf changed."""
     paths = spec.paths
     for parent in spec.state_dir.parents:
         if parent.exists() and not parent.stat().st_mode & 0o001:
@@ -245,18 +250,21 @@ def _prepare(spec: ClusterSpec) -> None:
         paths.db_password_file.write_text(secrets.token_hex(16) + "\n")
         paths.db_password_file.chmod(0o600)
     context = spec.template_context(paths.db_password_file.read_text().strip())
-    _write(paths.slurm_conf, render("cluster/slurm.conf.j2", **context), 0o644)
+    conf_changed = _write(paths.slurm_conf, render("cluster/slurm.conf.j2", **context), 0o644)
     _write(paths.slurmdbd_conf, render("cluster/slurmdbd.conf.j2", **context), 0o600)
     _write(paths.my_cnf, render("cluster/my.cnf.j2", **context), 0o644)
+    return conf_changed
 
 
-def _write(path: Path, text: str, mode: int) -> None:
-    if not path.exists() or path.read_text() != text:
+def _write(path: Path, text: str, mode: int) -> bool:
+    changed = not path.exists() or path.read_text() != text
+    if changed:
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(text)
         tmp.chmod(mode)
         tmp.replace(path)
     path.chmod(mode)
+    return changed
 
 
 def _init_mariadb(spec: ClusterSpec) -> None:

@@ -29,8 +29,11 @@ def metrics(path: Path) -> list[dict[str, float]]:
 
 
 def run_classifier(workdir: Path, dataset: Path, *, epochs: int, seed: int = 7, partition: str = "team-b") -> list:
-    job = submit(intent_classifier_spec(workdir, dataset_dir=dataset, partition=partition, account=partition,
-                                        epochs=epochs, seed=seed))
+    job = submit(
+        intent_classifier_spec(
+            workdir, dataset_dir=dataset, partition=partition, account=partition, epochs=epochs, seed=seed
+        )
+    )
     assert job.wait(timeout_s=600) is JobState.SUCCEEDED, job.stderr(0).read_text()[-3000:]
     return [job, metrics(workdir / "metrics.jsonl")]
 
@@ -63,9 +66,15 @@ def test_same_seed_gives_same_final_metrics(cluster, dataset: Path, tmp_path: Pa
 
 
 def test_failing_rank_fails_the_job_promptly_with_its_exit_code(cluster, tmp_path: Path) -> None:
-    spec = JobSpec(partition="team-a", nodes=2, tasks_per_node=2, time_limit_min=30,
-                   command=(sys.executable, str(DATA / "fail_on_rank.py")), env={"FAIL_RANK": "2", "FAIL_CODE": "3"},
-                   folder=tmp_path)
+    spec = JobSpec(
+        partition="team-a",
+        nodes=2,
+        tasks_per_node=2,
+        time_limit_min=30,
+        command=(sys.executable, str(DATA / "fail_on_rank.py")),
+        env={"FAIL_RANK": "2", "FAIL_CODE": "3"},
+        folder=tmp_path,
+    )
     job = submit(spec)
     started = time.monotonic()
     assert job.wait(timeout_s=300) is JobState.FAILED
@@ -93,8 +102,9 @@ def test_requeue_resumes_from_checkpoint(cluster, dataset: Path, tmp_path: Path)
     assert job.restarts == 1
     assert lines[0]["restart"] == 0 and lines[-1]["restart"] == 1
     assert "resuming after epoch" in job.stdout(0).read_text()
-    requeued = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job.job_id],
-                              capture_output=True, text=True, check=True).stdout.split()
+    requeued = subprocess.run(
+        ["sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job.job_id], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert requeued == ["REQUEUED", "COMPLETED"]
 
 
@@ -106,9 +116,15 @@ def test_shell_syntax_reaches_the_trainer_literally(cluster, tmp_path: Path) -> 
         "P_SBATCH": "a\n#SBATCH --nodes=99\nb",
         "REPORT_FILE": str(tmp_path / "env.json"),
     }
-    spec = JobSpec(partition="team-a", nodes=1, tasks_per_node=1, time_limit_min=5,
-                   command=(sys.executable, str(DATA / "print_env.py"), ",".join(values)), env=values,
-                   folder=tmp_path / "job")
+    spec = JobSpec(
+        partition="team-a",
+        nodes=1,
+        tasks_per_node=1,
+        time_limit_min=5,
+        command=(sys.executable, str(DATA / "print_env.py"), ",".join(values)),
+        env=values,
+        folder=tmp_path / "job",
+    )
     job = submit(spec)
     assert job.wait(timeout_s=120) is JobState.SUCCEEDED
     assert json.loads((tmp_path / "env.json.0").read_text()) == values
@@ -124,8 +140,15 @@ def test_unreachable_rendezvous_fails_within_the_timeout(cluster, tmp_path: Path
     blocker.bind(("0.0.0.0", 0))
     monkeypatch.setenv("HPCGW_RENDEZVOUS_PORT", str(blocker.getsockname()[1]))
     try:
-        spec = JobSpec(partition="team-a", nodes=2, tasks_per_node=2, time_limit_min=30, rendezvous_timeout_s=5,
-                       command=(sys.executable, "-m", "launchers.smoke"), folder=tmp_path)
+        spec = JobSpec(
+            partition="team-a",
+            nodes=2,
+            tasks_per_node=2,
+            time_limit_min=30,
+            rendezvous_timeout_s=5,
+            command=(sys.executable, "-m", "launchers.smoke"),
+            folder=tmp_path,
+        )
         job = submit(spec)
         started = time.monotonic()
         assert job.wait(timeout_s=180) is JobState.FAILED
@@ -137,8 +160,15 @@ def test_unreachable_rendezvous_fails_within_the_timeout(cluster, tmp_path: Path
     assert "cannot host the rendezvous" in logs or "not reachable after 5 s" in logs
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [({"nodes": 3}, "nodes"), ({"tasks_per_node": 3}, "tasks_per_node"),
-                                               ({"mem_gb": 64}, "mem_gb"), ({"partition": "nope"}, "partition")])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"nodes": 3}, "nodes"),
+        ({"tasks_per_node": 3}, "tasks_per_node"),
+        ({"mem_gb": 64}, "mem_gb"),
+        ({"partition": "nope"}, "partition"),
+    ],
+)
 def test_beyond_the_partition_is_refused_before_slurm(cluster, tmp_path: Path, kwargs, field) -> None:
     spec = JobSpec(**({"partition": "team-a", "command": ("true",), "folder": tmp_path / "job"} | kwargs))
     with pytest.raises(SpecError) as info:
@@ -148,8 +178,9 @@ def test_beyond_the_partition_is_refused_before_slurm(cluster, tmp_path: Path, k
 
 
 def test_local_backend_runs_the_same_flow(tmp_path: Path) -> None:
-    spec = JobSpec(partition="local", nodes=1, tasks_per_node=2, command=(sys.executable, "-m", "launchers.smoke"),
-                   folder=tmp_path)
+    spec = JobSpec(
+        partition="local", nodes=1, tasks_per_node=2, command=(sys.executable, "-m", "launchers.smoke"), folder=tmp_path
+    )
     job = submit(spec, backend="local")
     assert job.wait(timeout_s=120) is JobState.SUCCEEDED
     out = "".join(job.stdout(r).read_text() for r in range(2))

@@ -15,7 +15,7 @@ from launchers.container import ENV_PASSTHROUGH_SHIM, apptainer_argv, python_arg
 from launchers.spec import Bind, ContainerSpec, JobSpec
 from tests.unit.golden import assert_golden
 
-ODD_DIR = Path("/tmp/hpcgw golden/it's \"here\"")
+ODD_DIR = Path('/tmp/hpcgw golden/it\'s "here"')
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,9 @@ def test_slurm_variables_reach_the_container_literally(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     hostile = f"$(touch {marker}); `touch {marker}`\n#SBATCH --nodes=99"
     env = {"PATH": os.environ["PATH"], "SLURM_JOB_NAME": hostile, "SLURM_PROCID": "3", "UNRELATED": "x"}
-    out = subprocess.run(["bash", "-c", ENV_PASSTHROUGH_SHIM, "shim", "env", "-0"], env=env, capture_output=True,
-                         check=True)
+    out = subprocess.run(
+        ["bash", "-c", ENV_PASSTHROUGH_SHIM, "shim", "env", "-0"], env=env, capture_output=True, check=True
+    )
     seen = dict(item.split("=", 1) for item in out.stdout.decode().split("\0") if "=" in item)
     assert seen["APPTAINERENV_SLURM_JOB_NAME"] == hostile
     assert seen["APPTAINERENV_SLURM_PROCID"] == "3"

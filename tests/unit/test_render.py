@@ -18,9 +18,19 @@ def normalised(script: str) -> str:
 
 def test_cpu_job_script() -> None:
     spec = JobSpec(
-        name="intent-classifier", partition="team-a", account="team-a", qos="normal", nodes=2, tasks_per_node=2,
-        cpus_per_task=1, mem_gb=1.5, time_limit_min=30, command=("python", "train.py"),
-        env={"LR": "$(reboot)"}, folder=ODD_DIR / "jobs", extra_sbatch=("--exclusive", "--constraint=fast"),
+        name="intent-classifier",
+        partition="team-a",
+        account="team-a",
+        qos="normal",
+        nodes=2,
+        tasks_per_node=2,
+        cpus_per_task=1,
+        mem_gb=1.5,
+        time_limit_min=30,
+        command=("python", "train.py"),
+        env={"LR": "$(reboot)"},
+        folder=ODD_DIR / "jobs",
+        extra_sbatch=("--exclusive", "--constraint=fast"),
         setup=("module load cuda",),
     )
     script = render_script(spec)
@@ -32,9 +42,16 @@ def test_cpu_job_script() -> None:
 
 def test_gpu_apptainer_job_script(image: str) -> None:  # noqa: F811
     spec = JobSpec(
-        partition="team-b", nodes=2, tasks_per_node=4, gpus_per_node=4, cpus_per_task=8, time_limit_min=240,
-        command=("python", "/opt/intent-classifier/train.py"), folder="/shared/jobs/gpu run",
-        container=ContainerSpec(runtime="apptainer", image=image), signal_delay_s=120,
+        partition="team-b",
+        nodes=2,
+        tasks_per_node=4,
+        gpus_per_node=4,
+        cpus_per_task=8,
+        time_limit_min=240,
+        command=("python", "/opt/intent-classifier/train.py"),
+        folder="/shared/jobs/gpu run",
+        container=ContainerSpec(runtime="apptainer", image=image),
+        signal_delay_s=120,
     )
     script = render_script(spec)
     assert "#SBATCH --gpus-per-node=4" in script

@@ -42,3 +42,24 @@ def test_sacct_argv_is_one_call_for_many_jobs() -> None:
     assert argv[argv.index("-j") + 1] == "1,2,3_4"
     assert argv[argv.index("-o") + 1] == ",".join(FIELDS)
     assert "-X" not in sacct_argv(["1"], all_steps=True)
+
+
+def test_squeue_pending_positions_per_partition() -> None:
+    from gateway.slurmview import parse_squeue_pending
+
+    text = "12|Priority|team-a\n15|Resources|team-b\n13|None|team-a\n"
+    pending = parse_squeue_pending(text)
+    assert (pending["12"].position, pending["13"].position, pending["15"].position) == (1, 2, 1)
+    assert pending["12"].reason == "Priority" and pending["13"].reason is None
+
+
+def test_scontrol_fallback_parsing() -> None:
+    from gateway.slurmview import parse_scontrol_jobs
+
+    line = (
+        "JobId=7 JobName=hpcgw-x UserId=root(0) JobState=FAILED Reason=NonZeroExitCode Dependency=(null) "
+        "ExitCode=3:0 SubmitTime=2026-11-23T03:00:00 StartTime=2026-11-23T03:00:01 EndTime=2026-11-23T03:00:09"
+    )
+    jobs = parse_scontrol_jobs(line + "\nJobId=8 JobState=PENDING Reason=Priority ExitCode=0:0 StartTime=Unknown\n")
+    assert (jobs["7"].slurm_state, jobs["7"].exit_code, jobs["7"].reason) == ("FAILED", 3, "NonZeroExitCode")
+    assert jobs["7"].end is not None and jobs["8"].start is None and jobs["8"].slurm_state == "PENDING"

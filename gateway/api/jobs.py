@@ -1,0 +1,129 @@
+"""/v1/jobs: submit, list, inspect, cancel, logs, metrics, rerun. Reads the database; never calls Slurm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from gateway.api.deps import ConfigDep, PrincipalDep, SessionDep, TrackerDep
+from gateway.errors import ConflictError, InvalidRequestError
+from gateway.jobs import create_job, get_visible_job, record_state, rerun_request, to_public
+from gateway.models import Job, utcnow
+from gateway.schemas import JobCreate, JobList, JobPublic, LogTail, MetricsPublic
+from launchers.states import JobState
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+MAX_LOG_LINES = 10_000
+
+
+@router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
+def submit_job(
+    body: JobCreate,
+    session: SessionDep,
+    config: ConfigDep,
+    principal: PrincipalDep,
+    tracker: TrackerDep,
+    response: Response,
+) -> JobPublic:
+    job, created = create_job(session, config, principal, body, tracker.partition_sizes)
+    if created:
+        tracker.wake()
+    else:
+        response.status_code = status.HTTP_200_OK  # the same idempotency key: the job that exists
+    return to_public(job)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    session: SessionDep,
+    principal: PrincipalDep,
+    team: str | None = None,
+    state: JobState | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JobList:
+    query = select(Job)
+    if not principal.admin:
+        query = query.where(Job.team == principal.team)
+    if team is not None:
+        query = query.where(Job.team == team)
+    if state is not None:
+        query = query.where(Job.state == state.value)
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(query.order_by(col(Job.submit_time).desc(), col(Job.id)).offset(offset).limit(limit)).all()
+    return JobList(items=[to_public(j) for j in rows], total=total, offset=offset, limit=limit)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPublic:
+    return to_public(get_visible_job(session, principal, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep, tracker: TrackerDep) -> JobPublic:
+    """A job still in the gateway is cancelled at once; one in Slurm is marked for the worker to scancel."""
+    job = get_visible_job(session, principal, job_id)
+    if JobState(job.state).is_terminal:
+        raise ConflictError(f"job {job_id} already {job.state}")
+    if job.state == JobState.ACCEPTED.value and not job.dispatching:
+        record_state(session, job, JobState.CANCELLED, reason=f"cancelled by {principal.user}")
+        job.end_time = utcnow()
+    else:
+        job.cancel_requested = True
+        session.add(job)
+    session.commit()
+    tracker.wake()
+    return to_public(job)
+
+
+@router.get("/{job_id}/logs", response_model=list[LogTail])
+def job_logs(
+    job_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    rank: Annotated[int | None, Query(ge=0)] = None,
+    lines: Annotated[int, Query(ge=1, le=MAX_LOG_LINES)] = 100,
+) -> list[LogTail]:
+    job = get_visible_job(session, principal, job_id)
+    ranks = [rank] if rank is not None else list(range(job.nodes * job.tasks_per_node))
+    if rank is not None and rank >= job.nodes * job.tasks_per_node:
+        raise InvalidRequestError(f"rank {rank} outside 0..{job.nodes * job.tasks_per_node - 1}", field="rank")
+    tails = []
+    for r in ranks:
+        path = Path(job.folder) / "job" / f"{job.slurm_job_id}_{r}_log.out"
+        tails.append(LogTail(rank=r, path=str(path), lines=_tail(path, lines) if job.slurm_job_id else []))
+    return tails
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPublic)
+def job_metrics(job_id: str, session: SessionDep, principal: PrincipalDep) -> MetricsPublic:
+    job = get_visible_job(session, principal, job_id)
+    return MetricsPublic(job_id=job.id, epochs=job.metrics)
+
+
+@router.post("/{job_id}/rerun", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
+def rerun_job(
+    job_id: str, session: SessionDep, config: ConfigDep, principal: PrincipalDep, tracker: TrackerDep
+) -> JobPublic:
+    original = get_visible_job(session, principal, job_id)
+    request = rerun_request(original)
+    if not principal.admin:
+        request.team = None
+    job, _ = create_job(session, config, principal, request, tracker.partition_sizes, rerun_of=original.id)
+    tracker.wake()
+    return to_public(job)
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 256 * lines - 4096))
+            return fh.read().decode(errors="replace").splitlines()[-lines:]
+    except FileNotFoundError:
+        return []

@@ -1,0 +1,34 @@
+"""Bearer tokens: looked up by their SHA-256, never stored or compared in clear."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from gateway.config import GatewayConfig, hash_token
+from gateway.errors import NotFoundError, UnauthorizedError
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: str
+    team: str | None
+    admin: bool
+
+    def can_see(self, team: str) -> bool:
+        return self.admin or self.team == team
+
+    def check_team(self, team: str) -> None:
+        """Another team's object is reported as missing, not as forbidden: its existence is not disclosed."""
+        if not self.can_see(team):
+            raise NotFoundError("not found")
+
+
+def authenticate(config: GatewayConfig, authorization: str | None) -> Principal:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise UnauthorizedError("missing bearer token")
+    digest = hash_token(authorization[7:].strip())
+    for token in config.tokens:
+        if hmac.compare_digest(token.digest, digest):
+            return Principal(user=token.user, team=token.team, admin=token.role == "admin")
+    raise UnauthorizedError("invalid token")

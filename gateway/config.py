@@ -1,0 +1,147 @@
+"""The gateway's one configuration file (TOML), validated at start-up with errors that name the key.
+
+Relative paths are taken relative to the file's own directory, so a config works from any working directory.
+Tokens are hashed as soon as they are read; only the hashes are kept. Outside development mode the service
+refuses the well-known development tokens and short ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEV_TOKENS = frozenset({"team-a-dev-token", "team-b-dev-token", "admin-dev-token"})
+MIN_TOKEN_LEN = 24
+_TEAM_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the file and the key."""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TeamConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    partitions: list[str] = Field(min_length=1)
+    account: str
+    qos: str | None = None
+    max_gpus: int = Field(0, ge=0)
+    max_nodes: int = Field(1, ge=1)
+    max_running_jobs: int = Field(1, ge=1)
+    max_queued_jobs: int = Field(100, ge=0)
+
+
+class TokenConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    team: str | None = None
+    role: Literal["user", "admin"] = "user"
+    token: str | None = Field(None, repr=False)
+    token_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> TokenConfig:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError("give exactly one of token or token_sha256")
+        if self.role == "user" and self.team is None:
+            raise ValueError(f"token of user {self.user!r} needs a team")
+        return self
+
+    @property
+    def digest(self) -> str:
+        return self.token_sha256 or hash_token(self.token or "")
+
+
+class PollConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    interval_s: float = Field(5.0, gt=0, le=600)
+    floor_s: float = Field(0.5, gt=0, le=600)
+    sacct_chunk: int = Field(500, ge=1, le=10000)
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dev_mode: bool = False
+    database_url: str = "sqlite:///gateway.db"
+    dataset_root: Path
+    job_root: Path
+    container_runtime: Literal["apptainer", "none"] = "apptainer"
+    poll: PollConfig = PollConfig()
+    teams: dict[str, TeamConfig] = Field(min_length=1)
+    tokens: list[TokenConfig] = Field(min_length=1)
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+
+    @field_validator("teams")
+    @classmethod
+    def _team_names(cls, teams: dict[str, TeamConfig]) -> dict[str, TeamConfig]:
+        for name in teams:
+            if not _TEAM_RE.match(name):
+                raise ValueError(f"invalid team name {name!r}")
+        return teams
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewayConfig:
+        for token in self.tokens:
+            if token.team is not None and token.team not in self.teams:
+                raise ValueError(f"token of user {token.user!r} names unknown team {token.team!r}")
+            if not self.dev_mode and token.token is not None:
+                if token.token in DEV_TOKENS:
+                    raise ValueError(f"development token of user {token.user!r} is refused outside dev_mode")
+                if len(token.token) < MIN_TOKEN_LEN:
+                    raise ValueError(f"token of user {token.user!r} is shorter than {MIN_TOKEN_LEN} characters")
+        digests = [t.digest for t in self.tokens]
+        if len(set(digests)) != len(digests):
+            raise ValueError("two tokens are the same")
+        return self
+
+    def resolved(self, base: Path) -> GatewayConfig:
+        """Relative paths (and a relative sqlite file) resolved against ``base``; the database URL from the
+        environment (HPCGW_DATABASE_URL) wins over the file's."""
+        url = os.environ.get("HPCGW_DATABASE_URL") or self.database_url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+            url = prefix + str((base / url[len(prefix) :]).resolve())
+        # The secrets are dropped here: from now on only their hashes exist.
+        tokens = [t.model_copy(update={"token": None, "token_sha256": t.digest}) for t in self.tokens]
+        return self.model_copy(
+            update={
+                "database_url": url,
+                "dataset_root": (base / self.dataset_root).resolve(),
+                "job_root": (base / self.job_root).resolve(),
+                "tokens": tokens,
+            }
+        )
+
+    def team_of_partition(self, partition: str) -> str | None:
+        for name, team in self.teams.items():
+            if partition in team.partitions:
+                return name
+        return None
+
+
+def load_config(path: Path) -> GatewayConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from None
+    return config.resolved(path.resolve().parent)

@@ -1,0 +1,141 @@
+"""`make demo`: the whole story on the local cluster, over HTTP.
+
+The gateway starts (config/example.toml), the intent-classifier algorithm is registered, a 2-node x 2-task
+Horovod job is submitted with team-a's token, its states are printed as they change until it ends, and then
+its per-epoch metrics. Exits 0 only if the job succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from gateway.config import load_config
+from launchers.examples import TRAINER_DIR, ensure_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+TEAM_A = {"Authorization": "Bearer team-a-dev-token"}
+ADMIN = {"Authorization": "Bearer admin-dev-token"}
+
+
+def stage_dataset(dataset_root: Path) -> str:
+    staging = dataset_root / ".staging-intents"
+    shutil.rmtree(staging, ignore_errors=True)
+    digest = ensure_dataset(staging)
+    target = dataset_root / "intents" / digest
+    if target.exists():
+        shutil.rmtree(staging)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(target)
+    return digest
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the gateway exited with {proc.returncode}; see its log")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("the gateway did not answer /healthz within 60 s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.demo", description=__doc__)
+    parser.add_argument("--config", type=Path, default=REPO / "config" / "example.toml")
+    parser.add_argument("--port", type=int, default=8787)
+    parser.add_argument("--epochs", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    config = load_config(args.config)
+    digest = stage_dataset(config.dataset_root)
+    log_path = REPO / ".hpcgw" / "gateway" / "demo-gateway.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    base = f"http://127.0.0.1:{args.port}"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("hpcgw")),
+                "serve",
+                "--config",
+                str(args.config),
+                "--port",
+                str(args.port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+    try:
+        wait_healthy(base, proc)
+        print(f"gateway up at {base} (log: {log_path})")
+        return run_story(base, digest, args.epochs)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def run_story(base: str, digest: str, epochs: int) -> int:
+    algorithm = {
+        "name": "intent-classifier",
+        "version": "1.0",
+        "team": "team-a",
+        "image": "intent-classifier.sif",
+        "command": ["python", "/opt/intent-classifier/train.py"],
+        "local_command": [sys.executable, str(TRAINER_DIR / "train.py")],
+        "description": "Horovod intent classifier (embedding bag + FC)",
+    }
+    created = httpx.post(f"{base}/v1/algorithms", json=algorithm, headers=ADMIN)
+    print("algorithm intent-classifier:", "registered" if created.status_code == 201 else "already registered")
+    request = {
+        "name": "demo-intents",
+        "algorithm": "intent-classifier",
+        "dataset_id": "intents",
+        "train_data_version_hash": digest,
+        "nodes": 2,
+        "tasks_per_node": 2,
+        "time_limit_min": 15,
+        "parameters": {"SEED": 7, "EPOCHS": epochs, "LR": 0.3, "BATCH_SIZE": 32, "FC_SIZE": 64},
+    }
+    response = httpx.post(f"{base}/v1/jobs", json=request, headers=TEAM_A)
+    response.raise_for_status()
+    job = response.json()
+    print(
+        f"submitted job {job['id']} for team {job['team']} (user {job['user']}): 2 nodes x 2 tasks, "
+        f"{job['algorithm']} {job['algorithm_version']}"
+    )
+    started, last = time.monotonic(), None
+    while True:
+        job = httpx.get(f"{base}/v1/jobs/{job['id']}", headers=TEAM_A).json()
+        view = (job["state"], job["reason"], job["position_in_queue"])
+        if view != last:
+            extra = f" (Slurm job {job['slurm_job_id']}, {job['slurm_state']}" if job["slurm_job_id"] else ""
+            extra += f", reason {job['reason']}" if job["reason"] else ""
+            extra += ")" if job["slurm_job_id"] else ""
+            print(f"[{time.monotonic() - started:6.1f}s] {job['state']}{extra}", flush=True)
+            last = view
+        if job["state"] in ("succeeded", "failed", "cancelled", "timeout") or time.monotonic() - started > 900:
+            break
+        time.sleep(0.5)
+    metrics = httpx.get(f"{base}/v1/jobs/{job['id']}/metrics", headers=TEAM_A).json()["epochs"]
+    for m in metrics:
+        print(f"  epoch {m['epoch']}: loss {m['loss']:.4f}  held-out accuracy {m['accuracy']:.3f}")
+    print(f"exit code {job['exit_code']}, restarts {job['restarts']}, {len(metrics)} epochs recorded")
+    return 0 if job["state"] == "succeeded" and len(metrics) == epochs else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Turning a training request into a stored job, and a stored job into a launcher spec.
+
+Everything a request names is resolved and checked here, at submission, so that what reaches Slurm later
+can run: the algorithm's image, the dataset's directory, the team's partition and limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from gateway.auth import Principal
+from gateway.config import GatewayConfig, TeamConfig
+from gateway.errors import InvalidRequestError, NotFoundError, QueueFullError
+from gateway.models import Algorithm, AlgorithmVersion, Job, JobEvent, utcnow
+from gateway.schemas import JobCreate, JobPublic, Resources, validate_parameters
+from launchers.spec import ContainerSpec, JobSpec
+from launchers.states import JobState
+
+ACTIVE_IN_SLURM = (JobState.QUEUED.value, JobState.LAUNCHING.value, JobState.RUNNING.value)
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def resolve_team(config: GatewayConfig, principal: Principal, requested: str | None) -> tuple[str, TeamConfig]:
+    if requested is not None and requested != principal.team and not principal.admin:
+        raise InvalidRequestError("only an admin token may name a team", field="team")
+    name = requested or principal.team
+    if name is None:
+        raise InvalidRequestError("an admin token must name the team", field="team")
+    if name not in config.teams:
+        raise InvalidRequestError(f"unknown team {name!r}", field="team")
+    return name, config.teams[name]
+
+
+def resolve_version(session: Session, principal: Principal, name: str, version: str | None) -> AlgorithmVersion:
+    algorithm = session.get(Algorithm, name)
+    if algorithm is None:
+        raise InvalidRequestError(f"unknown algorithm {name!r}", field="algorithm")
+    wanted = version or algorithm.current_version
+    row = session.exec(
+        select(AlgorithmVersion).where(AlgorithmVersion.algorithm == name, AlgorithmVersion.version == wanted)
+    ).first()
+    if row is None:
+        raise InvalidRequestError(f"algorithm {name!r} has no version {wanted!r}", field="algorithm_version")
+    return row
+
+
+def dataset_path(config: GatewayConfig, dataset_id: str, version_hash: str) -> Path:
+    path = config.dataset_root / dataset_id / version_hash
+    if not path.is_dir():
+        raise InvalidRequestError(
+            f"dataset {dataset_id!r} has no version {version_hash!r}",
+            field="train_data_version_hash" if (config.dataset_root / dataset_id).is_dir() else "dataset_id",
+        )
+    return path
+
+
+def check_resources(
+    team_name: str, team: TeamConfig, res: Resources, partition: str, partition_sizes: dict[str, tuple[int, int]]
+) -> None:
+    """Per-job limits: the team's, then the partition's (from the tracker's last look at sinfo)."""
+    if res.nodes > team.max_nodes:
+        raise InvalidRequestError(
+            f"{res.nodes} nodes exceed team {team_name}'s limit of {team.max_nodes}", field="nodes"
+        )
+    if res.gpus_per_node * res.nodes > team.max_gpus:
+        raise InvalidRequestError(
+            f"{res.gpus_per_node * res.nodes} GPUs exceed team {team_name}'s limit of {team.max_gpus}",
+            field="gpus_per_node",
+        )
+    size = partition_sizes.get(partition)
+    if size is None:
+        return
+    nodes, cpus = size
+    if res.nodes > nodes:
+        raise InvalidRequestError(f"{res.nodes} nodes requested, partition {partition} has {nodes}", field="nodes")
+    if res.tasks_per_node * res.cpus_per_task > cpus:
+        raise InvalidRequestError(
+            f"{res.tasks_per_node} tasks x {res.cpus_per_task} CPUs per node; "
+            f"partition {partition}'s nodes have {cpus}",
+            field="tasks_per_node",
+        )
+
+
+def create_job(
+    session: Session,
+    config: GatewayConfig,
+    principal: Principal,
+    request: JobCreate,
+    partition_sizes: dict[str, tuple[int, int]],
+    rerun_of: str | None = None,
+) -> tuple[Job, bool]:
+    """Store the job as ``accepted`` (committed before anything reaches Slurm). Returns (job, created)."""
+    team_name, team = resolve_team(config, principal, request.team)
+    if request.idempotency_key is not None:
+        existing = session.exec(
+            select(Job).where(
+                Job.team == team_name, Job.user == principal.user, Job.idempotency_key == request.idempotency_key
+            )
+        ).first()
+        if existing is not None:
+            return existing, False
+    partition = request.partition or team.partitions[0]
+    if partition not in team.partitions:
+        raise InvalidRequestError(f"partition {partition!r} is not one of team {team_name}'s", field="partition")
+    version = resolve_version(session, principal, request.algorithm, request.algorithm_version)
+    dataset_path(config, request.dataset_id, request.train_data_version_hash)
+    check_resources(team_name, team, request, partition, partition_sizes)
+    backlog = session.exec(
+        select(func.count()).select_from(Job).where(Job.team == team_name, Job.state == JobState.ACCEPTED.value)
+    ).one()
+    if backlog >= team.max_queued_jobs:
+        raise QueueFullError(f"team {team_name} already has {backlog} jobs waiting (max_queued_jobs)")
+    command = version.command
+    if config.container_runtime == "none":
+        if not version.local_command:
+            raise InvalidRequestError(
+                f"algorithm {version.algorithm} {version.version} has no local_command, and this gateway runs "
+                "without a container runtime",
+                field="algorithm_version",
+            )
+        command = version.local_command
+    job = Job(
+        name=request.name,
+        team=team_name,
+        user=principal.user,
+        partition=partition,
+        account=team.account,
+        qos=team.qos,
+        nodes=request.nodes,
+        tasks_per_node=request.tasks_per_node,
+        gpus_per_node=request.gpus_per_node,
+        cpus_per_task=request.cpus_per_task,
+        mem_gb=request.mem_gb,
+        time_limit_min=request.time_limit_min,
+        algorithm=version.algorithm,
+        algorithm_version=version.version,
+        image=version.image,
+        image_digest=version.image_digest,
+        command=list(command),
+        dataset_id=request.dataset_id,
+        train_data_version_hash=request.train_data_version_hash,
+        parameters=validate_parameters(request.parameters),
+        idempotency_key=request.idempotency_key,
+        rerun_of=rerun_of,
+        folder="",
+    )
+    job.folder = str(config.job_root / team_name / job.id)
+    session.add(job)
+    session.add(JobEvent(job_id=job.id, state=job.state))
+    session.commit()
+    return job, True
+
+
+def rerun_request(job: Job) -> JobCreate:
+    """Exactly the recorded inputs: the same algorithm version, dataset version, parameters and resources."""
+    return JobCreate(
+        name=job.name,
+        team=job.team,
+        algorithm=job.algorithm,
+        algorithm_version=job.algorithm_version,
+        dataset_id=job.dataset_id,
+        train_data_version_hash=job.train_data_version_hash,
+        parameters=dict(job.parameters),
+        partition=job.partition,
+        nodes=job.nodes,
+        tasks_per_node=job.tasks_per_node,
+        gpus_per_node=job.gpus_per_node,
+        cpus_per_task=job.cpus_per_task,
+        mem_gb=job.mem_gb,
+        time_limit_min=job.time_limit_min,
+    )
+
+
+def job_spec(config: GatewayConfig, job: Job) -> JobSpec:
+    """The launcher spec of a stored job. The gateway id rides along in the Slurm comment, for reconciliation."""
+    folder = Path(job.folder)
+    env = {
+        **job.parameters,
+        "TRAINING_DATA_PATH": str(config.dataset_root / job.dataset_id / job.train_data_version_hash),
+        "MODEL_OUTPUT_DIR": str(folder / "model"),
+        "METRICS_FILE": str(folder / "metrics.jsonl"),
+        "SEED": job.parameters.get("SEED", "0"),
+        "JOB_ID": job.id,
+    }
+    if config.container_runtime == "apptainer":
+        data = config.dataset_root / job.dataset_id / job.train_data_version_hash
+        container = ContainerSpec.model_validate(
+            {
+                "runtime": "apptainer",
+                "image": job.image,
+                "binds": [{"source": str(data), "target": str(data), "read_only": True}],
+            }
+        )
+    else:
+        container = ContainerSpec()
+    return JobSpec(
+        name=f"hpcgw-{job.id}",
+        partition=job.partition,
+        account=job.account,
+        qos=job.qos,
+        nodes=job.nodes,
+        tasks_per_node=job.tasks_per_node,
+        gpus_per_node=job.gpus_per_node,
+        cpus_per_task=job.cpus_per_task,
+        mem_gb=job.mem_gb,
+        time_limit_min=job.time_limit_min,
+        container=container,
+        command=tuple(job.command),
+        env=env,
+        folder=folder / "job",
+        comment=slurm_comment(job.id),
+    )
+
+
+def slurm_comment(job_id: str) -> str:
+    return f"hpcgw:{job_id}"
+
+
+def job_id_from_comment(comment: str) -> str | None:
+    if comment.startswith("hpcgw:") and _SAFE_ID.match(comment[6:]):
+        return comment[6:]
+    return None
+
+
+def image_digest(image: str) -> str | None:
+    """sha256 of a local image file; the digest part of a reference like ``repo@sha256:…``; else unknown."""
+    if "@sha256:" in image:
+        return "sha256:" + image.rsplit("@sha256:", 1)[1]
+    path = Path(image)
+    if path.is_file():
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return "sha256:" + digest.hexdigest()
+    return None
+
+
+def to_public(job: Job) -> JobPublic:
+    return JobPublic(
+        id=job.id,
+        name=job.name,
+        team=job.team,
+        user=job.user,
+        state=JobState(job.state),
+        slurm_job_id=job.slurm_job_id,
+        slurm_state=job.slurm_state,
+        reason=job.reason,
+        position_in_queue=job.position_in_queue,
+        exit_code=job.exit_code,
+        restarts=job.restarts,
+        submit_time=job.submit_time,
+        start_time=job.start_time,
+        end_time=job.end_time,
+        partition=job.partition,
+        account=job.account,
+        qos=job.qos,
+        resources=Resources(
+            nodes=job.nodes,
+            tasks_per_node=job.tasks_per_node,
+            gpus_per_node=job.gpus_per_node,
+            cpus_per_task=job.cpus_per_task,
+            mem_gb=job.mem_gb,
+            time_limit_min=job.time_limit_min,
+        ),
+        algorithm=job.algorithm,
+        algorithm_version=job.algorithm_version,
+        image=job.image,
+        image_digest=job.image_digest,
+        dataset_id=job.dataset_id,
+        train_data_version_hash=job.train_data_version_hash,
+        parameters=job.parameters,
+        idempotency_key=job.idempotency_key,
+        rerun_of=job.rerun_of,
+    )
+
+
+def get_visible_job(session: Session, principal: Principal, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or not principal.can_see(job.team):
+        raise NotFoundError(f"job {job_id} not found")
+    return job
+
+
+def record_state(
+    session: Session, job: Job, state: JobState, *, slurm_state: str | None = None, reason: str | None = None
+) -> None:
+    """Change the state and append to the history, only when it changed."""
+    if job.state != state.value:
+        job.state = state.value
+        session.add(JobEvent(job_id=job.id, state=state.value, slurm_state=slurm_state, reason=reason))
+    job.updated_at = utcnow()
+    session.add(job)
+
+
+def active_counts(session: Session, team: str) -> tuple[int, int]:
+    """(jobs in Slurm, GPUs they hold or wait for) for ``team``."""
+    rows = session.exec(
+        select(Job.nodes, Job.gpus_per_node).where(Job.team == team, col(Job.state).in_(ACTIVE_IN_SLURM))
+    ).all()
+    return len(rows), sum(n * g for n, g in rows)

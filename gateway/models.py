@@ -1,0 +1,112 @@
+"""The gateway's tables. Schema changes go through Alembic migrations in gateway/migrations/."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from launchers.states import JobState
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class Algorithm(SQLModel, table=True):
+    name: str = Field(primary_key=True, max_length=64)
+    team: str = Field(max_length=32, index=True)
+    description: str = Field(default="", max_length=1000)
+    current_version: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AlgorithmVersion(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("algorithm", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    algorithm: str = Field(foreign_key="algorithm.name", max_length=64, index=True)
+    version: str = Field(max_length=64)
+    image: str = Field(max_length=1024)
+    image_digest: str | None = Field(default=None, max_length=128)
+    command: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    # With container runtime 'none' (no Apptainer on the machine) the trainer runs from this command instead.
+    local_command: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Job(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_job_team_state", "team", "state"),
+        UniqueConstraint("team", "user", "idempotency_key"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    name: str = Field(max_length=64)
+    team: str = Field(max_length=32)
+    user: str = Field(max_length=64)
+    state: str = Field(default=JobState.ACCEPTED.value, max_length=16, index=True)
+    # Slurm's view
+    slurm_job_id: str | None = Field(default=None, max_length=32, index=True)
+    slurm_state: str | None = Field(default=None, max_length=32)
+    reason: str | None = Field(default=None, max_length=256)
+    position_in_queue: int | None = None
+    exit_code: int | None = None
+    restarts: int = 0
+    # times (aware, UTC)
+    submit_time: datetime = Field(default_factory=utcnow)
+    slurm_submit_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    # resources asked for
+    partition: str = Field(max_length=64)
+    account: str = Field(max_length=64)
+    qos: str | None = Field(default=None, max_length=64)
+    nodes: int
+    tasks_per_node: int
+    gpus_per_node: int
+    cpus_per_task: int
+    mem_gb: float | None = None
+    time_limit_min: int
+    # what ran
+    algorithm: str = Field(max_length=64)
+    algorithm_version: str = Field(max_length=64)
+    image: str = Field(max_length=1024)
+    image_digest: str | None = Field(default=None, max_length=128)
+    command: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    dataset_id: str = Field(max_length=128)
+    train_data_version_hash: str = Field(max_length=128)
+    parameters: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
+    idempotency_key: str | None = Field(default=None, max_length=128)
+    rerun_of: str | None = Field(default=None, max_length=32)
+    # bookkeeping
+    folder: str = Field(max_length=1024)
+    # Set (and committed) just before sbatch; with no slurm_job_id after a crash it means "look in Slurm first".
+    dispatching: bool = False
+    dispatch_error: str | None = Field(default=None, max_length=2000)
+    # Asked over HTTP, carried out by the worker (HTTP handlers never call Slurm).
+    cancel_requested: bool = False
+    metrics: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def gpus(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+
+class JobEvent(SQLModel, table=True):
+    """One row per state change: the job's history."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", max_length=32, index=True)
+    state: str = Field(max_length=16)
+    slurm_state: str | None = Field(default=None, max_length=32)
+    reason: str | None = Field(default=None, max_length=256)
+    at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,162 @@
+"""What the HTTP API takes and returns. Unknown fields are refused (422), and every field is bounded."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from launchers.spec import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
+from launchers.states import JobState
+
+PARAM_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+# The protocol's own variables: the gateway sets them, a request may not.
+PROTOCOL_ENV = frozenset({"TRAINING_DATA_PATH", "MODEL_OUTPUT_DIR", "METRICS_FILE", "JOB_ID"})
+MAX_PARAMETERS = 256
+MAX_PARAMETER_VALUE = 4096
+
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Hash = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+ParamValue = str | int | float | bool
+
+
+def validate_parameters(params: dict[str, ParamValue]) -> dict[str, str]:
+    """Names per the protocol; values become the strings the trainer will see in its environment."""
+    if len(params) > MAX_PARAMETERS:
+        raise ValueError(f"at most {MAX_PARAMETERS} parameters, got {len(params)}")
+    out: dict[str, str] = {}
+    for name, value in params.items():
+        if not PARAM_NAME_RE.match(name) or len(name) > 64:
+            raise ValueError(f"parameter name {name!r} must match [A-Z][A-Z0-9_]* (at most 64 characters)")
+        if name in PROTOCOL_ENV or name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIXES):
+            raise ValueError(f"parameter name {name!r} is reserved")
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if len(text) > MAX_PARAMETER_VALUE or "\0" in text:
+            raise ValueError(f"value of {name!r} is longer than {MAX_PARAMETER_VALUE} characters or contains NUL")
+        out[name] = text
+    return out
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    nodes: int = Field(1, ge=1, le=10000)
+    tasks_per_node: int = Field(1, ge=1, le=1024)
+    gpus_per_node: int = Field(0, ge=0, le=64)
+    cpus_per_task: int = Field(1, ge=1, le=1024)
+    mem_gb: float | None = Field(None, gt=0, le=16384)
+    time_limit_min: int = Field(60, ge=1, le=60 * 24 * 365)
+
+
+class JobCreate(Resources):
+    name: Name = "train"
+    team: str | None = Field(None, description="admins only; others get their token's team")
+    algorithm: Name
+    algorithm_version: Name | None = None
+    dataset_id: Name
+    train_data_version_hash: Hash
+    parameters: dict[str, ParamValue] = {}
+    partition: Name | None = Field(None, description="one of the team's partitions; default: its first")
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(cls, params: dict[str, ParamValue]) -> dict[str, ParamValue]:
+        validate_parameters(params)
+        return params
+
+
+class JobPublic(BaseModel):
+    id: str
+    name: str
+    team: str
+    user: str
+    state: JobState
+    slurm_job_id: str | None
+    slurm_state: str | None
+    reason: str | None
+    position_in_queue: int | None
+    exit_code: int | None
+    restarts: int
+    submit_time: datetime
+    start_time: datetime | None
+    end_time: datetime | None
+    partition: str
+    account: str
+    qos: str | None
+    resources: Resources
+    algorithm: str
+    algorithm_version: str
+    image: str
+    image_digest: str | None
+    dataset_id: str
+    train_data_version_hash: str
+    parameters: dict[str, str]
+    idempotency_key: str | None
+    rerun_of: str | None
+
+
+class JobList(BaseModel):
+    items: list[JobPublic]
+    total: int
+    offset: int
+    limit: int
+
+
+class AlgorithmVersionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Name
+    image: Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[^\n\r\x00]+$")]
+    command: list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] = Field(min_length=1, max_length=64)
+    local_command: list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] | None = Field(
+        None, min_length=1, max_length=64
+    )
+
+
+class AlgorithmCreate(AlgorithmVersionCreate):
+    name: Name
+    description: Annotated[str, StringConstraints(max_length=1000)] = ""
+    team: str | None = Field(None, description="admins only")
+
+
+class AlgorithmVersionPublic(BaseModel):
+    version: str
+    image: str
+    image_digest: str | None
+    command: list[str]
+    local_command: list[str] | None
+    created_at: datetime
+
+
+class AlgorithmPublic(BaseModel):
+    name: str
+    team: str
+    description: str
+    current_version: str
+    versions: list[AlgorithmVersionPublic]
+
+
+class TeamPublic(BaseModel):
+    name: str
+    partitions: list[str]
+    account: str
+    qos: str | None
+    max_gpus: int
+    max_nodes: int
+    max_running_jobs: int
+    max_queued_jobs: int
+    jobs_by_state: dict[str, int]
+
+
+class LogTail(BaseModel):
+    rank: int
+    path: str
+    lines: list[str]
+
+
+class MetricsPublic(BaseModel):
+    job_id: str
+    epochs: list[dict[str, Any]]

@@ -1,0 +1,113 @@
+"""Service tests: a TestClient over a fresh database each, on SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from gateway.app import create_app
+from gateway.config import GatewayConfig
+
+REPO = Path(__file__).resolve().parent.parent.parent
+TOKENS = {"alice": "team-a-dev-token", "bob": "team-b-dev-token", "admin": "admin-dev-token"}
+DATASET = ("intents", "v1hash")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The project's private PostgreSQL (installed and started by scripts/postgres-dev.sh)."""
+    out = subprocess.run(
+        ["bash", str(REPO / "scripts" / "postgres-dev.sh"), "up", str(REPO / ".hpcgw" / "postgres")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/gateway.db"
+        return
+    base = request.getfixturevalue("postgres_url")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield base.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def make_config(tmp_path: Path, database_url: str, **overrides: object) -> GatewayConfig:
+    data: dict[str, object] = {
+        "dev_mode": True,
+        "database_url": database_url,
+        "dataset_root": str(tmp_path / "datasets"),
+        "job_root": str(tmp_path / "jobs"),
+        "container_runtime": "none",
+        "teams": {
+            "team-a": {
+                "partitions": ["team-a"],
+                "account": "team-a",
+                "max_nodes": 2,
+                "max_running_jobs": 2,
+                "max_queued_jobs": 5,
+            },
+            "team-b": {"partitions": ["team-b"], "account": "team-b", "max_nodes": 2, "max_running_jobs": 1},
+        },
+        "tokens": [
+            {"user": "alice", "team": "team-a", "token": TOKENS["alice"]},
+            {"user": "bob", "team": "team-b", "token": TOKENS["bob"]},
+            {"user": "admin", "role": "admin", "token": TOKENS["admin"]},
+        ],
+    }
+    data.update(overrides)
+    (tmp_path / "datasets" / DATASET[0] / DATASET[1]).mkdir(parents=True, exist_ok=True)
+    return GatewayConfig.model_validate(data).resolved(tmp_path)
+
+
+def auth(user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[user]}"}
+
+
+@pytest.fixture
+def client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
+    app = create_app(make_config(tmp_path, database_url), run_tracker=False)
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def algorithm(client: TestClient) -> dict:
+    body = {
+        "name": "intent-classifier",
+        "version": "1.0",
+        "image": "/images/intent-classifier.sif",
+        "command": ["python", "/opt/intent-classifier/train.py"],
+        "local_command": ["python", "train.py"],
+    }
+    response = client.post("/v1/algorithms", json=body, headers=auth("alice"))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def job_body(**overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "name": "t1",
+        "algorithm": "intent-classifier",
+        "dataset_id": DATASET[0],
+        "train_data_version_hash": DATASET[1],
+        "parameters": {"LR": 0.1, "EPOCHS": 2},
+    }
+    body.update(overrides)
+    return body
