@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from gateway.api import algorithms, jobs, system
+from gateway.api import algorithms, jobs, sweeps, system
 from gateway.config import GatewayConfig
 from gateway.db import make_engine, migrate
 from gateway.errors import GatewayError
@@ -42,7 +42,7 @@ def create_app(config: GatewayConfig, *, run_tracker: bool = True) -> FastAPI:
         description="Training requests in, multi-node Horovod jobs on each team's Slurm partition out.",
     )
     app.state.config, app.state.engine, app.state.tracker = config, engine, tracker
-    for module in (jobs, algorithms, system):
+    for module in (jobs, sweeps, algorithms, system):
         app.include_router(module.router)
 
     @app.exception_handler(GatewayError)

@@ -104,17 +104,46 @@ def create_job(
         ).first()
         if existing is not None:
             return existing, False
-    partition = request.partition or team.partitions[0]
-    if partition not in team.partitions:
-        raise InvalidRequestError(f"partition {partition!r} is not one of team {team_name}'s", field="partition")
+    partition = resolve_partition(team_name, team, request.partition)
     version = resolve_version(session, principal, request.algorithm, request.algorithm_version)
     dataset_path(config, request.dataset_id, request.train_data_version_hash)
     check_resources(team_name, team, request, partition, partition_sizes)
     backlog = session.exec(
-        select(func.count()).select_from(Job).where(Job.team == team_name, Job.state == JobState.ACCEPTED.value)
+        select(func.count())
+        .select_from(Job)
+        .where(Job.team == team_name, Job.state == JobState.ACCEPTED.value, col(Job.sweep_id).is_(None))
     ).one()
     if backlog >= team.max_queued_jobs:
         raise QueueFullError(f"team {team_name} already has {backlog} jobs waiting (max_queued_jobs)")
+    job = build_job(config, team_name, principal.user, request, version, partition, rerun_of=rerun_of)
+    job.folder = str(config.job_root / team_name / job.id)
+    job.submit_folder = str(Path(job.folder) / "job")
+    session.add(job)
+    session.add(JobEvent(job_id=job.id, state=job.state))
+    session.commit()
+    return job, True
+
+
+def resolve_partition(team_name: str, team: TeamConfig, requested: str | None) -> str:
+    partition = requested or team.partitions[0]
+    if partition not in team.partitions:
+        raise InvalidRequestError(f"partition {partition!r} is not one of team {team_name}'s", field="partition")
+    return partition
+
+
+def build_job(
+    config: GatewayConfig,
+    team_name: str,
+    user: str,
+    request: JobCreate,
+    version: AlgorithmVersion,
+    partition: str,
+    *,
+    parameters: dict[str, str] | None = None,
+    rerun_of: str | None = None,
+) -> Job:
+    """A job row from a checked request (not yet added to the session; folders are the caller's)."""
+    team = config.teams[team_name]
     command = version.command
     if config.container_runtime == "none":
         if not version.local_command:
@@ -124,10 +153,10 @@ def create_job(
                 field="algorithm_version",
             )
         command = version.local_command
-    job = Job(
+    return Job(
         name=request.name,
         team=team_name,
-        user=principal.user,
+        user=user,
         partition=partition,
         account=team.account,
         qos=team.qos,
@@ -144,16 +173,11 @@ def create_job(
         command=list(command),
         dataset_id=request.dataset_id,
         train_data_version_hash=request.train_data_version_hash,
-        parameters=validate_parameters(request.parameters),
+        parameters=parameters if parameters is not None else validate_parameters(request.parameters),
         idempotency_key=request.idempotency_key,
         rerun_of=rerun_of,
         folder="",
     )
-    job.folder = str(config.job_root / team_name / job.id)
-    session.add(job)
-    session.add(JobEvent(job_id=job.id, state=job.state))
-    session.commit()
-    return job, True
 
 
 def rerun_request(job: Job) -> JobCreate:
@@ -212,13 +236,18 @@ def job_spec(config: GatewayConfig, job: Job) -> JobSpec:
         container=container,
         command=tuple(job.command),
         env=env,
-        folder=folder / "job",
+        folder=Path(job.submit_folder),
         comment=slurm_comment(job.id),
     )
 
 
 def slurm_comment(job_id: str) -> str:
     return f"hpcgw:{job_id}"
+
+
+def sweep_comment(sweep_id: str, attempt: int) -> str:
+    """One comment per array: the tasks of a sweep's attempt share it."""
+    return f"hpcgw:sweep:{sweep_id}:{attempt}"
 
 
 def job_id_from_comment(comment: str) -> str | None:

@@ -42,6 +42,21 @@ class AlgorithmVersion(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class Sweep(SQLModel, table=True):
+    """A parameter sweep: one job array (or several, past MaxArraySize) whose tasks are jobs too."""
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    name: str = Field(max_length=64)
+    team: str = Field(max_length=32, index=True)
+    user: str = Field(max_length=64)
+    max_parallel: int
+    space: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    task_count: int
+    created_at: datetime = Field(default_factory=utcnow)
+    # Slurm array ids, one per submission (the first, then one per retry-failed), in order
+    array_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
 class Job(SQLModel, table=True):
     __table_args__ = (
         Index("ix_job_team_state", "team", "state"),
@@ -86,8 +101,13 @@ class Job(SQLModel, table=True):
     parameters: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
     idempotency_key: str | None = Field(default=None, max_length=128)
     rerun_of: str | None = Field(default=None, max_length=32)
-    # bookkeeping
+    # sweeps: a task is a job with its sweep, its index in the space, and its attempt (retry-failed adds one)
+    sweep_id: str | None = Field(default=None, foreign_key="sweep.id", max_length=32, index=True)
+    task_index: int | None = None
+    attempt: int = 0
+    # bookkeeping: `folder` holds the model and metrics, `submit_folder` submitit's pickles, logs and markers
     folder: str = Field(max_length=1024)
+    submit_folder: str = Field(default="", max_length=1024)
     # Set (and committed) just before sbatch; with no slurm_job_id after a crash it means "look in Slurm first".
     dispatching: bool = False
     dispatch_error: str | None = Field(default=None, max_length=2000)

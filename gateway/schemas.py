@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from launchers.space import ParameterSpace
 from launchers.spec import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
 from launchers.states import JobState
 
@@ -160,3 +161,38 @@ class LogTail(BaseModel):
 class MetricsPublic(BaseModel):
     job_id: str
     epochs: list[dict[str, Any]]
+
+
+class SweepCreate(BaseModel):
+    """A base training request, a parameter space, and how many tasks may run at once (the %K)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name = "sweep"
+    base: JobCreate
+    space: ParameterSpace
+    max_parallel: int = Field(ge=1, le=10_000)
+
+
+class SweepTask(BaseModel):
+    index: int
+    job_id: str
+    attempt: int
+    state: JobState
+    slurm_job_id: str | None
+    exit_code: int | None
+    parameters: dict[str, str]
+    final_metrics: dict[str, Any] | None
+
+
+class SweepPublic(BaseModel):
+    id: str
+    name: str
+    team: str
+    user: str
+    max_parallel: int
+    task_count: int
+    array_ids: list[str]
+    counts: dict[str, int]
+    tasks: list[SweepTask]
+    best: SweepTask | None = None

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from launchers.sacct import SacctRow, parse_sacct, sacct_argv
+from launchers.sacct import SacctRow, expand_array_id, master_id, parse_sacct, sacct_argv
 from launchers.shell import CommandError, run
 from launchers.slurm import slurm_env
 
@@ -56,13 +56,16 @@ def aware(value: datetime | None) -> datetime | None:
 def observe(job_ids: Sequence[str], *, want_pending: bool, chunk: int = 500) -> Observations:
     obs = Observations()
     env = slurm_env()
-    if job_ids:
+    # An array's id covers all its elements: a 1,000-task sweep is one id on sacct's command line.
+    query = sorted({master_id(j) for j in job_ids}, key=lambda j: (len(j), j))
+    if query:
         try:
-            for start in range(0, len(job_ids), chunk):
+            for start in range(0, len(query), chunk):
                 obs.commands += 1
-                out = run(sacct_argv(job_ids[start : start + chunk]), env=env, timeout_s=60).stdout
+                out = run(sacct_argv(query[start : start + chunk]), env=env, timeout_s=60).stdout
                 for row in parse_sacct(out):
-                    obs.jobs[row.job_id_raw] = from_sacct(row)
+                    for job_id in expand_array_id(row.job_id):
+                        obs.jobs[job_id] = from_sacct(row)
         except CommandError as exc:
             obs.accounting_ok, obs.error = False, str(exc).splitlines()[0]
             log.warning("sacct failed (%s); falling back to scontrol", obs.error)
@@ -122,7 +125,12 @@ def parse_scontrol_jobs(text: str) -> dict[str, JobObservation]:
         if "JobId" not in fields:
             continue
         code = fields.get("ExitCode", "0:0").split(":", 1)[0]
-        jobs[fields["JobId"]] = JobObservation(
+        job_id = fields["JobId"]
+        if fields.get("ArrayJobId") and fields.get("ArrayTaskId"):
+            ids = expand_array_id(f"{fields['ArrayJobId']}_[{fields['ArrayTaskId']}]")
+        else:
+            ids = [job_id]
+        observation = JobObservation(
             slurm_state=fields.get("JobState", "UNKNOWN"),
             exit_code=int(code) if code.isdigit() else None,
             reason=None if fields.get("Reason") in (None, "None") else fields["Reason"],
@@ -130,6 +138,8 @@ def parse_scontrol_jobs(text: str) -> dict[str, JobObservation]:
             start=aware(_time(fields.get("StartTime"))),
             end=aware(_time(fields.get("EndTime"))),
         )
+        for one in ids:
+            jobs[one] = observation
     return jobs
 
 
@@ -143,21 +153,22 @@ def _time(value: str | None) -> datetime | None:
 
 
 def find_by_comment(prefix: str) -> dict[str, str]:
-    """Slurm jobs whose comment starts with ``prefix``: {comment: slurm job id}. For reconciliation only."""
+    """Slurm jobs whose comment starts with ``prefix``: {comment: job id, an array's own id for arrays}.
+    For reconciliation at start-up only."""
     env = slurm_env()
     found: dict[str, str] = {}
     out = run(["squeue", "-h", "-o", "%i|%k"], env=env, timeout_s=60, check=False)
     for line in out.stdout.splitlines():
         job_id, _, comment = line.partition("|")
         if comment.startswith(prefix):
-            found[comment] = job_id
+            found[comment] = job_id if "_" not in job_id else master_id(job_id)
     acct = run(
         ["sacct", "-X", "-n", "-P", "-S", "now-7days", "-o", "JobIDRaw,Comment"], env=env, timeout_s=60, check=False
     )
     for line in acct.stdout.splitlines():
         job_id, _, comment = line.partition("|")
         if comment.startswith(prefix):
-            found.setdefault(comment, job_id)
+            found.setdefault(comment, master_id(job_id) if "_" in job_id else job_id)
     return found
 
 

@@ -20,14 +20,23 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from gateway.config import GatewayConfig
-from gateway.jobs import ACTIVE_IN_SLURM, active_counts, job_id_from_comment, job_spec, record_state, slurm_comment
-from gateway.models import Job, utcnow
+from gateway.jobs import (
+    ACTIVE_IN_SLURM,
+    active_counts,
+    job_id_from_comment,
+    job_spec,
+    record_state,
+    slurm_comment,
+    sweep_comment,
+)
+from gateway.models import Job, Sweep, utcnow
 from gateway.slurmview import Observations, find_by_comment, observe, partition_sizes
 from launchers.markers import JobMarkers
 from launchers.shell import CommandError, CommandNotFoundError, CommandTimeoutError, run
 from launchers.slurm import slurm_env
 from launchers.states import JobState, from_slurm
 from launchers.submit import SubmitError, submit
+from launchers.sweep import max_array_size, submit_array
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +69,19 @@ class TrackerStats:
     failures_by_team: dict[str, int] = field(default_factory=dict)
 
 
+def prepare_folders(job: Job) -> None:
+    """The trainer protocol promises existing directories for MODEL_OUTPUT_DIR and the METRICS_FILE."""
+    (Path(job.folder) / "model").mkdir(parents=True, exist_ok=True)
+    Path(job.submit_folder).mkdir(parents=True, exist_ok=True)
+
+
 class Tracker:
     def __init__(self, engine: Engine, config: GatewayConfig) -> None:
         self.engine = engine
         self.config = config
         self.stats = TrackerStats(interval_s=config.poll.floor_s)
         self.partition_sizes: dict[str, tuple[int, int]] = {}
+        self.max_array_size: int | None = None
         self._partitions_at = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -122,6 +138,7 @@ class Tracker:
     def refresh_partitions(self) -> None:
         try:
             self.partition_sizes = partition_sizes()
+            self.max_array_size = max_array_size()
             self._partitions_at = time.monotonic()
         except CommandError as exc:
             log.warning("cannot read partitions: %s", str(exc).splitlines()[0])
@@ -149,10 +166,14 @@ class Tracker:
         """Release accepted jobs, oldest first per team, while the team is under its quota."""
         dispatched = False
         with Session(self.engine, expire_on_commit=False) as session:
+            outcome = self._dispatch_sweeps(session)
+            if outcome == "unreachable":
+                return False
+            dispatched = outcome is not None
             for team_name, team in self.config.teams.items():
                 waiting = session.exec(
                     select(Job)
-                    .where(Job.team == team_name, Job.state == JobState.ACCEPTED.value)
+                    .where(Job.team == team_name, Job.state == JobState.ACCEPTED.value, col(Job.sweep_id).is_(None))
                     .order_by(col(Job.submit_time), col(Job.id))
                 ).all()
                 if not waiting:
@@ -169,31 +190,92 @@ class Tracker:
                         running, gpus = running + 1, gpus + job.gpus
         return dispatched
 
+    def _dispatch_sweeps(self, session: Session) -> str | None:
+        """Each (sweep, attempt) still waiting goes out as one job array: one sbatch per MaxArraySize tasks."""
+        waiting = session.exec(
+            select(Job)
+            .where(
+                Job.state == JobState.ACCEPTED.value, col(Job.sweep_id).is_not(None), col(Job.dispatching).is_(False)
+            )
+            .order_by(col(Job.sweep_id), col(Job.attempt), col(Job.task_index))
+        ).all()
+        groups: dict[tuple[str, int], list[Job]] = {}
+        for job in waiting:
+            groups.setdefault((job.sweep_id or "", job.attempt), []).append(job)
+        outcome = None
+        for (sweep_id, attempt), tasks in groups.items():
+            outcome = self._dispatch_array(session, sweep_id, attempt, tasks)
+            if outcome == "unreachable":
+                return outcome
+        return outcome
+
+    def _dispatch_array(self, session: Session, sweep_id: str, attempt: int, tasks: list[Job]) -> str:
+        sweep = session.get(Sweep, sweep_id)
+        if sweep is None:
+            return "failed"
+        for job in tasks:
+            job.dispatching = True
+            session.add(job)
+        session.commit()
+        try:
+            for job in tasks:
+                prepare_folders(job)
+            specs = [job_spec(self.config, job) for job in tasks]
+            base = specs[0].model_copy(update={"comment": sweep_comment(sweep_id, attempt)})
+            handles = submit_array(
+                base, [s.env for s in specs], sweep.max_parallel, check=False, array_size=self.max_array_size
+            )
+        except (SubmitError, CommandError, ValueError, OSError) as exc:
+            return self._dispatch_failed(session, tasks, exc)
+        if os.environ.get("HPCGW_TEST_CRASH_AFTER_SBATCH") == "1":
+            os._exit(97)
+        masters = list(dict.fromkeys(h.job_id.split("_", 1)[0] for h in handles))
+        sweep.array_ids = [*sweep.array_ids, *masters]
+        session.add(sweep)
+        for job, handle in zip(tasks, handles, strict=True):
+            self._link(session, job, handle.job_id, commit=False)
+        session.commit()
+        self.stats.slurm_reachable = True
+        self.stats.dispatched += len(tasks)
+        log.info(
+            "sweep %s attempt %d submitted as array(s) %s (%d tasks, at most %d at once)",
+            sweep_id,
+            attempt,
+            ",".join(masters),
+            len(tasks),
+            sweep.max_parallel,
+        )
+        return "queued"
+
+    def _dispatch_failed(self, session: Session, jobs: list[Job], exc: Exception) -> str:
+        """Slurm unreachable: the jobs stay accepted for the next cycle. Slurm refused them: they failed."""
+        text = str(exc)
+        transient = isinstance(exc, CommandNotFoundError | CommandTimeoutError) or any(t in text for t in _TRANSIENT)
+        for job in jobs:
+            job.dispatching = False
+            job.dispatch_error = text[-2000:]
+            if not transient:
+                record_state(session, job, JobState.FAILED, reason=f"sbatch refused the job: {text.splitlines()[-1]}")
+                job.end_time = utcnow()
+            session.add(job)
+        session.commit()
+        if transient:
+            self.stats.slurm_reachable = False
+            self.stats.last_error = text.splitlines()[0]
+            log.warning("Slurm unreachable; %d job(s) stay accepted: %s", len(jobs), self.stats.last_error)
+            return "unreachable"
+        log.error("sbatch refused %d job(s): %s", len(jobs), text)
+        return "failed"
+
     def _dispatch_one(self, session: Session, job: Job) -> str:
         job.dispatching = True  # committed first: after a crash, reconciliation looks in Slurm before resubmitting
         session.add(job)
         session.commit()
         try:
+            prepare_folders(job)
             handle = submit(job_spec(self.config, job), backend="slurm", check=False)
-        except (SubmitError, CommandError, ValueError) as exc:
-            text = str(exc)
-            transient = isinstance(exc, CommandNotFoundError | CommandTimeoutError) or any(
-                t in text for t in _TRANSIENT
-            )
-            job.dispatching = False
-            job.dispatch_error = text[-2000:]
-            if transient:
-                self.stats.slurm_reachable = False
-                self.stats.last_error = text.splitlines()[0]
-                session.add(job)
-                session.commit()
-                log.warning("Slurm unreachable; job %s stays accepted: %s", job.id, self.stats.last_error)
-                return "unreachable"
-            record_state(session, job, JobState.FAILED, reason=f"sbatch refused the job: {text.splitlines()[-1]}")
-            job.end_time = utcnow()
-            session.commit()
-            log.error("sbatch refused job %s: %s", job.id, text)
-            return "failed"
+        except (SubmitError, CommandError, ValueError, OSError) as exc:
+            return self._dispatch_failed(session, [job], exc)
         if os.environ.get("HPCGW_TEST_CRASH_AFTER_SBATCH") == "1":
             os._exit(97)  # test hook: die between sbatch and the database update
         self._link(session, job, handle.job_id)
@@ -202,14 +284,15 @@ class Tracker:
         log.info("job %s (team %s) submitted as Slurm job %s", job.id, job.team, handle.job_id)
         return "queued"
 
-    def _link(self, session: Session, job: Job, slurm_job_id: str) -> None:
+    def _link(self, session: Session, job: Job, slurm_job_id: str, commit: bool = True) -> None:
         job.slurm_job_id = slurm_job_id
         job.dispatching = False
         job.dispatch_error = None
         job.slurm_submit_time = utcnow()
         job.slurm_state = "PENDING"
         record_state(session, job, JobState.QUEUED, slurm_state="PENDING")
-        session.commit()
+        if commit:
+            session.commit()
 
     def reconcile(self) -> None:
         """At start-up: adopt Slurm jobs that carry our id but were never linked (a crash after sbatch)."""
@@ -224,7 +307,11 @@ class Tracker:
             except CommandError as exc:
                 log.warning("reconciliation could not ask Slurm (%s); will retry at next start", exc)
                 return
+            arrays: dict[tuple[str, int], list[Job]] = {}
             for job in orphans:
+                if job.sweep_id is not None:
+                    arrays.setdefault((job.sweep_id, job.attempt), []).append(job)
+                    continue
                 slurm_id = found.get(slurm_comment(job.id))
                 if slurm_id is not None:
                     log.warning("adopting Slurm job %s for job %s (submitted before a crash)", slurm_id, job.id)
@@ -233,6 +320,21 @@ class Tracker:
                     job.dispatching = False  # never reached Slurm: submit it again
                     session.add(job)
                     session.commit()
+            for (sweep_id, attempt), tasks in arrays.items():
+                master = found.get(sweep_comment(sweep_id, attempt))
+                for position, job in enumerate(sorted(tasks, key=lambda j: j.task_index or 0)):
+                    if master is not None:  # one array per attempt below MaxArraySize: element k is task k
+                        self._link(session, job, f"{master}_{position}", commit=False)
+                    else:
+                        job.dispatching = False
+                        session.add(job)
+                if master is not None:
+                    log.warning("adopting Slurm array %s for sweep %s attempt %d", master, sweep_id, attempt)
+                    sweep = session.get(Sweep, sweep_id)
+                    if sweep is not None and master not in sweep.array_ids:
+                        sweep.array_ids = [*sweep.array_ids, master]
+                        session.add(sweep)
+                session.commit()
             unknown = [c for c in found if job_id_from_comment(c) and session.get(Job, job_id_from_comment(c)) is None]
             for comment in unknown:
                 log.warning("Slurm job %s carries %s, which this database does not know", found[comment], comment)
@@ -269,7 +371,7 @@ class Tracker:
         seen = obs.jobs.get(job.slurm_job_id or "")
         pending = obs.pending.get(job.slurm_job_id or "")
         before = (job.state, job.slurm_state, job.reason, job.position_in_queue, len(job.metrics))
-        markers = JobMarkers(Path(job.folder) / "job", job.slurm_job_id or "")
+        markers = JobMarkers(Path(job.submit_folder), job.slurm_job_id or "")
         if seen is None:
             if pending is not None:  # in slurmctld, not yet in accounting
                 job.reason, job.position_in_queue = pending.reason, pending.position

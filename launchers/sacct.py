@@ -109,3 +109,22 @@ def parse_time(value: str) -> datetime | None:
     if not value or value in ("Unknown", "None"):
         return None
     return datetime.fromisoformat(value)
+
+
+def expand_array_id(job_id: str) -> list[str]:
+    """``'123_[4-11%3]'`` (a pending range, as sacct and squeue print it) -> ``['123_4', …, '123_11']``;
+    any other id is returned alone."""
+    master, sep, rest = job_id.partition("_[")
+    if not sep:
+        return [job_id]
+    body = rest.rstrip("]").split("%", 1)[0]
+    ids: list[str] = []
+    for part in body.split(","):
+        low, _, high = part.partition("-")
+        ids += [f"{master}_{i}" for i in range(int(low), int(high or low) + 1)]
+    return ids
+
+
+def master_id(job_id: str) -> str:
+    """The id to ask sacct about: an array's own id covers all its elements in one row set."""
+    return job_id.split("_", 1)[0]

@@ -61,6 +61,37 @@ class HpcgwSlurmExecutor(submitit.SlurmExecutor):
         self._set_job_permissions(job.paths.folder)
         return job
 
+    def _internal_process_submissions(
+        self, delayed_submissions: list[submitit_utils.DelayedSubmission]
+    ) -> list[submitit.Job[Any]]:
+        """submitit's array path, but with this class for the array's sbatch (submitit uses a plain executor)."""
+        if len(delayed_submissions) == 1:
+            return super()._internal_process_submissions(delayed_submissions)
+        return self.submit_as_array(delayed_submissions)
+
+    def submit_as_array(self, delayed_submissions: list[submitit_utils.DelayedSubmission]) -> list[submitit.Job[Any]]:
+        """One Slurm job array (``--array=0-N%K``), even for a single task: a sweep is always an array."""
+        folder = submitit_utils.JobPaths.get_first_id_independent_folder(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        pickles = []
+        for delayed in delayed_submissions:
+            path = folder / f"{uuid.uuid4().hex}.pkl"
+            delayed.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
+            delayed.dump(path)
+            pickles.append(path)
+        array_ex = HpcgwSlurmExecutor(self.folder, max_num_timeout=self.max_num_timeout, python=self.python)
+        array_ex.update_parameters(**self.parameters)
+        array_ex.parameters["map_count"] = len(delayed_submissions)
+        first = array_ex._submit_command(self._submitit_command_str)
+        tasks = list(range(first.num_tasks))
+        jobs: list[submitit.Job[Any]] = [
+            submitit.SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{i}", tasks=tasks)
+            for i in range(len(delayed_submissions))
+        ]
+        for job, path in zip(jobs, pickles, strict=True):
+            job.paths.move_temporary_file(path, "submitted_pickle")
+        return jobs
+
 
 def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
     """submitit's ``update_parameters`` for ``spec``: the resources, and the srun line's flags."""

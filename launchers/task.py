@@ -110,14 +110,20 @@ def _placement(env: Mapping[str, str]) -> tuple[HorovodTopology, str, str]:
     """Topology, job id and rendezvous address, from Slurm's variables or from submitit's local executor."""
     if env.get("SUBMITIT_EXECUTOR") == "slurm":
         topology = HorovodTopology.from_slurm(env)
-        # SLURM_JOB_ID is unique per array element too, and it is what the job script sees.
-        return topology, env["SLURM_JOB_ID"], resolve_node_address(topology.hosts[0][0], env)
+        return topology, slurm_job_id(env), resolve_node_address(topology.hosts[0][0], env)
     job_env = submitit.JobEnvironment()
     size = job_env.num_tasks
     topology = HorovodTopology(
         job_env.global_rank, size, job_env.local_rank, size, 0, 1, "localhost", (("localhost", size),)
     )
     return topology, str(job_env.job_id), "127.0.0.1"
+
+
+def slurm_job_id(env: Mapping[str, str]) -> str:
+    """The id the outside knows this job by: ``A_i`` for an array element (as sacct and submitit print it)."""
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env["SLURM_JOB_ID"]
 
 
 def _local_port(job_id: str) -> int:

@@ -94,7 +94,7 @@ def job_logs(
         raise InvalidRequestError(f"rank {rank} outside 0..{job.nodes * job.tasks_per_node - 1}", field="rank")
     tails = []
     for r in ranks:
-        path = Path(job.folder) / "job" / f"{job.slurm_job_id}_{r}_log.out"
+        path = Path(job.submit_folder) / f"{job.slurm_job_id}_{r}_log.out"
         tails.append(LogTail(rank=r, path=str(path), lines=_tail(path, lines) if job.slurm_job_id else []))
     return tails
 

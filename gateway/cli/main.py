@@ -9,6 +9,7 @@ import typer
 
 from gateway.cli import cluster
 from gateway.cli.serve import serve
+from gateway.cli.sweep import sweep
 
 app = typer.Typer(
     help="hpcgw: a training-job gateway for Slurm clusters.",
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(cluster.app, name="cluster")
 app.command()(serve)
+app.command(context_settings={"allow_interspersed_args": False})(sweep)
 
 
 @app.callback()

@@ -40,7 +40,7 @@ def test_cpu_job_script() -> None:
     assert_golden("script_cpu.sh", normalised(script))
 
 
-def test_gpu_apptainer_job_script(image: str) -> None:  # noqa: F811
+def test_gpu_apptainer_job_script(image: str) -> None:
     spec = JobSpec(
         partition="team-b",
         nodes=2,

@@ -1,0 +1,57 @@
+"""/v1/sweeps: parameter sweeps as Slurm job arrays. Each task is also a job (/v1/jobs/{id})."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from gateway.api.deps import ConfigDep, PrincipalDep, SessionDep, TrackerDep
+from gateway.jobs import record_state
+from gateway.models import utcnow
+from gateway.schemas import SweepCreate, SweepPublic
+from gateway.sweeps import create_sweep, get_visible_sweep, latest_tasks, retry_failed, to_public
+from launchers.states import JobState
+
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
+
+
+@router.post("", response_model=SweepPublic, status_code=status.HTTP_201_CREATED)
+def submit_sweep(
+    body: SweepCreate, session: SessionDep, config: ConfigDep, principal: PrincipalDep, tracker: TrackerDep
+) -> SweepPublic:
+    sweep = create_sweep(session, config, principal, body, tracker.partition_sizes)
+    tracker.wake()
+    return to_public(session, sweep)
+
+
+@router.get("/{sweep_id}", response_model=SweepPublic)
+def get_sweep(sweep_id: str, session: SessionDep, principal: PrincipalDep, best: str | None = None) -> SweepPublic:
+    """Per-task states, counts by state, and with ``?best=METRIC:max|min`` the best task by its last metrics."""
+    return to_public(session, get_visible_sweep(session, principal, sweep_id), best=best)
+
+
+@router.post("/{sweep_id}/cancel", response_model=SweepPublic)
+def cancel_sweep(sweep_id: str, session: SessionDep, principal: PrincipalDep, tracker: TrackerDep) -> SweepPublic:
+    sweep = get_visible_sweep(session, principal, sweep_id)
+    for job in latest_tasks(session, sweep).values():
+        if JobState(job.state).is_terminal:
+            continue
+        if job.state == JobState.ACCEPTED.value and not job.dispatching:
+            record_state(session, job, JobState.CANCELLED, reason=f"sweep cancelled by {principal.user}")
+            job.end_time = utcnow()
+        else:
+            job.cancel_requested = True
+            session.add(job)
+    session.commit()
+    tracker.wake()
+    return to_public(session, sweep)
+
+
+@router.post("/{sweep_id}/retry-failed", response_model=SweepPublic)
+def retry_failed_tasks(
+    sweep_id: str, session: SessionDep, config: ConfigDep, principal: PrincipalDep, tracker: TrackerDep
+) -> SweepPublic:
+    """Resubmit only the tasks whose latest attempt failed, as one new array linked to the sweep."""
+    sweep = get_visible_sweep(session, principal, sweep_id)
+    retry_failed(session, config, principal, sweep)
+    tracker.wake()
+    return to_public(session, sweep)

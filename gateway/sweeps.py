@@ -1,0 +1,170 @@
+"""Sweeps: a base request times a parameter space, stored as one job per task before anything reaches Slurm."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from gateway.auth import Principal
+from gateway.config import GatewayConfig
+from gateway.errors import InvalidRequestError, NotFoundError
+from gateway.jobs import build_job, check_resources, dataset_path, resolve_partition, resolve_team, resolve_version
+from gateway.models import Job, JobEvent, Sweep
+from gateway.schemas import SweepCreate, SweepPublic, SweepTask, validate_parameters
+from launchers.states import JobState
+from launchers.sweep import as_env
+
+
+def create_sweep(
+    session: Session,
+    config: GatewayConfig,
+    principal: Principal,
+    body: SweepCreate,
+    partition_sizes: dict[str, tuple[int, int]],
+) -> Sweep:
+    team_name, team = resolve_team(config, principal, body.base.team)
+    if body.max_parallel > team.max_running_jobs:
+        raise InvalidRequestError(
+            f"max_parallel {body.max_parallel} exceeds team {team_name}'s max_running_jobs {team.max_running_jobs}",
+            field="max_parallel",
+        )
+    points = body.space.points()
+    base = body.base
+    partition = resolve_partition(team_name, team, base.partition)
+    version = resolve_version(session, principal, base.algorithm, base.algorithm_version)
+    dataset_path(config, base.dataset_id, base.train_data_version_hash)
+    check_resources(team_name, team, base, partition, partition_sizes)
+    merged = []
+    for point in points:
+        try:
+            merged.append(validate_parameters({**base.parameters, **as_env(point)}))
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), field="space") from None
+    sweep = Sweep(
+        name=body.name,
+        team=team_name,
+        user=principal.user,
+        max_parallel=body.max_parallel,
+        space=body.space.model_dump(by_alias=True),
+        task_count=len(points),
+    )
+    session.add(sweep)
+    session.flush()
+    for index, params in enumerate(merged):
+        job = build_job(config, team_name, principal.user, base, version, partition, parameters=params)
+        job.idempotency_key = None
+        _make_task(config, job, sweep, index, attempt=0)
+        session.add(job)
+        session.add(JobEvent(job_id=job.id, state=job.state))
+    session.commit()
+    return sweep
+
+
+def retry_failed(session: Session, config: GatewayConfig, principal: Principal, sweep: Sweep) -> list[Job]:
+    """New jobs for the tasks whose latest attempt failed; the tracker submits them as one new array."""
+    latest = latest_tasks(session, sweep)
+    failed = [job for job in latest.values() if job.state in (JobState.FAILED.value, JobState.TIMEOUT.value)]
+    retries = []
+    for old in failed:
+        job = Job(**old.model_dump(include=RETRY_FIELDS), team=old.team, user=principal.user, folder="")
+        job.rerun_of = old.id
+        _make_task(config, job, sweep, old.task_index or 0, attempt=old.attempt + 1)
+        session.add(job)
+        session.add(JobEvent(job_id=job.id, state=job.state))
+        retries.append(job)
+    session.commit()
+    return retries
+
+
+RETRY_FIELDS = {
+    "name",
+    "partition",
+    "account",
+    "qos",
+    "nodes",
+    "tasks_per_node",
+    "gpus_per_node",
+    "cpus_per_task",
+    "mem_gb",
+    "time_limit_min",
+    "algorithm",
+    "algorithm_version",
+    "image",
+    "image_digest",
+    "command",
+    "dataset_id",
+    "train_data_version_hash",
+    "parameters",
+}
+
+
+def _make_task(config: GatewayConfig, job: Job, sweep: Sweep, index: int, attempt: int) -> None:
+    root = config.job_root / sweep.team / f"sweep-{sweep.id}"
+    job.sweep_id, job.task_index, job.attempt = sweep.id, index, attempt
+    job.folder = str(root / "tasks" / f"{index}.{attempt}")
+    job.submit_folder = str(root / f"array.{attempt}")  # one submitit folder per array: logs are %A_%a_%t
+    job.name = f"{sweep.name}[{index}]"
+
+
+def get_visible_sweep(session: Session, principal: Principal, sweep_id: str) -> Sweep:
+    sweep = session.get(Sweep, sweep_id)
+    if sweep is None or not principal.can_see(sweep.team):
+        raise NotFoundError(f"sweep {sweep_id} not found")
+    return sweep
+
+
+def latest_tasks(session: Session, sweep: Sweep) -> dict[int, Job]:
+    latest: dict[int, Job] = {}
+    for job in session.exec(select(Job).where(Job.sweep_id == sweep.id).order_by(col(Job.attempt))):
+        latest[job.task_index or 0] = job
+    return latest
+
+
+def to_public(session: Session, sweep: Sweep, best: str | None = None) -> SweepPublic:
+    tasks = [
+        SweepTask(
+            index=i,
+            job_id=j.id,
+            attempt=j.attempt,
+            state=JobState(j.state),
+            slurm_job_id=j.slurm_job_id,
+            exit_code=j.exit_code,
+            parameters=j.parameters,
+            final_metrics=j.metrics[-1] if j.metrics else None,
+        )
+        for i, j in sorted(latest_tasks(session, sweep).items())
+    ]
+    counts: dict[str, int] = {}
+    for task in tasks:
+        counts[task.state.value] = counts.get(task.state.value, 0) + 1
+    public = SweepPublic(
+        id=sweep.id,
+        name=sweep.name,
+        team=sweep.team,
+        user=sweep.user,
+        max_parallel=sweep.max_parallel,
+        task_count=sweep.task_count,
+        array_ids=sweep.array_ids,
+        counts=counts,
+        tasks=tasks,
+    )
+    if best:
+        public.best = best_task(tasks, best)
+    return public
+
+
+def best_task(tasks: list[SweepTask], spec: str) -> SweepTask | None:
+    """``accuracy:max`` / ``loss:min`` over each task's last metrics line."""
+    metric, _, direction = spec.partition(":")
+    if direction not in ("max", "min") or not metric:
+        raise InvalidRequestError("best must look like METRIC:max or METRIC:min", field="best")
+    scored: list[tuple[Any, SweepTask]] = [
+        (t.final_metrics[metric], t)
+        for t in tasks
+        if t.final_metrics and isinstance(t.final_metrics.get(metric), int | float)
+    ]
+    if not scored:
+        return None
+    pick = max if direction == "max" else min
+    return pick(scored, key=lambda pair: pair[0])[1]

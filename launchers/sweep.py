@@ -1,0 +1,112 @@
+"""``sweep(spec, space, max_parallel)``: one parameter sweep as Slurm job arrays, like ``sbatch --array=0-N%K``.
+
+Each point of the space becomes one array element, with its parameters in its environment and its own
+``SLURM_ARRAY_TASK_ID``; Slurm runs at most K at once. A sweep larger than the site's ``MaxArraySize`` is split
+into consecutive arrays (task i lives in array i // MaxArraySize, at index i % MaxArraySize), each depending on
+the one before (``--dependency=afterany``), so that at most K tasks run at any moment across the whole sweep:
+the throttle stays exact, at the cost of a short dip in parallelism at each boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from submitit.core.utils import DelayedSubmission
+
+from launchers.container import python_command
+from launchers.job import Job
+from launchers.shell import run
+from launchers.slurm import slurm_env
+from launchers.space import GridSpace, ListSpace, RandomSpace, Scalar
+from launchers.spec import JobSpec
+from launchers.submit import HpcgwSlurmExecutor, SpecError, check_partition, slurm_parameters
+from launchers.task import TrainerTask
+
+log = logging.getLogger(__name__)
+
+
+def max_array_size() -> int:
+    """The site's MaxArraySize (array indices must stay below it), from ``scontrol show config``."""
+    out = run(["scontrol", "show", "config"], env=slurm_env(), timeout_s=30).stdout
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize":
+            return int(value.strip())
+    return 1001  # Slurm's default
+
+
+def chunks(n: int, size: int) -> list[range]:
+    """The consecutive task ranges, one per array."""
+    return [range(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def as_env(point: Mapping[str, Scalar]) -> dict[str, str]:
+    return {name: str(value).lower() if isinstance(value, bool) else str(value) for name, value in point.items()}
+
+
+def sweep(
+    spec: JobSpec,
+    space: GridSpace | ListSpace | RandomSpace | Sequence[Mapping[str, Scalar]],
+    max_parallel: int,
+    *,
+    check: bool = True,
+    array_size: int | None = None,
+) -> list[Job]:
+    """Submit every point of ``space`` as an element of a job array; returns one Job per point, in order."""
+    if max_parallel < 1:
+        raise SpecError("max_parallel", f"must be at least 1, got {max_parallel}")
+    points = space.points() if isinstance(space, GridSpace | ListSpace | RandomSpace) else [dict(p) for p in space]
+    if not points:
+        raise SpecError("space", "the parameter space is empty")
+    return submit_array(
+        spec, [{**spec.env, **as_env(point)} for point in points], max_parallel, check=check, array_size=array_size
+    )
+
+
+def submit_array(
+    spec: JobSpec,
+    envs: Sequence[Mapping[str, str]],
+    max_parallel: int,
+    *,
+    check: bool = True,
+    array_size: int | None = None,
+) -> list[Job]:
+    """One array element per environment in ``envs``, all else from ``spec``; split past MaxArraySize."""
+    for env in envs:  # the same rules as a single job's environment, checked before anything reaches Slurm
+        JobSpec.model_validate({**spec.model_dump(), "env": dict(env)})
+    if check:
+        check_partition(spec)
+    size = array_size or max_array_size()
+    spec.folder.mkdir(parents=True, exist_ok=True)
+    jobs: list[Job] = []
+    previous: str | None = None
+    for part in chunks(len(envs), size):
+        params = slurm_parameters(spec) | {"array_parallelism": max_parallel}
+        if previous is not None:
+            params["additional_parameters"] = {**params["additional_parameters"], "dependency": f"afterany:{previous}"}
+        executor = HpcgwSlurmExecutor(
+            folder=spec.folder, python=python_command(spec), max_num_timeout=spec.max_requeues
+        )
+        executor.update_parameters(**params)
+        tasks = [
+            DelayedSubmission(
+                TrainerTask(
+                    list(spec.command), dict(envs[i]), str(spec.folder), spec.rendezvous_timeout_s, spec.controller
+                )
+            )
+            for i in part
+        ]
+        submitted = executor.submit_as_array(tasks)
+        previous = str(submitted[0].job_id).split("_", 1)[0]
+        jobs += [Job(s, Path(spec.folder), "slurm", spec.num_tasks) for s in submitted]
+        log.info(
+            "submitted array %s: tasks %d-%d of %d, at most %d at once",
+            previous,
+            part.start,
+            part.stop - 1,
+            len(envs),
+            max_parallel,
+        )
+    return jobs
