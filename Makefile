@@ -47,6 +47,9 @@ postgres-up:
 test: horovod cluster-up postgres-up
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+bench: horovod cluster-up
+	$(PY) -m bench.bench
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -104,10 +104,7 @@ def create_job(
         ).first()
         if existing is not None:
             return existing, False
-    partition = resolve_partition(team_name, team, request.partition)
-    version = resolve_version(session, principal, request.algorithm, request.algorithm_version)
-    dataset_path(config, request.dataset_id, request.train_data_version_hash)
-    check_resources(team_name, team, request, partition, partition_sizes)
+    version, partition = check_request(session, config, principal, team_name, request, partition_sizes)
     backlog = session.exec(
         select(func.count())
         .select_from(Job)
@@ -122,6 +119,39 @@ def create_job(
     session.add(JobEvent(job_id=job.id, state=job.state))
     session.commit()
     return job, True
+
+
+def check_request(
+    session: Session,
+    config: GatewayConfig,
+    principal: Principal,
+    team_name: str,
+    request: JobCreate,
+    partition_sizes: dict[str, tuple[int, int]],
+) -> tuple[AlgorithmVersion, str]:
+    """Everything a request names must exist and fit: algorithm version, dataset, partition, limits."""
+    team = config.teams[team_name]
+    partition = resolve_partition(team_name, team, request.partition)
+    version = resolve_version(session, principal, request.algorithm, request.algorithm_version)
+    dataset_path(config, request.dataset_id, request.train_data_version_hash)
+    check_resources(team_name, team, request, partition, partition_sizes)
+    return version, partition
+
+
+def preview_job(
+    session: Session,
+    config: GatewayConfig,
+    principal: Principal,
+    request: JobCreate,
+    partition_sizes: dict[str, tuple[int, int]],
+) -> Job:
+    """The job a request would create, checked the same way, but not stored (for dry runs)."""
+    team_name, _ = resolve_team(config, principal, request.team)
+    version, partition = check_request(session, config, principal, team_name, request, partition_sizes)
+    job = build_job(config, team_name, principal.user, request, version, partition)
+    job.folder = str(config.job_root / team_name / job.id)
+    job.submit_folder = str(Path(job.folder) / "job")
+    return job
 
 
 def resolve_partition(team_name: str, team: TeamConfig, requested: str | None) -> str:
@@ -325,6 +355,19 @@ def record_state(
         session.add(JobEvent(job_id=job.id, state=state.value, slurm_state=slurm_state, reason=reason))
     job.updated_at = utcnow()
     session.add(job)
+
+
+def request_cancel(session: Session, job: Job, by: str) -> None:
+    """A job still in the gateway is cancelled at once; one in Slurm is marked for the worker to scancel
+    (HTTP handlers never call Slurm). Terminal jobs are left alone."""
+    if JobState(job.state).is_terminal:
+        return
+    if job.state == JobState.ACCEPTED.value and not job.dispatching:
+        record_state(session, job, JobState.CANCELLED, reason=f"cancelled by {by}")
+        job.end_time = utcnow()
+    else:
+        job.cancel_requested = True
+        session.add(job)
 
 
 def active_counts(session: Session, team: str) -> tuple[int, int]:

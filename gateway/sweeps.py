@@ -9,7 +9,7 @@ from sqlmodel import Session, col, select
 from gateway.auth import Principal
 from gateway.config import GatewayConfig
 from gateway.errors import InvalidRequestError, NotFoundError
-from gateway.jobs import build_job, check_resources, dataset_path, resolve_partition, resolve_team, resolve_version
+from gateway.jobs import build_job, check_request, resolve_team
 from gateway.models import Job, JobEvent, Sweep
 from gateway.schemas import SweepCreate, SweepPublic, SweepTask, validate_parameters
 from launchers.states import JobState
@@ -31,10 +31,7 @@ def create_sweep(
         )
     points = body.space.points()
     base = body.base
-    partition = resolve_partition(team_name, team, base.partition)
-    version = resolve_version(session, principal, base.algorithm, base.algorithm_version)
-    dataset_path(config, base.dataset_id, base.train_data_version_hash)
-    check_resources(team_name, team, base, partition, partition_sizes)
+    version, partition = check_request(session, config, principal, team_name, base, partition_sizes)
     merged = []
     for point in points:
         try:

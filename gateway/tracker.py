@@ -397,6 +397,15 @@ class Tracker:
             job.end_time = seen.end or utcnow()
             if state is not JobState.SUCCEEDED:
                 self.stats.failures_by_team[job.team] = self.stats.failures_by_team.get(job.team, 0) + 1
+        # A poll can miss a short phase; the evidence still says it happened (Slurm's start time, the start
+        # marker), so the history records it rather than jumping from queued to running.
+        progression = [JobState.QUEUED, JobState.LAUNCHING, JobState.RUNNING]
+        if JobState(job.state) in progression and state not in (JobState.QUEUED, JobState.CANCELLED):
+            evidence = {JobState.LAUNCHING: seen.start is not None, JobState.RUNNING: started is not None}
+            for step in progression[progression.index(JobState(job.state)) + 1 :]:
+                if step is state or not evidence[step]:
+                    break
+                record_state(session, job, step, slurm_state="RUNNING")
         record_state(session, job, state, slurm_state=seen.slurm_state, reason=job.reason)
         return before != (job.state, job.slurm_state, job.reason, job.position_in_queue, len(job.metrics))
 

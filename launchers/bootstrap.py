@@ -12,9 +12,7 @@ import argparse
 import ipaddress
 import logging
 import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -185,23 +183,8 @@ def wait_for_port(addr: str, port: int, timeout_s: float) -> None:
             time.sleep(0.2)
 
 
-def run_trainer(command: Sequence[str], env: Mapping[str, str]) -> int:
-    """Run the trainer; pass on SIGTERM/SIGINT, and let SIGUSR2 (preemption notice) reach only the trainer."""
-    proc = subprocess.Popen(list(command), env=dict(env))
-
-    def forward(signum: int, _frame: object) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-    returncode = proc.wait()
-    # A signal death is -N for Popen; report it the way a shell would, so Slurm records a failure.
-    return 128 - returncode if returncode < 0 else returncode
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """The raw ``srun`` path: the same per-rank flow as the launcher's task, without submitit."""
     parser = argparse.ArgumentParser(
         prog="python -m launchers.bootstrap",
         description="Set Horovod's variables from Slurm's, host the Gloo rendezvous on rank 0, run COMMAND.",
@@ -212,43 +195,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=float(os.environ.get("HPCGW_RENDEZVOUS_TIMEOUT_S", DEFAULT_RENDEZVOUS_TIMEOUT_S)),
         help="seconds a rank waits for the rendezvous [env HPCGW_RENDEZVOUS_TIMEOUT_S; default 60]",
     )
+    parser.add_argument("--folder", default=".", help="where the start marker and exit codes go [default: .]")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given (use: -- COMMAND [ARGS...])")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s bootstrap[%(process)d] %(levelname)s: %(message)s")
+    if "SLURM_PROCID" not in os.environ:
+        parser.error("SLURM_PROCID is not set: run this under srun inside a Slurm job")
+    from launchers.task import TrainerTask
 
-    env = dict(os.environ)
     try:
-        topology = HorovodTopology.from_slurm(env)
-        addr = resolve_node_address(topology.hosts[0][0], env)
+        TrainerTask(command, {}, os.path.abspath(args.folder), args.rendezvous_timeout)()
     except BootstrapError as exc:
         log.error("%s", exc)
         return 2
-    port = rendezvous_port(env)
-    env.update(topology.horovod_env(addr, port, network_iface(env, addr), args.rendezvous_timeout))
-    tag = f"rank {topology.rank}/{topology.size} on {topology.hostname}"
-
-    server = None
-    if topology.rank == 0:
-        try:
-            server, _thread = start_rendezvous_server(topology, port)
-        except OSError as exc:
-            log.error("%s: cannot host the rendezvous on port %d: %s", tag, port, exc)
-            return EXIT_RENDEZVOUS
-        log.info("%s: rendezvous at %s:%d", tag, addr, port)
-    else:
-        try:
-            wait_for_port(addr, port, args.rendezvous_timeout)
-        except TimeoutError as exc:
-            log.error("%s: %s", tag, exc)
-            return EXIT_RENDEZVOUS
-    try:
-        return run_trainer(command, env)
-    finally:
-        if server is not None:
-            server.shutdown()  # type: ignore[attr-defined]
+    return 0  # a failing trainer ended this process with its own exit code already
 
 
 if __name__ == "__main__":

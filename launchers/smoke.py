@@ -68,6 +68,7 @@ def submit_allreduce(
             time_limit_min=time_limit_min,
             output=str(workdir / "allreduce-%j.out"),
             python=sys.executable,
+            folder=str(workdir),
         )
     )
     job_id = sbatch(script)

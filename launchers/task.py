@@ -108,7 +108,7 @@ class TrainerTask(submitit.helpers.Checkpointable):
 
 def _placement(env: Mapping[str, str]) -> tuple[HorovodTopology, str, str]:
     """Topology, job id and rendezvous address, from Slurm's variables or from submitit's local executor."""
-    if env.get("SUBMITIT_EXECUTOR") == "slurm":
+    if "SLURM_PROCID" in env and env.get("SUBMITIT_EXECUTOR") != "local":
         topology = HorovodTopology.from_slurm(env)
         return topology, slurm_job_id(env), resolve_node_address(topology.hosts[0][0], env)
     job_env = submitit.JobEnvironment()

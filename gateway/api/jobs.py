@@ -11,10 +11,19 @@ from sqlmodel import col, select
 
 from gateway.api.deps import ConfigDep, PrincipalDep, SessionDep, TrackerDep
 from gateway.errors import ConflictError, InvalidRequestError
-from gateway.jobs import create_job, get_visible_job, record_state, rerun_request, to_public
-from gateway.models import Job, utcnow
+from gateway.jobs import (
+    create_job,
+    get_visible_job,
+    job_spec,
+    preview_job,
+    request_cancel,
+    rerun_request,
+    to_public,
+)
+from gateway.models import Job
 from gateway.schemas import JobCreate, JobList, JobPublic, LogTail, MetricsPublic
 from launchers.states import JobState
+from launchers.submit import render_script
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_LOG_LINES = 10_000
@@ -35,6 +44,15 @@ def submit_job(
     else:
         response.status_code = status.HTTP_200_OK  # the same idempotency key: the job that exists
     return to_public(job)
+
+
+@router.post("/render")
+def render_job(
+    body: JobCreate, session: SessionDep, config: ConfigDep, principal: PrincipalDep, tracker: TrackerDep
+) -> dict[str, str]:
+    """Dry run: the exact job script this request would produce. Nothing is stored or submitted."""
+    job = preview_job(session, config, principal, body, tracker.partition_sizes)
+    return {"job_id": job.id, "script": render_script(job_spec(config, job))}
 
 
 @router.get("", response_model=JobList)
@@ -65,16 +83,10 @@ def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPub
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
 def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep, tracker: TrackerDep) -> JobPublic:
-    """A job still in the gateway is cancelled at once; one in Slurm is marked for the worker to scancel."""
     job = get_visible_job(session, principal, job_id)
     if JobState(job.state).is_terminal:
         raise ConflictError(f"job {job_id} already {job.state}")
-    if job.state == JobState.ACCEPTED.value and not job.dispatching:
-        record_state(session, job, JobState.CANCELLED, reason=f"cancelled by {principal.user}")
-        job.end_time = utcnow()
-    else:
-        job.cancel_requested = True
-        session.add(job)
+    request_cancel(session, job, principal.user)
     session.commit()
     tracker.wake()
     return to_public(job)

@@ -5,11 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from gateway.api.deps import ConfigDep, PrincipalDep, SessionDep, TrackerDep
-from gateway.jobs import record_state
-from gateway.models import utcnow
+from gateway.jobs import request_cancel
 from gateway.schemas import SweepCreate, SweepPublic
 from gateway.sweeps import create_sweep, get_visible_sweep, latest_tasks, retry_failed, to_public
-from launchers.states import JobState
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -33,14 +31,7 @@ def get_sweep(sweep_id: str, session: SessionDep, principal: PrincipalDep, best:
 def cancel_sweep(sweep_id: str, session: SessionDep, principal: PrincipalDep, tracker: TrackerDep) -> SweepPublic:
     sweep = get_visible_sweep(session, principal, sweep_id)
     for job in latest_tasks(session, sweep).values():
-        if JobState(job.state).is_terminal:
-            continue
-        if job.state == JobState.ACCEPTED.value and not job.dispatching:
-            record_state(session, job, JobState.CANCELLED, reason=f"sweep cancelled by {principal.user}")
-            job.end_time = utcnow()
-        else:
-            job.cancel_requested = True
-            session.add(job)
+        request_cancel(session, job, principal.user)
     session.commit()
     tracker.wake()
     return to_public(session, sweep)

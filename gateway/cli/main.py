@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from gateway.cli import cluster
+from gateway.cli import cluster, jobs
 from gateway.cli.serve import serve
 from gateway.cli.sweep import sweep
 
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(cluster.app, name="cluster")
 app.command()(serve)
+jobs.register(app)
 app.command(context_settings={"allow_interspersed_args": False})(sweep)
 
 

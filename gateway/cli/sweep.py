@@ -1,20 +1,26 @@
-"""`hpcgw sweep`: a parameter sweep as Slurm job arrays, straight from a login node.
+"""`hpcgw sweep`: a parameter sweep as one Slurm job array, through the gateway or (`--direct`) from here.
 
 Two forms an sbatch user already knows:
-  hpcgw sweep --array 0-99%10 --params-file points.json -p team-a --folder runs/s1 -- python train.py
+  hpcgw sweep --array 0-99%10 --params-file points.json --algorithm A --dataset D --data-version H
       (array index i runs with the i-th parameter dict of the file; %10 runs at most 10 at once)
-  hpcgw sweep --grid LR=0.1,0.01 --grid BATCH_SIZE=32,64 --max-parallel 2 -p team-a --folder runs/s2 -- python train.py
+  hpcgw sweep --grid LR=0.1,0.01 --grid BATCH_SIZE=32,64 --max-parallel 2 --algorithm A --dataset D --data-version H
+With --direct the same flags submit through the launchers on this machine, with `-p`, `--folder` and the
+trainer command after `--` instead of the algorithm and dataset.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
+from gateway.cli.jobs import TokenOpt, UrlOpt, client, fail, parse_time_min
+from gateway.client import ClientError
+from gateway.schemas import JobCreate
 from launchers.space import GridSpace, ListSpace, parse_array
 from launchers.spec import JobSpec
 from launchers.submit import SpecError, SubmitError
@@ -45,10 +51,41 @@ def _points_file(path: Path) -> list[dict[str, object]]:
     return data
 
 
+def _points(
+    array: str | None, params_file: Path | None, grid: list[str] | None
+) -> tuple[list[dict[str, object]], int | None]:
+    """The sweep's points, in task order, and the %K of --array if given."""
+    if (array is None) == (grid is None):
+        raise typer.BadParameter("give either --array with --params-file, or --grid", param_hint="--array/--grid")
+    if array is None:
+        try:
+            return GridSpace(grid=_key_values(grid or [], "--grid")).points(), None  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise typer.BadParameter(_problems(exc), param_hint="--grid") from None
+    if params_file is None:
+        raise typer.BadParameter("--array needs --params-file", param_hint="--params-file")
+    try:
+        indices, throttle = parse_array(array)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--array") from None
+    points = _points_file(params_file)
+    if indices and indices[-1] >= len(points):
+        raise typer.BadParameter(f"index {indices[-1]} but the file has {len(points)} points", param_hint="--array")
+    return [points[i] for i in indices], throttle
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+
+
 def sweep(
-    command: Annotated[list[str], typer.Argument(help="The trainer command, after --")],
-    partition: Annotated[str, typer.Option("--partition", "-p", help="Slurm partition")],
-    folder: Annotated[Path, typer.Option("--folder", help="Job folder on a shared filesystem (logs: %A_%a_%t)")],
+    command: Annotated[list[str] | None, typer.Argument(help="With --direct: the trainer command, after --")] = None,
+    algorithm: Annotated[str | None, typer.Option("--algorithm", help="Registered algorithm (gateway)")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset id (gateway)")] = None,
+    data_version: Annotated[str | None, typer.Option("--data-version", help="Dataset version hash (gateway)")] = None,
+    direct: Annotated[bool, typer.Option("--direct", help="Submit through the launchers here, no gateway")] = False,
+    partition: Annotated[str | None, typer.Option("--partition", "-p", help="Slurm partition")] = None,
+    folder: Annotated[Path | None, typer.Option("--folder", help="--direct: job folder (logs: %A_%a_%t)")] = None,
     array: Annotated[
         str | None, typer.Option("--array", "-a", help="sbatch-style indices into --params-file, e.g. 0-99%10")
     ] = None,
@@ -60,35 +97,98 @@ def sweep(
     ] = None,
     max_parallel: Annotated[int | None, typer.Option("--max-parallel", help="At most K tasks at once (the %K)")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="NAME=VALUE for every task (repeatable)")] = None,
-    account: Annotated[str | None, typer.Option("--account", "-A")] = None,
+    account: Annotated[str | None, typer.Option("--account", "-A", help="--direct: Slurm account")] = None,
     nodes: Annotated[int, typer.Option("--nodes", "-N")] = 1,
     ntasks_per_node: Annotated[int, typer.Option("--ntasks-per-node")] = 1,
     cpus_per_task: Annotated[int, typer.Option("--cpus-per-task", "-c")] = 1,
-    time_min: Annotated[int, typer.Option("--time", "-t", help="Time limit per task, minutes")] = 60,
+    time_limit: Annotated[str, typer.Option("--time", "-t", help="Per task, in Slurm's time format")] = "60",
     job_name: Annotated[str, typer.Option("--job-name", "-J")] = "hpcgw-sweep",
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the sweep until every task ended")] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the submitted tasks as JSON")] = False,
 ) -> None:
     """Submit a sweep as one Slurm job array (split past MaxArraySize), like sbatch --array=0-N%K."""
-    if (array is None) == (grid is None):
-        raise typer.BadParameter("give either --array with --params-file, or --grid", param_hint="--array/--grid")
-    if array is not None:
-        if params_file is None:
-            raise typer.BadParameter("--array needs --params-file", param_hint="--params-file")
-        try:
-            indices, throttle = parse_array(array)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--array") from None
-        points = _points_file(params_file)
-        if indices and indices[-1] >= len(points):
-            raise typer.BadParameter(f"index {indices[-1]} but the file has {len(points)} points", param_hint="--array")
-        space_points = [points[i] for i in indices]
-        parallel = max_parallel if max_parallel is not None else throttle or len(space_points)
+    points, throttle = _points(array, params_file, grid)
+    parallel = max_parallel if max_parallel is not None else throttle or len(points)
     base_env = {k: v[0] for k, v in _key_values(param or [], "--param").items()}
+    minutes = parse_time_min(time_limit)
+    if direct:
+        _direct(
+            command,
+            partition,
+            folder,
+            points,
+            parallel,
+            base_env,
+            account,
+            nodes,
+            ntasks_per_node,
+            cpus_per_task,
+            minutes,
+            job_name,
+            json_out,
+        )
+        return
+    if not (algorithm and dataset and data_version):
+        raise typer.BadParameter("needs --algorithm, --dataset and --data-version (or --direct)")
+    base = JobCreate(
+        name=job_name,
+        algorithm=algorithm,
+        dataset_id=dataset,
+        train_data_version_hash=data_version,
+        nodes=nodes,
+        tasks_per_node=ntasks_per_node,
+        cpus_per_task=cpus_per_task,
+        time_limit_min=minutes,
+        partition=partition,
+        parameters=base_env,
+    )
+    with client(url, token) as c:
+        try:
+            created = c.submit_sweep(
+                {
+                    "name": job_name,
+                    "base": base.model_dump(mode="json", exclude_none=True),
+                    "space": {"kind": "list", "points": points},
+                    "max_parallel": parallel,
+                }
+            )
+            if wait:
+                while not all(t.state.is_terminal for t in created.tasks):
+                    time.sleep(1)
+                    created = c.sweep(created.id)
+        except ClientError as exc:
+            raise fail(exc) from None
+    if json_out:
+        typer.echo(created.model_dump_json())
+    else:
+        typer.echo(f"Submitted sweep {created.id}: {created.task_count} tasks, at most {parallel} at once")
+        if wait:
+            typer.echo(" ".join(f"{k}={v}" for k, v in sorted(created.counts.items())))
+    if wait and set(created.counts) != {"succeeded"}:
+        raise typer.Exit(1)
+
+
+def _direct(
+    command: list[str] | None,
+    partition: str | None,
+    folder: Path | None,
+    points: list[dict[str, object]],
+    parallel: int,
+    base_env: dict[str, str],
+    account: str | None,
+    nodes: int,
+    ntasks_per_node: int,
+    cpus_per_task: int,
+    minutes: int,
+    job_name: str,
+    json_out: bool,
+) -> None:
+    if not command or not partition or folder is None:
+        raise typer.BadParameter("--direct needs -p/--partition, --folder and the trainer command after --")
     try:
-        if array is None:
-            space_points = GridSpace(grid=_key_values(grid or [], "--grid")).points()  # type: ignore[arg-type]
-            parallel = max_parallel if max_parallel is not None else len(space_points)
-        space = ListSpace(points=space_points)
+        space = ListSpace(points=points)
         spec = JobSpec(
             name=job_name,
             partition=partition,
@@ -96,15 +196,14 @@ def sweep(
             nodes=nodes,
             tasks_per_node=ntasks_per_node,
             cpus_per_task=cpus_per_task,
-            time_limit_min=time_min,
+            time_limit_min=minutes,
             command=tuple(command),
             env=base_env,
             folder=folder,
         )
         jobs = submit_sweep(spec, space, parallel)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-        typer.echo(f"hpcgw sweep: error: {problems}", err=True)
+        typer.echo(f"hpcgw sweep: error: {_problems(exc)}", err=True)
         raise typer.Exit(2) from None
     except (SpecError, ValueError) as exc:
         typer.echo(f"hpcgw sweep: error: {exc}", err=True)
@@ -114,17 +213,10 @@ def sweep(
         raise typer.Exit(1) from None
     arrays = list(dict.fromkeys(j.job_id.split("_", 1)[0] for j in jobs))
     if json_out:
-        typer.echo(
-            json.dumps(
-                {
-                    "arrays": arrays,
-                    "max_parallel": parallel,
-                    "tasks": [
-                        {"index": i, "job_id": j.job_id, "parameters": p}
-                        for i, (j, p) in enumerate(zip(jobs, space.points(), strict=True))
-                    ],
-                }
-            )
-        )
+        tasks = [
+            {"index": i, "job_id": j.job_id, "parameters": p}
+            for i, (j, p) in enumerate(zip(jobs, space.points(), strict=True))
+        ]
+        typer.echo(json.dumps({"arrays": arrays, "max_parallel": parallel, "tasks": tasks}))
     else:
         typer.echo(f"Submitted {len(jobs)} tasks as job array {', '.join(arrays)} (at most {parallel} at once)")

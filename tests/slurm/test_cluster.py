@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from launchers.devcluster import ClusterSpec, cluster_status
+from launchers.markers import JobMarkers
 from launchers.slurm import sacct, wait_until_done
 from launchers.smoke import allreduce_reports, submit_allreduce
 from launchers.states import JobState
@@ -75,5 +76,7 @@ def test_horovod_allreduce_two_nodes_two_tasks(cluster: ClusterSpec, tmp_path: P
     assert {r["sum"] for r in reports} == {10.0}  # 1 + 2 + 3 + 4, seen identically by every rank
     assert {r["cross_rank"] for r in reports} == {0, 1}
     assert {r["node"] for r in reports} == {"n1", "n2"}
+    started = JobMarkers(tmp_path, job_id).started()  # the bootstrap saw every rank join the rendezvous
+    assert started is not None and started["size"] == 4
     steps = [r for r in sacct([job_id], all_steps=True) if r.job_id == f"{job_id}.0"]
     assert steps and steps[0].slurm_state == "COMPLETED" and steps[0].nodes == 2

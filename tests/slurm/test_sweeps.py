@@ -208,6 +208,7 @@ def test_cli_array_form_picks_points_by_index(cluster, tmp_path: Path) -> None:
         [
             HPCGW,
             "sweep",
+            "--direct",
             "--array",
             "1-4%2",
             "--params-file",
@@ -245,6 +246,7 @@ def test_cli_grid_form_and_bad_input(cluster, tmp_path: Path) -> None:
         [
             HPCGW,
             "sweep",
+            "--direct",
             "--grid",
             "LR=0.1,0.2",
             "--grid",
@@ -283,7 +285,7 @@ def test_cli_grid_form_and_bad_input(cluster, tmp_path: Path) -> None:
         (["--array", "0-9", "--params-file", str(tmp_path / "none.json")], ""),
     ]:
         bad = subprocess.run(
-            [HPCGW, "sweep", *args, "-p", "team-a", "--folder", str(tmp_path / "bad"), "--", "true"],
+            [HPCGW, "sweep", "--direct", *args, "-p", "team-a", "--folder", str(tmp_path / "bad"), "--", "true"],
             capture_output=True,
             text=True,
             timeout=60,

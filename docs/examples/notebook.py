@@ -1,0 +1,50 @@
+"""A notebook-style session with the Python client: register, submit, follow, read the results.
+
+Run it as a script (each block is a notebook cell): HPCGW_URL and HPCGW_TOKEN name the gateway, and
+DEMO_DATA_VERSION the intent dataset's version hash. The test suite runs it against the local cluster.
+"""
+
+# %% connect
+import os
+import sys
+
+from gateway.client import Client, ClientError
+
+client = Client()  # HPCGW_URL / HPCGW_TOKEN, or ~/.config/hpcgw/config.toml
+print("teams:", [t.name for t in client.teams()])
+
+# %% register the trainer once (409 when it exists already)
+try:
+    client.create_algorithm(
+        {
+            "name": "nb-classifier",
+            "version": "1",
+            "image": "intent-classifier.sif",
+            "command": ["python", "/opt/intent-classifier/train.py"],
+            "local_command": [sys.executable, os.environ["DEMO_TRAINER"]],
+        }
+    )
+except ClientError as exc:
+    if exc.status_code != 409:
+        raise
+
+# %% submit and follow
+job = client.submit(
+    {
+        "name": "nb-run",
+        "algorithm": "nb-classifier",
+        "dataset_id": "intents",
+        "train_data_version_hash": os.environ["DEMO_DATA_VERSION"],
+        "nodes": 1,
+        "tasks_per_node": 2,
+        "parameters": {"SEED": 3, "EPOCHS": 2, "LR": 0.3},
+    }
+)
+job = client.wait(job.id, timeout_s=600, on_change=lambda j: print("state:", j.state.value))
+
+# %% results
+epochs = client.metrics(job.id).epochs
+for epoch in epochs:
+    print(f"epoch {epoch['epoch']}: accuracy {epoch['accuracy']:.3f}")
+print("final state:", job.state.value)
+sys.exit(0 if job.state.value == "succeeded" and len(epochs) == 2 else 1)

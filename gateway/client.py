@@ -1,0 +1,222 @@
+"""``Client(url, token)``: the gateway from Python, with the API's own models as results.
+
+It retries with back-off on 503 and on connection errors (a gateway restarting, a proxy in between), never on
+a 4xx: those are answers. Errors carry the server's detail. URL and token come from the arguments, else from
+HPCGW_URL / HPCGW_TOKEN, else from ~/.config/hpcgw/config.toml (``url = …``, ``token = …``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from gateway.schemas import (
+    AlgorithmCreate,
+    AlgorithmPublic,
+    AlgorithmVersionCreate,
+    JobCreate,
+    JobList,
+    JobPublic,
+    LogTail,
+    MetricsPublic,
+    SweepCreate,
+    SweepPublic,
+    TeamPublic,
+)
+from launchers.states import JobState
+
+T = TypeVar("T")
+CONFIG_FILE = Path("~/.config/hpcgw/config.toml")
+RETRY_STATUS = frozenset({502, 503, 504})
+
+
+class ClientError(RuntimeError):
+    """The gateway refused the request (4xx/5xx), or could not be reached after the retries."""
+
+    def __init__(self, message: str, status_code: int | None = None, detail: Any = None, field: str | None = None):
+        super().__init__(message)
+        self.status_code, self.detail, self.field = status_code, detail, field
+
+
+class ClientConfigError(ClientError):
+    """No URL or token from arguments, environment or config file."""
+
+
+def resolve(url: str | None, token: str | None, config_file: Path | None = None) -> tuple[str, str]:
+    file_values: dict[str, Any] = {}
+    path = (config_file or CONFIG_FILE).expanduser()
+    if path.is_file():
+        try:
+            file_values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ClientConfigError(f"{path}: not valid TOML: {exc}") from None
+    url = url or os.environ.get("HPCGW_URL") or file_values.get("url")
+    token = token or os.environ.get("HPCGW_TOKEN") or file_values.get("token")
+    if not url:
+        raise ClientConfigError(f'no gateway URL: pass url=, set HPCGW_URL, or put url = "…" in {path}')
+    if not token:
+        raise ClientConfigError(f'no token: pass token=, set HPCGW_TOKEN, or put token = "…" in {path}')
+    return str(url).rstrip("/"), str(token)
+
+
+class Client:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 8,
+        backoff_s: float = 0.5,
+        config_file: Path | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url, token = resolve(url, token, config_file)
+        self.retries, self.backoff_s = retries, backoff_s
+        self._http = httpx.Client(
+            base_url=self.url, timeout=timeout_s, transport=transport, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- transport -----------------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._http.request(method, path, json=json, params=params)
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise ClientError(f"{method} {self.url}{path}: gateway unreachable: {exc}") from exc
+            else:
+                if response.status_code not in RETRY_STATUS or attempt == self.retries:
+                    return _decode(method, path, response)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        raise AssertionError("unreachable")
+
+    def _typed(self, model: type[T] | Any, method: str, path: str, **kw: Any) -> T:
+        return TypeAdapter(model).validate_python(self._request(method, path, **kw))  # type: ignore[no-any-return]
+
+    # --- jobs ----------------------------------------------------------------------------------------------
+
+    def submit(self, request: JobCreate | dict[str, Any]) -> JobPublic:
+        return self._typed(JobPublic, "POST", "/v1/jobs", json=_body(request))
+
+    def job(self, job_id: str) -> JobPublic:
+        return self._typed(JobPublic, "GET", f"/v1/jobs/{job_id}")
+
+    def jobs(
+        self, *, team: str | None = None, state: JobState | str | None = None, offset: int = 0, limit: int = 100
+    ) -> JobList:
+        params = {
+            k: v for k, v in {"team": team, "state": state, "offset": offset, "limit": limit}.items() if v is not None
+        }
+        return self._typed(JobList, "GET", "/v1/jobs", params=params)
+
+    def cancel(self, job_id: str) -> JobPublic:
+        return self._typed(JobPublic, "POST", f"/v1/jobs/{job_id}/cancel")
+
+    def logs(self, job_id: str, *, rank: int | None = None, lines: int = 100) -> list[LogTail]:
+        params: dict[str, Any] = {"lines": lines} | ({"rank": rank} if rank is not None else {})
+        return self._typed(list[LogTail], "GET", f"/v1/jobs/{job_id}/logs", params=params)
+
+    def metrics(self, job_id: str) -> MetricsPublic:
+        return self._typed(MetricsPublic, "GET", f"/v1/jobs/{job_id}/metrics")
+
+    def rerun(self, job_id: str) -> JobPublic:
+        return self._typed(JobPublic, "POST", f"/v1/jobs/{job_id}/rerun")
+
+    def render(self, request: JobCreate | dict[str, Any]) -> str:
+        return str(self._request("POST", "/v1/jobs/render", json=_body(request))["script"])
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout_s: float = 3600.0,
+        poll_s: float = 1.0,
+        on_change: Callable[[JobPublic], None] | None = None,
+    ) -> JobPublic:
+        """Until the job ends; ``on_change`` sees every new state (and reason/queue position)."""
+        deadline = time.monotonic() + timeout_s
+        last: tuple[Any, ...] | None = None
+        while True:
+            job = self.job(job_id)
+            view = (job.state, job.reason, job.position_in_queue)
+            if view != last and on_change is not None:
+                on_change(job)
+            last = view
+            if job.state.is_terminal:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.state.value} after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+    # --- sweeps, algorithms, teams ---------------------------------------------------------------------------
+
+    def submit_sweep(self, request: SweepCreate | dict[str, Any]) -> SweepPublic:
+        return self._typed(SweepPublic, "POST", "/v1/sweeps", json=_body(request))
+
+    def sweep(self, sweep_id: str, *, best: str | None = None) -> SweepPublic:
+        return self._typed(SweepPublic, "GET", f"/v1/sweeps/{sweep_id}", params={"best": best} if best else None)
+
+    def cancel_sweep(self, sweep_id: str) -> SweepPublic:
+        return self._typed(SweepPublic, "POST", f"/v1/sweeps/{sweep_id}/cancel")
+
+    def retry_failed(self, sweep_id: str) -> SweepPublic:
+        return self._typed(SweepPublic, "POST", f"/v1/sweeps/{sweep_id}/retry-failed")
+
+    def algorithms(self) -> list[AlgorithmPublic]:
+        return self._typed(list[AlgorithmPublic], "GET", "/v1/algorithms")
+
+    def create_algorithm(self, request: AlgorithmCreate | dict[str, Any]) -> AlgorithmPublic:
+        return self._typed(AlgorithmPublic, "POST", "/v1/algorithms", json=_body(request))
+
+    def add_version(self, name: str, request: AlgorithmVersionCreate | dict[str, Any]) -> AlgorithmPublic:
+        return self._typed(AlgorithmPublic, "POST", f"/v1/algorithms/{name}/versions", json=_body(request))
+
+    def teams(self) -> list[TeamPublic]:
+        return self._typed(list[TeamPublic], "GET", "/v1/teams")
+
+
+def _body(request: BaseModel | dict[str, Any]) -> Any:
+    return request.model_dump(mode="json", exclude_none=True) if isinstance(request, BaseModel) else request
+
+
+def _decode(method: str, path: str, response: httpx.Response) -> Any:
+    if response.is_success:
+        return response.json()
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"detail": response.text}
+    detail = body.get("detail") if isinstance(body, dict) else body
+    text = (
+        detail
+        if isinstance(detail, str)
+        else "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail)
+        if isinstance(detail, list)
+        else str(detail)
+    )
+    raise ClientError(
+        f"{method} {path}: {response.status_code} {text}",
+        response.status_code,
+        detail,
+        body.get("field") if isinstance(body, dict) else None,
+    )

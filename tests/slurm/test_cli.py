@@ -1,0 +1,307 @@
+"""On Slurm: the real `hpcgw` executable against a real gateway (`hpcgw serve`) on the real cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.client import Client
+
+pytestmark = pytest.mark.slurm
+HPCGW = str(Path(sys.executable).with_name("hpcgw"))
+ALGORITHMS = [
+    {"name": "hello", "local_command": [sys.executable, "-c", "print('hello from the trainer', flush=True)"]},
+    {"name": "fail3", "local_command": [sys.executable, "-c", "import sys; print('about to fail'); sys.exit(3)"]},
+    {"name": "sleep", "local_command": [sys.executable, "-c", "import os, time; time.sleep(float(os.environ['S']))"]},
+]
+CONFIG = """
+dev_mode = true
+database_url = "sqlite:///{root}/cli.db"
+dataset_root = "{root}/datasets"
+job_root = "{root}/jobs"
+container_runtime = "none"
+[poll]
+interval_s = 1.0
+floor_s = 0.2
+[teams.team-a]
+partitions = ["team-a"]
+account = "team-a"
+max_nodes = 2
+max_running_jobs = 4
+[teams.team-b]
+partitions = ["team-b"]
+account = "team-b"
+[[tokens]]
+user = "alice"
+team = "team-a"
+token = "team-a-dev-token"
+[[tokens]]
+user = "admin"
+role = "admin"
+token = "admin-dev-token"
+"""
+
+
+class Gateway:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        (root / "gw.toml").write_text(CONFIG.format(root=root))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [HPCGW, "serve", "--config", str(self.root / "gw.toml"), "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError("gateway did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def gw(cluster, tmp_path: Path) -> Iterator[Gateway]:
+    (tmp_path / "datasets" / "d" / "v1").mkdir(parents=True)
+    gateway = Gateway(tmp_path)
+    gateway.start()
+    for algorithm in ALGORITHMS:
+        body = {"version": "1", "image": f"{algorithm['name']}.sif", "command": ["true"], "team": "team-a"} | algorithm
+        httpx.post(
+            f"{gateway.url}/v1/algorithms", json=body, headers={"Authorization": "Bearer admin-dev-token"}
+        ).raise_for_status()
+    yield gateway
+    gateway.stop()
+
+
+def hpcgw(gw: Gateway, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HPCGW_URL": gw.url, "HPCGW_TOKEN": "team-a-dev-token", "COLUMNS": "200"}
+    return subprocess.run([HPCGW, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+DATA = ["--dataset", "d", "--data-version", "v1"]
+
+
+def test_submit_wait_exit_codes_jobs_and_logs(gw: Gateway) -> None:
+    ok = hpcgw(gw, "submit", "--algorithm", "hello", *DATA, "-J", "greet", "--wait", "--json")
+    assert ok.returncode == 0, ok.stderr
+    job = json.loads(ok.stdout)
+    assert job["state"] == "succeeded" and job["team"] == "team-a"
+    bad = hpcgw(gw, "submit", "--algorithm", "fail3", *DATA, "--wait")
+    assert bad.returncode == 3, bad.stderr
+    listed = json.loads(hpcgw(gw, "jobs", "--json").stdout)["items"]
+    assert {(j["name"], j["team"], j["state"]) for j in listed} >= {
+        ("greet", "team-a", "succeeded"),
+        ("train", "team-a", "failed"),
+    }
+    table = hpcgw(gw, "jobs")
+    assert table.returncode == 0 and job["id"] in table.stdout and "succeeded" in table.stdout
+    logs = hpcgw(gw, "logs", job["id"], "--rank", "0")
+    assert logs.returncode == 0 and "hello from the trainer" in logs.stdout
+    status = hpcgw(gw, "status", job["id"])
+    assert status.returncode == 0 and "exit_code: 0" in status.stdout
+
+
+def test_cancel_and_render(gw: Gateway) -> None:
+    submitted = hpcgw(gw, "submit", "--algorithm", "sleep", *DATA, "--param", "S=300", "--json")
+    job_id = json.loads(submitted.stdout)["id"]
+    cancelled = hpcgw(gw, "cancel", job_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    deadline = time.monotonic() + 60
+    while (state := json.loads(hpcgw(gw, "status", job_id, "--json").stdout)["state"]) != "cancelled":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+    assert hpcgw(gw, "cancel", "nonexistent").returncode == 1
+    script = hpcgw(
+        gw,
+        "render",
+        "--algorithm",
+        "hello",
+        *DATA,
+        "-N",
+        "2",
+        "--ntasks-per-node",
+        "2",
+        "-c",
+        "1",
+        "-t",
+        "1:30:00",
+        "--mem",
+        "2G",
+    )
+    assert script.returncode == 0, script.stderr
+    lines = script.stdout.splitlines()
+    for expected in (
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=2",
+        "#SBATCH --cpus-per-task=1",
+        "#SBATCH --time=90",
+        "#SBATCH --mem=2048M",
+        "#SBATCH --partition=team-a",
+        "#SBATCH --account=team-a",
+    ):
+        assert expected in lines, (expected, script.stdout)
+    bad = hpcgw(gw, "render", "--algorithm", "nope", *DATA)
+    assert bad.returncode == 1 and "unknown algorithm" in bad.stderr
+    assert hpcgw(gw, "submit", "--algorithm", "hello", *DATA, "-t", "soon").returncode == 2
+
+
+def test_client_wait_survives_a_gateway_restart(gw: Gateway) -> None:
+    with Client(gw.url, "team-a-dev-token", backoff_s=0.2, retries=50) as c:
+        job = c.submit(
+            {"algorithm": "sleep", "dataset_id": "d", "train_data_version_hash": "v1", "parameters": {"S": "6"}}
+        )
+        seen: list[str] = []
+
+        def restart() -> None:
+            time.sleep(1.5)
+            gw.stop()
+            time.sleep(2)
+            gw.start()
+
+        thread = threading.Thread(target=restart)
+        thread.start()
+        final = c.wait(job.id, timeout_s=120, poll_s=0.3, on_change=lambda j: seen.append(j.state.value))
+        thread.join()
+    assert final.state.value == "succeeded"
+    assert seen[0] in ("accepted", "queued") and seen[-1] == "succeeded"
+
+
+def test_the_notebook_example_runs(gw: Gateway) -> None:
+    from launchers.examples import TRAINER_DIR, ensure_dataset
+
+    staging = gw.root / "staging"
+    digest = ensure_dataset(staging)
+    (gw.root / "datasets" / "intents").mkdir(parents=True)
+    staging.rename(gw.root / "datasets" / "intents" / digest)
+    env = {
+        **os.environ,
+        "HPCGW_URL": gw.url,
+        "HPCGW_TOKEN": "team-a-dev-token",
+        "DEMO_DATA_VERSION": digest,
+        "DEMO_TRAINER": str(TRAINER_DIR / "train.py"),
+    }
+    example = Path(__file__).parent.parent.parent / "docs" / "examples" / "notebook.py"
+    proc = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "final state: succeeded" in proc.stdout and "epoch 2: accuracy" in proc.stdout
+
+
+def test_direct_submit_uses_the_same_flags_without_a_gateway(cluster, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("HPCGW_URL", "HPCGW_TOKEN")}
+    ok = subprocess.run(
+        [
+            HPCGW,
+            "submit",
+            "--direct",
+            "-p",
+            "team-a",
+            "-N",
+            "2",
+            "--ntasks-per-node",
+            "2",
+            "-t",
+            "5",
+            "--folder",
+            str(tmp_path / "ok"),
+            "--wait",
+            "--json",
+            "--",
+            sys.executable,
+            "-m",
+            "launchers.smoke",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["state"] == "succeeded"
+    failing = str(Path(__file__).parent.parent / "data" / "fail_on_rank.py")
+    bad = subprocess.run(
+        [
+            HPCGW,
+            "submit",
+            "--direct",
+            "-p",
+            "team-a",
+            "-N",
+            "2",
+            "--ntasks-per-node",
+            "2",
+            "--param",
+            "FAIL_RANK=2",
+            "--param",
+            "FAIL_CODE=3",
+            "--folder",
+            str(tmp_path / "bad"),
+            "--wait",
+            "--",
+            sys.executable,
+            failing,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert bad.returncode == 3, bad.stderr
+    too_big = subprocess.run(
+        [HPCGW, "submit", "--direct", "-p", "team-a", "-N", "3", "--folder", str(tmp_path / "big"), "--", "true"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert too_big.returncode == 2 and "nodes" in too_big.stderr
+
+
+def test_sweep_through_the_gateway(gw: Gateway, tmp_path: Path) -> None:
+    ok = hpcgw(
+        gw,
+        "sweep",
+        "--grid",
+        "LR=1,2",
+        "--grid",
+        "FC_SIZE=8,16",
+        "--max-parallel",
+        "2",
+        "--algorithm",
+        "hello",
+        *DATA,
+        "--wait",
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "4 tasks, at most 2 at once" in ok.stdout and "succeeded=4" in ok.stdout
+    points = tmp_path / "p.json"
+    points.write_text(json.dumps([{"S": "0"}, {"S": "x"}]))  # the second makes the sleep trainer fail
+    bad = hpcgw(
+        gw, "sweep", "--array", "0-1%1", "--params-file", str(points), "--algorithm", "sleep", *DATA, "--wait", "--json"
+    )
+    assert bad.returncode == 1, bad.stderr
+    assert json.loads(bad.stdout)["counts"] == {"succeeded": 1, "failed": 1}
