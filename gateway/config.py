@@ -68,7 +68,8 @@ class PollConfig(BaseModel):
 
     interval_s: float = Field(5.0, gt=0, le=600)
     floor_s: float = Field(0.5, gt=0, le=600)
-    sacct_chunk: int = Field(500, ge=1, le=10000)
+    # Job ids per sacct call. Array ids are collapsed to one id per array first; 5,000 ids is ~40 kB of argv.
+    sacct_chunk: int = Field(5000, ge=1, le=50000)
 
 
 class GatewayConfig(BaseModel):

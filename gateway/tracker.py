@@ -336,8 +336,10 @@ class Tracker:
                         session.add(sweep)
                 session.commit()
             unknown = [c for c in found if job_id_from_comment(c) and session.get(Job, job_id_from_comment(c)) is None]
-            for comment in unknown:
-                log.warning("Slurm job %s carries %s, which this database does not know", found[comment], comment)
+            if unknown:  # another gateway's jobs, or a database that was replaced: worth one line, not thousands
+                log.warning(
+                    "%d Slurm jobs carry hpcgw comments this database does not know (e.g. %s)", len(unknown), unknown[0]
+                )
 
     def poll(self) -> bool:
         with Session(self.engine, expire_on_commit=False) as session:

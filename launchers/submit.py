@@ -140,8 +140,14 @@ def make_executor(spec: JobSpec, backend: Literal["slurm", "local"]) -> submitit
         executor.update_parameters(**slurm_parameters(spec))
         return executor
     executor = submitit.LocalExecutor(folder=spec.folder, python=python_command(spec))
+    # gpus_per_node: submitit's local executor hides every GPU (CUDA_VISIBLE_DEVICES="") unless told how many
+    # the job has; it then shows them all to every rank, and each rank picks its own by local rank.
     executor.update_parameters(
-        nodes=1, tasks_per_node=spec.num_tasks, timeout_min=spec.time_limit_min, signal_delay_s=spec.signal_delay_s
+        nodes=1,
+        tasks_per_node=spec.num_tasks,
+        gpus_per_node=spec.gpus_per_node,
+        timeout_min=spec.time_limit_min,
+        signal_delay_s=spec.signal_delay_s,
     )
     return executor
 

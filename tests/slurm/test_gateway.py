@@ -286,12 +286,9 @@ def test_crash_between_sbatch_and_the_database_leaves_exactly_one_job(
     config_file = tmp_path / "gateway.toml"
     config_file.write_text(CRASH_CONFIG.format(root=tmp_path))
     env = {**os.environ, "HPCGW_TEST_CRASH_AFTER_SBATCH": "1"}
+    log = open(tmp_path / "gateway.log", "ab")  # a file: an unread pipe fills up and blocks the gateway
     first = subprocess.Popen(
-        [HPCGW, "serve", "--config", str(config_file), "--port", "18931"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        [HPCGW, "serve", "--config", str(config_file), "--port", "18931"], env=env, stdout=log, stderr=log
     )
     base = "http://127.0.0.1:18931"
     try:
@@ -306,12 +303,7 @@ def test_crash_between_sbatch_and_the_database_leaves_exactly_one_job(
     finally:
         if first.poll() is None:
             first.send_signal(signal.SIGKILL)
-    second = subprocess.Popen(
-        [HPCGW, "serve", "--config", str(config_file), "--port", "18931"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    second = subprocess.Popen([HPCGW, "serve", "--config", str(config_file), "--port", "18931"], stdout=log, stderr=log)
     try:
         _wait_http(base)
         deadline = time.monotonic() + 120
@@ -324,6 +316,7 @@ def test_crash_between_sbatch_and_the_database_leaves_exactly_one_job(
     finally:
         second.terminate()
         second.wait(timeout=30)
+        log.close()
     out = subprocess.run(
         ["sacct", "-X", "-n", "-P", "-S", "now-1hours", "-o", "JobIDRaw,Comment"],
         capture_output=True,
