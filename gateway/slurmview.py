@@ -157,7 +157,8 @@ def find_by_comment(prefix: str) -> dict[str, str]:
     For reconciliation at start-up only."""
     env = slurm_env()
     found: dict[str, str] = {}
-    out = run(["squeue", "-h", "-o", "%i|%k"], env=env, timeout_s=60, check=False)
+    # -t all: a job that already finished is still in slurmctld for MinJobAge, and may not be in sacct yet.
+    out = run(["squeue", "-h", "-t", "all", "-o", "%i|%k"], env=env, timeout_s=60, check=False)
     for line in out.stdout.splitlines():
         job_id, _, comment = line.partition("|")
         if comment.startswith(prefix):

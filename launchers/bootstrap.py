@@ -99,15 +99,6 @@ class HorovodTopology:
         return env
 
 
-def rendezvous_port(env: Mapping[str, str]) -> int:
-    """A port every rank can compute alone: from the job and step ids, unless configured."""
-    if env.get("HPCGW_RENDEZVOUS_PORT"):
-        return int(env["HPCGW_RENDEZVOUS_PORT"])
-    job = int(env.get("SLURM_JOB_ID", "0"))
-    step = int(env.get("SLURM_STEP_ID", "0") or 0) % 16
-    return 20000 + (job * 16 + step) % 30000
-
-
 def resolve_node_address(node: str, env: Mapping[str, str]) -> str:
     """The address of ``node``: DNS first; else Slurm's NodeAddr (emulated nodes have no DNS name)."""
     if env.get("HPCGW_RENDEZVOUS_ADDR"):

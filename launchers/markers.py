@@ -32,6 +32,27 @@ class JobMarkers:
     def exit_path(self, rank: int, restart: int) -> Path:
         return self.directory / f"{self.job_id}.{restart}.exit.{rank}"
 
+    def rendezvous_path(self, restart: int) -> Path:
+        return self.directory / f"{self.job_id}.{restart}.rendezvous"
+
+    def write_rendezvous(self, restart: int, addr: str, port: int) -> None:
+        _write_atomic(self.rendezvous_path(restart), json.dumps({"addr": addr, "port": port}))
+
+    def wait_rendezvous(self, restart: int, timeout_s: float) -> tuple[str, int]:
+        """Where rank 0 hosts this run's rendezvous, once it says so (the folder is shared by all nodes)."""
+        deadline = time.monotonic() + timeout_s
+        path = self.rendezvous_path(restart)
+        while True:
+            try:
+                data = json.loads(path.read_text())
+                return str(data["addr"]), int(data["port"])
+            except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"rank 0 published no rendezvous address in {path} within {timeout_s:.0f} s"
+                    ) from None
+                time.sleep(0.1)
+
     def clear_started(self) -> None:
         self.started_path.unlink(missing_ok=True)
 

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,6 @@ from launchers.bootstrap import (
     EXIT_RENDEZVOUS,
     HorovodTopology,
     network_iface,
-    rendezvous_port,
     resolve_node_address,
     start_rendezvous_server,
     wait_for_port,
@@ -63,37 +63,43 @@ class TrainerTask(submitit.helpers.Checkpointable):
         topology, job_id, addr = _placement(host_env)
         restart = int(host_env.get("SLURM_RESTART_COUNT", "0") or 0)
         markers = JobMarkers(Path(self.folder), job_id)
-        port = rendezvous_port(host_env) if "SLURM_JOB_ID" in host_env else _local_port(job_id)
-        env = {**host_env, **self.env}
-        env.update(topology.horovod_env(addr, port, network_iface(host_env, addr), self.rendezvous_timeout_s))
-        if self.controller == "mpi":
-            for key in ("HOROVOD_CONTROLLER", "HOROVOD_CPU_OPERATIONS", "HOROVOD_GLOO_RENDEZVOUS_ADDR"):
-                env.pop(key, None)
-        env["HPCGW_RESTART_COUNT"] = str(restart)
+        env = {**host_env, **self.env, "HPCGW_RESTART_COUNT": str(restart)}
         tag = f"rank {topology.rank}/{topology.size} on {topology.hostname}"
 
         server = None
+        port = 0
         if topology.rank == 0:
             markers.clear_started()
             if self.controller == "gloo":
+                # Any free port (or the configured one); the others learn it from the job folder. A port derived
+                # from the job id can collide with an ephemeral port some other connection holds.
+                wanted = int(host_env.get("HPCGW_RENDEZVOUS_PORT", "0") or 0)
                 try:
                     server, _ = start_rendezvous_server(
-                        topology, port, on_all_ranks=lambda: markers.write_started(topology.size, restart)
+                        topology, wanted, on_all_ranks=lambda: markers.write_started(topology.size, restart)
                     )
                 except OSError as exc:
-                    log.error("%s: cannot host the rendezvous on port %d: %s", tag, port, exc)
+                    log.error("%s: cannot host the rendezvous on port %d: %s", tag, wanted, exc)
                     markers.write_exit(topology.rank, restart, EXIT_RENDEZVOUS)
                     _exit_now(EXIT_RENDEZVOUS)
+                port = server.server_address[1]  # type: ignore[attr-defined]
+                markers.write_rendezvous(restart, addr, port)
                 log.info("%s: rendezvous at %s:%d (restart %d)", tag, addr, port, restart)
             else:
                 markers.write_started(topology.size, restart)
         elif self.controller == "gloo":
             try:
-                wait_for_port(addr, port, self.rendezvous_timeout_s)
+                deadline = time.monotonic() + self.rendezvous_timeout_s
+                addr, port = markers.wait_rendezvous(restart, self.rendezvous_timeout_s)
+                wait_for_port(addr, port, max(1.0, deadline - time.monotonic()))
             except TimeoutError as exc:
                 log.error("%s: %s", tag, exc)
                 markers.write_exit(topology.rank, restart, EXIT_RENDEZVOUS)
                 _exit_now(EXIT_RENDEZVOUS)
+        env.update(topology.horovod_env(addr, port, network_iface(host_env, addr), self.rendezvous_timeout_s))
+        if self.controller == "mpi":
+            for key in ("HOROVOD_CONTROLLER", "HOROVOD_CPU_OPERATIONS", "HOROVOD_GLOO_RENDEZVOUS_ADDR"):
+                env.pop(key, None)
         try:
             code = _run_trainer(self.command, env)
         finally:
@@ -124,11 +130,6 @@ def slurm_job_id(env: Mapping[str, str]) -> str:
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
         return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     return env["SLURM_JOB_ID"]
-
-
-def _local_port(job_id: str) -> int:
-    digits = "".join(c for c in job_id if c.isdigit()) or "0"
-    return 20000 + int(digits) % 30000
 
 
 def _run_trainer(command: list[str], env: Mapping[str, str]) -> int:

@@ -17,14 +17,19 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 from gateway.cli.jobs import TokenOpt, UrlOpt, client, fail, parse_time_min
-from gateway.client import ClientError
-from gateway.schemas import JobCreate
+from gateway.client import Client, ClientError
+from gateway.schemas import JobCreate, SweepPublic
 from launchers.space import GridSpace, ListSpace, parse_array
 from launchers.spec import JobSpec
 from launchers.submit import SpecError, SubmitError
 from launchers.sweep import sweep as submit_sweep
+
+err = Console(stderr=True)
 
 
 def _key_values(items: list[str], flag: str) -> dict[str, list[str]]:
@@ -155,9 +160,7 @@ def sweep(
                 }
             )
             if wait:
-                while not all(t.state.is_terminal for t in created.tasks):
-                    time.sleep(1)
-                    created = c.sweep(created.id)
+                created = follow_sweep(c, created.id, quiet=json_out)
         except ClientError as exc:
             raise fail(exc) from None
     if json_out:
@@ -168,6 +171,41 @@ def sweep(
             typer.echo(" ".join(f"{k}={v}" for k, v in sorted(created.counts.items())))
     if wait and set(created.counts) != {"succeeded"}:
         raise typer.Exit(1)
+
+
+def sweep_table(sweep: SweepPublic) -> Table:
+    """Each task's state and epochs done, with the counts by state in the caption."""
+    table = Table(
+        "TASK", "JOB", "STATE", "SLURM", "EPOCHS", "PARAMETERS", title=f"sweep {sweep.id}", title_justify="left"
+    )
+    for task in sweep.tasks:
+        epochs = str(task.final_metrics.get("epoch", "-")) if task.final_metrics else "-"
+        table.add_row(
+            str(task.index),
+            task.job_id,
+            task.state.value,
+            task.slurm_job_id or "-",
+            epochs,
+            " ".join(f"{k}={v}" for k, v in task.parameters.items()),
+        )
+    table.caption = " ".join(f"{k}={v}" for k, v in sorted(sweep.counts.items()))
+    return table
+
+
+def follow_sweep(c: Client, sweep_id: str, *, quiet: bool = False) -> SweepPublic:
+    """A live view until every task ended; a gateway restart only pauses it (the client retries)."""
+    current = c.sweep(sweep_id)
+    if quiet:
+        while not all(t.state.is_terminal for t in current.tasks):
+            time.sleep(1)
+            current = c.sweep(sweep_id)
+        return current
+    with Live(sweep_table(current), console=err, refresh_per_second=2, transient=False) as live:
+        while not all(t.state.is_terminal for t in current.tasks):
+            time.sleep(1)
+            current = c.sweep(sweep_id)
+            live.update(sweep_table(current))
+    return current
 
 
 def _direct(

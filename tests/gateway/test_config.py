@@ -83,3 +83,10 @@ def test_serve_exits_2_with_the_reason(tmp_path: Path) -> None:
         [HPCGW, "serve", "--config", str(tmp_path / "nope.toml")], capture_output=True, text=True, timeout=60
     )
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_database_url_from_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HPCGW_DATABASE_URL", "postgresql+psycopg://hpcgw@db.example.org/hpcgw")
+    assert (
+        load_config(REPO / "config" / "example.toml").database_url == "postgresql+psycopg://hpcgw@db.example.org/hpcgw"
+    )

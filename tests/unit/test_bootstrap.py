@@ -1,6 +1,7 @@
 import pytest
 
-from launchers.bootstrap import BootstrapError, HorovodTopology, network_iface, rendezvous_port
+from launchers.bootstrap import BootstrapError, HorovodTopology, network_iface
+from launchers.markers import JobMarkers
 
 
 def slurm_env(
@@ -53,10 +54,14 @@ def test_inconsistent_layout() -> None:
         HorovodTopology.from_slurm(slurm_env(0, 0, 0, tasks="2(x3)"))
 
 
-def test_rendezvous_port_is_the_same_on_every_rank_and_configurable() -> None:
-    ports = {rendezvous_port(slurm_env(r, r // 2, r % 2)) for r in range(4)}
-    assert len(ports) == 1 and 20000 <= ports.pop() < 50000
-    assert rendezvous_port({"HPCGW_RENDEZVOUS_PORT": "31337"}) == 31337
+def test_rank_0_publishes_the_rendezvous_for_the_others(tmp_path) -> None:
+    markers = JobMarkers(tmp_path, "41_3")
+    with pytest.raises(TimeoutError, match="published no rendezvous address"):
+        markers.wait_rendezvous(0, timeout_s=0.2)
+    markers.write_rendezvous(0, "10.0.0.7", 41234)
+    assert markers.wait_rendezvous(0, timeout_s=1) == ("10.0.0.7", 41234)
+    with pytest.raises(TimeoutError):  # a requeued run never reads the previous run's address
+        markers.wait_rendezvous(1, timeout_s=0.2)
 
 
 def test_network_iface() -> None:
