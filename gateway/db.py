@@ -47,9 +47,17 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (a no-op when it is there already)."""
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-plugin INFO lines say nothing useful
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        if sqlite:
+            # SQLite alters a table by copying it and dropping the old one; with foreign keys enforced, the drop
+            # fails as soon as other tables reference rows (a database with jobs in it). Off for the migration only.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
+        connection.commit()
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 @contextmanager

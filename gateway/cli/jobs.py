@@ -193,10 +193,10 @@ def submit(
         tasks_per_node=ntasks_per_node,
         gpus_per_node=gpus_per_node,
         cpus_per_task=cpus_per_task,
-        mem_gb=parse_mem_gb(mem) if mem else None,
-        time_limit_min=parse_time_min(time_limit),
+        mem_gb=mem_gb,
+        time_limit_min=minutes,
         partition=partition,
-        parameters=parse_params(param),
+        parameters=params,
         idempotency_key=idempotency_key,
     )
     with client(url, token) as c:
