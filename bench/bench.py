@@ -30,6 +30,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from gateway.client import wait_healthy  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 from gateway.db import make_engine, migrate  # noqa: E402
 from gateway.models import Job  # noqa: E402
@@ -141,12 +142,7 @@ def gateway(root: Path) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_healthy(base, alive=lambda: proc.poll() is None)
         yield base
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -49,6 +49,21 @@ class ClientConfigError(ClientError):
     """No URL or token from arguments, environment or config file."""
 
 
+def wait_healthy(url: str, timeout_s: float = 60.0, *, alive: Callable[[], bool] | None = None) -> None:
+    """Until ``url``/healthz answers 200 (a gateway just started); ``alive`` says whether to keep waiting."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise ClientError(f"the gateway at {url} exited before it answered /healthz")
+        try:
+            if httpx.get(f"{url.rstrip('/')}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise ClientError(f"the gateway at {url} did not answer /healthz within {timeout_s:.0f} s")
+
+
 def resolve(url: str | None, token: str | None, config_file: Path | None = None) -> tuple[str, str]:
     file_values: dict[str, Any] = {}
     path = (config_file or CONFIG_FILE).expanduser()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from gateway.client import ClientError, wait_healthy
 from gateway.config import load_config
 from launchers.examples import TRAINER_DIR, ensure_dataset
 
@@ -37,20 +38,6 @@ def stage_dataset(dataset_root: Path) -> str:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(target)
     return digest
-
-
-def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the gateway exited with {proc.returncode}; see its log")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit("the gateway did not answer /healthz within 60 s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             env=os.environ.copy(),
         )
     try:
-        wait_healthy(base, proc)
+        try:
+            wait_healthy(base, alive=lambda: proc.poll() is None)
+        except ClientError as exc:
+            raise SystemExit(f"{exc}; see {log_path}") from None
         print(f"gateway up at {base} (log: {log_path})")
         return run_story(base, digest, args.epochs)
     finally:

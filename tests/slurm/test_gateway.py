@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
 from gateway.app import create_app
+from gateway.client import wait_healthy
 from gateway.models import Job, JobEvent
 from launchers.examples import TRAINER_DIR, ensure_dataset
 from tests.gateway.conftest import auth, make_config
@@ -398,15 +399,7 @@ def test_without_accounting_the_tracker_falls_back_to_scontrol(
 
 
 def _wait_http(base: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "gateway did not come up"
-        time.sleep(0.2)
+    wait_healthy(base)
 
 
 CRASH_CONFIG = """
