@@ -35,11 +35,11 @@ cluster-down:
 	@test -x $(HPCGW) && $(HPCGW) cluster down || true
 
 demo: horovod cluster-up
-	$(PY) -m gateway.demo
+	$(PY) -m examples.gateway_demo
 
 # The same trainer through the launcher library alone, without the gateway.
 demo-direct: horovod cluster-up
-	$(PY) -m launchers.demo
+	$(PY) -m examples.launcher_demo
 
 postgres-up:
 	@scripts/postgres-dev.sh up .hpcgw/postgres >/dev/null

@@ -34,11 +34,11 @@ from gateway.client import wait_healthy  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 from gateway.db import make_engine, migrate  # noqa: E402
 from gateway.models import Job  # noqa: E402
-from gateway.tracker import Tracker  # noqa: E402
+from gateway.worker.loop import Worker  # noqa: E402
 from launchers import JobSpec, ListSpace, submit, sweep  # noqa: E402
-from launchers.devcluster import ClusterSpec  # noqa: E402
-from launchers.examples import ensure_dataset  # noqa: E402
-from launchers.markers import JobMarkers  # noqa: E402
+from devcluster import ClusterSpec  # noqa: E402
+from examples.intent_classifier import ensure_dataset  # noqa: E402
+from launchers.runtime.markers import JobMarkers  # noqa: E402
 
 TOKEN = {"Authorization": "Bearer team-a-dev-token"}
 TEAM_B = {"Authorization": "Bearer team-b-dev-token"}
@@ -169,7 +169,7 @@ def register(base: str, root: Path) -> str:
         "team": "team-a",
         "image": "smoke.sif",
         "command": ["true"],
-        "local_command": [sys.executable, "-m", "launchers.smoke"],
+        "local_command": [sys.executable, "-m", "examples.smoke"],
     }
     for algorithm in (quick, smoke):
         httpx.post(f"{base}/v1/algorithms", json=algorithm, headers=ADMIN).raise_for_status()
@@ -192,7 +192,7 @@ def request(digest: str, algorithm: str = "quick", **extra: Any) -> dict[str, An
 
 def bench_submission(root: Path, base: str, digest: str, n: int) -> dict[str, Any]:
     """The three single-client methods interleaved, one of each per round, so that all see the same load
-    (the gateway's tracker submits the POSTed jobs in the background on this 2-core machine)."""
+    (the gateway's worker submits the POSTed jobs in the background on this 2-core machine)."""
     spec = JobSpec(
         partition="team-a", command=("true",), folder=root / "launch", extra_sbatch=("--hold",), time_limit_min=5
     )
@@ -226,7 +226,7 @@ def bench_submission(root: Path, base: str, digest: str, n: int) -> dict[str, An
 
 
 def bench_tracking(root: Path, counts: list[int], cycles: int) -> dict[str, Any]:
-    """Held jobs linked into a gateway database; then the tracker's poll cycles, measured one by one."""
+    """Held jobs linked into a gateway database; then the worker's poll cycles, measured one by one."""
     config = GatewayConfig.model_validate(
         {
             "dev_mode": True,
@@ -239,7 +239,7 @@ def bench_tracking(root: Path, counts: list[int], cycles: int) -> dict[str, Any]
     )
     engine = make_engine(config.database_url)
     migrate(engine)
-    tracker = Tracker(engine, config)
+    worker = Worker(engine, config)
     results: dict[str, Any] = {}
     ids: list[str] = []
     from sqlmodel import Session, select
@@ -279,11 +279,11 @@ def bench_tracking(root: Path, counts: list[int], cycles: int) -> dict[str, Any]
             session.commit()
         commands, cpu, wall = [], [], []
         for _ in range(cycles):
-            before_cmd = tracker.stats.slurm_commands
+            before_cmd = worker.stats.slurm_commands
             before_cpu = _cpu()
-            wall.append(timed(tracker.poll))
+            wall.append(timed(worker.poll))
             cpu.append(_cpu() - before_cpu)
-            commands.append(tracker.stats.slurm_commands - before_cmd)
+            commands.append(worker.stats.slurm_commands - before_cmd)
         results[str(count)] = {
             "slurm_commands_per_cycle": max(commands),
             "cpu_s_per_cycle": statistics.median(cpu),
@@ -300,7 +300,7 @@ def _cpu() -> float:
 
 
 def bench_get(root: Path, base: str, digest: str, jobs: int, gets: int) -> dict[str, Any]:
-    """GET latency while the tracker follows ``jobs`` active jobs: team-b's partition is set DOWN, so its jobs
+    """GET latency while the worker follows ``jobs`` active jobs: team-b's partition is set DOWN, so its jobs
     stay pending in Slurm (really tracked, never running) while the GETs are timed."""
     subprocess.run(["scontrol", "update", "PartitionName=team-b", "State=DOWN"], check=True)
     try:
@@ -370,7 +370,7 @@ def counting_sbatch(root: Path) -> Iterator[Callable[[], int]]:
 
 
 def bench_time_to_running(root: Path, base: str, digest: str, repeats: int) -> dict[str, Any]:
-    from launchers.smoke import submit_allreduce
+    from examples.smoke import submit_allreduce
 
     raw, gw = [], []
     for i in range(repeats):

@@ -1,4 +1,4 @@
-"""The FastAPI application: routes, error translation, body limits, and the tracker's life cycle."""
+"""The FastAPI application: routes, error translation, body limits, and the worker's life cycle."""
 
 from __future__ import annotations
 
@@ -13,26 +13,26 @@ from gateway.api import algorithms, jobs, sweeps, system
 from gateway.config import GatewayConfig
 from gateway.db import make_engine, migrate
 from gateway.errors import GatewayError
-from gateway.tracker import Tracker
+from gateway.worker.loop import Worker
 
 log = logging.getLogger(__name__)
 
 
-def create_app(config: GatewayConfig, *, run_tracker: bool = True) -> FastAPI:
-    """``run_tracker=False`` leaves Slurm alone entirely (service tests drive ``app.state.tracker`` by hand)."""
+def create_app(config: GatewayConfig, *, run_worker: bool = True) -> FastAPI:
+    """``run_worker=False`` leaves Slurm alone entirely (service tests drive ``app.state.worker`` by hand)."""
     engine = make_engine(config.database_url)
     migrate(engine)
-    tracker = Tracker(engine, config)
+    worker = Worker(engine, config)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if run_tracker:
-            tracker.start()
+        if run_worker:
+            worker.start()
         try:
             yield
         finally:
-            if run_tracker:
-                tracker.stop()
+            if run_worker:
+                worker.stop()
             engine.dispose()
 
     app = FastAPI(
@@ -41,7 +41,7 @@ def create_app(config: GatewayConfig, *, run_tracker: bool = True) -> FastAPI:
         lifespan=lifespan,
         description="Training requests in, multi-node Horovod jobs on each team's Slurm partition out.",
     )
-    app.state.config, app.state.engine, app.state.tracker = config, engine, tracker
+    app.state.config, app.state.engine, app.state.worker = config, engine, worker
     for module in (jobs, sweeps, algorithms, system):
         app.include_router(module.router)
 

@@ -17,7 +17,10 @@ from gateway.auth import Principal
 from gateway.config import GatewayConfig, TeamConfig
 from gateway.errors import InvalidRequestError, NotFoundError, QueueFullError
 from gateway.models import Algorithm, AlgorithmVersion, Job, JobEvent, utcnow
-from gateway.schemas import JobCreate, JobPublic, Resources, validate_parameters
+from gateway.schemas import JobCreate, JobPublic, validate_parameters
+from launchers.errors import SpecError
+from launchers.resources import RESOURCE_FIELDS, Resources, check_fit
+from launchers.slurm.sinfo import PartitionSize
 from launchers.spec import ContainerSpec, JobSpec
 from launchers.states import JobState
 
@@ -60,9 +63,9 @@ def dataset_path(config: GatewayConfig, dataset_id: str, version_hash: str) -> P
 
 
 def check_resources(
-    team_name: str, team: TeamConfig, res: Resources, partition: str, partition_sizes: dict[str, tuple[int, int]]
+    team_name: str, team: TeamConfig, res: Resources, partition: str, partition_sizes: dict[str, PartitionSize]
 ) -> None:
-    """Per-job limits: the team's, then the partition's (from the tracker's last look at sinfo)."""
+    """Per-job limits: the team's, then the partition's (from the worker's last look at sinfo)."""
     if res.nodes > team.max_nodes:
         raise InvalidRequestError(
             f"{res.nodes} nodes exceed team {team_name}'s limit of {team.max_nodes}", field="nodes"
@@ -75,15 +78,10 @@ def check_resources(
     size = partition_sizes.get(partition)
     if size is None:
         return
-    nodes, cpus = size
-    if res.nodes > nodes:
-        raise InvalidRequestError(f"{res.nodes} nodes requested, partition {partition} has {nodes}", field="nodes")
-    if res.tasks_per_node * res.cpus_per_task > cpus:
-        raise InvalidRequestError(
-            f"{res.tasks_per_node} tasks x {res.cpus_per_task} CPUs per node; "
-            f"partition {partition}'s nodes have {cpus}",
-            field="tasks_per_node",
-        )
+    try:
+        check_fit(res, partition, size)
+    except SpecError as exc:
+        raise InvalidRequestError(exc.message, field=exc.field) from None
 
 
 def create_job(
@@ -91,7 +89,7 @@ def create_job(
     config: GatewayConfig,
     principal: Principal,
     request: JobCreate,
-    partition_sizes: dict[str, tuple[int, int]],
+    partition_sizes: dict[str, PartitionSize],
     rerun_of: str | None = None,
 ) -> tuple[Job, bool]:
     """Store the job as ``accepted`` (committed before anything reaches Slurm). Returns (job, created)."""
@@ -127,7 +125,7 @@ def check_request(
     principal: Principal,
     team_name: str,
     request: JobCreate,
-    partition_sizes: dict[str, tuple[int, int]],
+    partition_sizes: dict[str, PartitionSize],
 ) -> tuple[AlgorithmVersion, str]:
     """Everything a request names must exist and fit: algorithm version, dataset, partition, limits."""
     team = config.teams[team_name]
@@ -143,7 +141,7 @@ def preview_job(
     config: GatewayConfig,
     principal: Principal,
     request: JobCreate,
-    partition_sizes: dict[str, tuple[int, int]],
+    partition_sizes: dict[str, PartitionSize],
 ) -> Job:
     """The job a request would create, checked the same way, but not stored (for dry runs)."""
     team_name, _ = resolve_team(config, principal, request.team)
@@ -190,12 +188,7 @@ def build_job(
         partition=partition,
         account=team.account,
         qos=team.qos,
-        nodes=request.nodes,
-        tasks_per_node=request.tasks_per_node,
-        gpus_per_node=request.gpus_per_node,
-        cpus_per_task=request.cpus_per_task,
-        mem_gb=request.mem_gb,
-        time_limit_min=request.time_limit_min,
+        **request.resources().model_dump(),
         algorithm=version.algorithm,
         algorithm_version=version.version,
         image=version.image,
@@ -221,12 +214,7 @@ def rerun_request(job: Job) -> JobCreate:
         train_data_version_hash=job.train_data_version_hash,
         parameters=dict(job.parameters),
         partition=job.partition,
-        nodes=job.nodes,
-        tasks_per_node=job.tasks_per_node,
-        gpus_per_node=job.gpus_per_node,
-        cpus_per_task=job.cpus_per_task,
-        mem_gb=job.mem_gb,
-        time_limit_min=job.time_limit_min,
+        **stored_resources(job).model_dump(),
     )
 
 
@@ -257,12 +245,7 @@ def job_spec(config: GatewayConfig, job: Job) -> JobSpec:
         partition=job.partition,
         account=job.account,
         qos=job.qos,
-        nodes=job.nodes,
-        tasks_per_node=job.tasks_per_node,
-        gpus_per_node=job.gpus_per_node,
-        cpus_per_task=job.cpus_per_task,
-        mem_gb=job.mem_gb,
-        time_limit_min=job.time_limit_min,
+        **stored_resources(job).model_dump(),
         container=container,
         command=tuple(job.command),
         env=env,
@@ -319,14 +302,7 @@ def to_public(job: Job) -> JobPublic:
         partition=job.partition,
         account=job.account,
         qos=job.qos,
-        resources=Resources(
-            nodes=job.nodes,
-            tasks_per_node=job.tasks_per_node,
-            gpus_per_node=job.gpus_per_node,
-            cpus_per_task=job.cpus_per_task,
-            mem_gb=job.mem_gb,
-            time_limit_min=job.time_limit_min,
-        ),
+        resources=stored_resources(job),
         algorithm=job.algorithm,
         algorithm_version=job.algorithm_version,
         image=job.image,
@@ -337,6 +313,10 @@ def to_public(job: Job) -> JobPublic:
         idempotency_key=job.idempotency_key,
         rerun_of=job.rerun_of,
     )
+
+
+def stored_resources(job: Job) -> Resources:
+    return Resources.model_validate({name: getattr(job, name) for name in RESOURCE_FIELDS})
 
 
 def get_visible_job(session: Session, principal: Principal, job_id: str) -> Job:

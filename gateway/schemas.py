@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from launchers.resources import Resources
 from launchers.space import ParameterSpace
 from launchers.spec import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
 from launchers.states import JobState
@@ -38,17 +39,6 @@ def validate_parameters(params: dict[str, ParamValue]) -> dict[str, str]:
             raise ValueError(f"value of {name!r} is longer than {MAX_PARAMETER_VALUE} characters or contains NUL")
         out[name] = text
     return out
-
-
-class Resources(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    nodes: int = Field(1, ge=1, le=10000)
-    tasks_per_node: int = Field(1, ge=1, le=1024)
-    gpus_per_node: int = Field(0, ge=0, le=64)
-    cpus_per_task: int = Field(1, ge=1, le=1024)
-    mem_gb: float | None = Field(None, gt=0, le=16384)
-    time_limit_min: int = Field(60, ge=1, le=60 * 24 * 365)
 
 
 class JobCreate(Resources):

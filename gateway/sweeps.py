@@ -12,6 +12,7 @@ from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.jobs import build_job, check_request, resolve_team
 from gateway.models import Job, JobEvent, Sweep
 from gateway.schemas import SweepCreate, SweepPublic, SweepTask, validate_parameters
+from launchers.slurm.sinfo import PartitionSize
 from launchers.states import JobState
 from launchers.sweep import as_env
 
@@ -21,7 +22,7 @@ def create_sweep(
     config: GatewayConfig,
     principal: Principal,
     body: SweepCreate,
-    partition_sizes: dict[str, tuple[int, int]],
+    partition_sizes: dict[str, PartitionSize],
 ) -> Sweep:
     team_name, team = resolve_team(config, principal, body.base.team)
     if body.max_parallel > team.max_running_jobs:
@@ -59,7 +60,7 @@ def create_sweep(
 
 
 def retry_failed(session: Session, config: GatewayConfig, principal: Principal, sweep: Sweep) -> list[Job]:
-    """New jobs for the tasks whose latest attempt failed; the tracker submits them as one new array."""
+    """New jobs for the tasks whose latest attempt failed; the worker submits them as one new array."""
     latest = latest_tasks(session, sweep)
     failed = [job for job in latest.values() if job.state in (JobState.FAILED.value, JobState.TIMEOUT.value)]
     retries = []

@@ -1,25 +1,46 @@
-"""Submit Horovod training jobs to Slurm from a login node, with or without the gateway."""
+"""Submit Horovod training jobs to Slurm from a login node, with or without the gateway.
 
-from launchers.job import Job, JobFailedError
-from launchers.space import GridSpace, ListSpace, RandomSpace
-from launchers.spec import Bind, ContainerSpec, JobSpec
-from launchers.states import JobState
-from launchers.submit import SpecError, SubmitError, render_script, submit
-from launchers.sweep import sweep
+The names below are loaded on first use, so that ``import launchers.spec`` (as the gateway's client does)
+does not import submitit and the rest of the submission machinery.
+"""
 
-__all__ = [
-    "Bind",
-    "ContainerSpec",
-    "GridSpace",
-    "Job",
-    "JobFailedError",
-    "JobSpec",
-    "JobState",
-    "ListSpace",
-    "RandomSpace",
-    "SpecError",
-    "SubmitError",
-    "render_script",
-    "submit",
-    "sweep",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from launchers.errors import SpecError, SubmitError
+    from launchers.job import Job, JobFailedError
+    from launchers.space import GridSpace, ListSpace, RandomSpace
+    from launchers.spec import Bind, ContainerSpec, JobSpec
+    from launchers.states import JobState
+    from launchers.submit import render_script, submit
+    from launchers.sweep import sweep
+
+_EXPORTS = {
+    "Bind": "launchers.spec",
+    "ContainerSpec": "launchers.spec",
+    "GridSpace": "launchers.space",
+    "Job": "launchers.job",
+    "JobFailedError": "launchers.job",
+    "JobSpec": "launchers.spec",
+    "JobState": "launchers.states",
+    "ListSpace": "launchers.space",
+    "RandomSpace": "launchers.space",
+    "SpecError": "launchers.errors",
+    "SubmitError": "launchers.errors",
+    "render_script": "launchers.submit",
+    "submit": "launchers.submit",
+    "sweep": "launchers.sweep",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'launchers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

@@ -13,10 +13,9 @@ from typing import Any
 import submitit
 from submitit.core.utils import pickle_load
 
-from launchers.markers import JobMarkers
-from launchers.sacct import SacctRow
-from launchers.shell import run
-from launchers.slurm import sacct, slurm_env
+from launchers.runtime.markers import JobMarkers
+from launchers.slurm.commands import sacct, scancel
+from launchers.slurm.sacct import SacctRow
 from launchers.states import JobState, from_slurm
 
 
@@ -107,7 +106,7 @@ class Job:
         if self.backend == "local":
             self._job.cancel(check=False)
             return
-        run(["scancel", self.job_id], env=slurm_env(), timeout_s=60)
+        scancel([self.job_id])
 
     def result(self, timeout_s: float = 3600.0) -> dict[str, Any]:
         """Rank 0's result once the job succeeded; otherwise raise :class:`JobFailedError`."""

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from launchers.resources import Resources
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SLURM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -18,9 +20,6 @@ SLURM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 RESERVED_ENV_PREFIXES = ("SLURM_", "SLURMD_", "SUBMITIT_", "HOROVOD_", "APPTAINER", "SINGULARITY", "OMPI_", "PMIX_")
 RESERVED_ENV_NAMES = frozenset({"PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "HOME", "CUDA_VISIBLE_DEVICES"})
 MAX_ENV_VALUE_LEN = 32 * 1024
-
-Positive = Annotated[int, Field(ge=1)]
-
 
 class Bind(BaseModel):
     """A bind mount into the container. Apptainer's --bind syntax reserves ':' and ','."""
@@ -68,22 +67,16 @@ class ContainerSpec(BaseModel):
         return self
 
 
-class JobSpec(BaseModel):
-    """One multi-node Horovod training job."""
+class JobSpec(Resources):
+    """One multi-node Horovod training job: the resources (nodes, tasks, GPUs, CPUs, memory, time limit), where
+    they come from, and what runs."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = "hpcgw-train"
-    # resources
     partition: str
     account: str | None = None
     qos: str | None = None
-    nodes: Positive = 1
-    tasks_per_node: Positive = 1
-    gpus_per_node: int = Field(0, ge=0, le=64)
-    cpus_per_task: Positive = 1
-    mem_gb: float | None = Field(None, gt=0, le=16384)
-    time_limit_min: Positive = 60
     # escape hatches
     extra_sbatch: tuple[str, ...] = ()
     setup: tuple[str, ...] = ()
@@ -106,13 +99,6 @@ class JobSpec(BaseModel):
     def _slurm_name(cls, value: str | None) -> str | None:
         if value is not None and not SLURM_NAME_RE.match(value):
             raise ValueError(f"{value!r} is not a valid Slurm name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 64)")
-        return value
-
-    @field_validator("nodes")
-    @classmethod
-    def _nodes(cls, value: int) -> int:
-        if value > 100_000:
-            raise ValueError("more nodes than any cluster has")
         return value
 
     @field_validator("env")
@@ -149,7 +135,3 @@ class JobSpec(BaseModel):
         if any(c in str(value) for c in "\n\0%"):
             raise ValueError("folder must not contain newlines, NUL or '%' (Slurm expands % in log paths)")
         return value
-
-    @property
-    def num_tasks(self) -> int:
-        return self.nodes * self.tasks_per_node

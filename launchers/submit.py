@@ -1,8 +1,8 @@
 """``submit(spec) -> Job``: one flow for Slurm and for a local stand-in, both through submitit.
 
 The Slurm path uses submitit's ``SlurmExecutor`` for the job script (sorted, quoted ``#SBATCH`` lines) and its
-pickling, with two changes: ``sbatch`` runs through :func:`launchers.shell.run`, and the script ends with lines
-that exit with the first failing trainer's code (see :mod:`launchers.markers`).
+pickling, with two changes: ``sbatch`` runs through :func:`launchers.slurm.shell.run`, and the script ends with lines
+that exit with the first failing trainer's code (see :mod:`launchers.runtime.markers`).
 """
 
 from __future__ import annotations
@@ -18,27 +18,18 @@ from submitit.core import utils as submitit_utils
 
 from launchers.container import python_command
 from launchers.job import Job
-from launchers.markers import exit_code_teardown
-from launchers.shell import CommandError, run
-from launchers.slurm import slurm_env
+from launchers.runtime.markers import exit_code_teardown
+from launchers.slurm import commands
+from launchers.slurm.shell import CommandError, run
+from launchers.errors import SpecError, SubmitError
+from launchers.resources import check_fit
+from launchers.slurm.sinfo import partition_sizes
 from launchers.spec import JobSpec
-from launchers.task import TrainerTask
+from launchers.runtime.task import TrainerTask
 
 log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "slurm", "local"]
-
-
-class SpecError(ValueError):
-    """The spec cannot run where it is sent; ``field`` names what to change."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
-
-
-class SubmitError(RuntimeError):
-    """sbatch refused the job or could not be reached."""
 
 
 class HpcgwSlurmExecutor(submitit.SlurmExecutor):
@@ -51,7 +42,7 @@ class HpcgwSlurmExecutor(submitit.SlurmExecutor):
         submission_file = folder / f".submission_file_{tmp_uuid}.sh"
         submission_file.write_text(self._make_submission_file_text(command, tmp_uuid))
         try:
-            output = run(self._make_submission_command(submission_file), env=slurm_env(), timeout_s=120).stdout
+            output = run(self._make_submission_command(submission_file), timeout_s=120).stdout
         except CommandError as exc:
             raise SubmitError(f"sbatch failed: {exc}") from exc
         job_id = self._get_job_id_from_submission_command(output)
@@ -166,25 +157,12 @@ def choose_backend(backend: Backend) -> Literal["slurm", "local"]:
 
 def check_partition(spec: JobSpec) -> None:
     """Refuse what the partition cannot hold, before sbatch would queue it forever or reject it obscurely."""
-    out = run(["sinfo", "-h", "-N", "-p", spec.partition, "-o", "%N|%c|%m"], env=slurm_env(), timeout_s=30).stdout
-    nodes: dict[str, tuple[int, int]] = {}
-    for line in out.splitlines():
-        name, cpus, mem_mb = line.split("|")
-        nodes[name] = (int(cpus.rstrip("+")), int(mem_mb.rstrip("+") or 0))
+    nodes = commands.nodes(spec.partition)
     if not nodes:
         raise SpecError("partition", f"partition {spec.partition!r} does not exist or has no nodes")
-    if spec.nodes > len(nodes):
-        raise SpecError("nodes", f"{spec.nodes} nodes requested, partition {spec.partition} has {len(nodes)}")
-    max_cpus = max(c for c, _ in nodes.values())
-    if spec.tasks_per_node * spec.cpus_per_task > max_cpus:
-        raise SpecError(
-            "tasks_per_node",
-            f"{spec.tasks_per_node} tasks x {spec.cpus_per_task} CPUs per node requested, "
-            f"the largest node of {spec.partition} has {max_cpus} CPUs",
-        )
-    max_mem = max(m for _, m in nodes.values())
-    if spec.mem_gb is not None and max_mem and spec.mem_gb * 1024 > max_mem:
-        raise SpecError("mem_gb", f"{spec.mem_gb} GB per node requested, the largest node has {max_mem} MB")
+    size = partition_sizes(nodes)[spec.partition]
+    check_fit(spec, spec.partition, size)
+
 
 
 def submit(spec: JobSpec, backend: Backend = "auto", *, check: bool = True) -> Job:

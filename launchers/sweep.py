@@ -17,24 +17,14 @@ from submitit.core.utils import DelayedSubmission
 
 from launchers.container import python_command
 from launchers.job import Job
-from launchers.shell import run
-from launchers.slurm import slurm_env
+from launchers.slurm.commands import max_array_size
+from launchers.slurm.ids import master_id
 from launchers.space import GridSpace, ListSpace, RandomSpace, Scalar
 from launchers.spec import JobSpec
 from launchers.submit import HpcgwSlurmExecutor, SpecError, check_partition, slurm_parameters
-from launchers.task import TrainerTask
+from launchers.runtime.task import TrainerTask
 
 log = logging.getLogger(__name__)
-
-
-def max_array_size() -> int:
-    """The site's MaxArraySize (array indices must stay below it), from ``scontrol show config``."""
-    out = run(["scontrol", "show", "config"], env=slurm_env(), timeout_s=30).stdout
-    for line in out.splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "MaxArraySize":
-            return int(value.strip())
-    return 1001  # Slurm's default
 
 
 def chunks(n: int, size: int) -> list[range]:
@@ -99,7 +89,7 @@ def submit_array(
             for i in part
         ]
         submitted = executor.submit_as_array(tasks)
-        previous = str(submitted[0].job_id).split("_", 1)[0]
+        previous = master_id(str(submitted[0].job_id))
         jobs += [Job(s, Path(spec.folder), "slurm", spec.num_tasks) for s in submitted]
         log.info(
             "submitted array %s: tasks %d-%d of %d, at most %d at once",

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from launchers.devcluster import ClusterSpec, cluster_up
+from devcluster import ClusterSpec, cluster_up
 
 
 @pytest.fixture(scope="session")

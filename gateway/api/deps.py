@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from gateway.auth import Principal, authenticate
 from gateway.config import GatewayConfig
-from gateway.tracker import Tracker
+from gateway.worker.loop import Worker
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -22,8 +22,8 @@ def get_config(request: Request) -> GatewayConfig:
     return request.app.state.config  # type: ignore[no-any-return]
 
 
-def get_tracker(request: Request) -> Tracker:
-    return request.app.state.tracker  # type: ignore[no-any-return]
+def get_worker(request: Request) -> Worker:
+    return request.app.state.worker  # type: ignore[no-any-return]
 
 
 def get_principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
@@ -32,5 +32,5 @@ def get_principal(request: Request, authorization: Annotated[str | None, Header(
 
 SessionDep = Annotated[Session, Depends(get_session)]
 ConfigDep = Annotated[GatewayConfig, Depends(get_config)]
-TrackerDep = Annotated[Tracker, Depends(get_tracker)]
+WorkerDep = Annotated[Worker, Depends(get_worker)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from gateway.api.deps import ConfigDep, PrincipalDep, SessionDep, TrackerDep
+from gateway.api.deps import ConfigDep, PrincipalDep, SessionDep, WorkerDep
 from gateway.errors import ConflictError, InvalidRequestError
 from gateway.jobs import (
     create_job,
@@ -35,12 +35,12 @@ def submit_job(
     session: SessionDep,
     config: ConfigDep,
     principal: PrincipalDep,
-    tracker: TrackerDep,
+    worker: WorkerDep,
     response: Response,
 ) -> JobPublic:
-    job, created = create_job(session, config, principal, body, tracker.partition_sizes)
+    job, created = create_job(session, config, principal, body, worker.partition_sizes)
     if created:
-        tracker.wake()
+        worker.wake()
     else:
         response.status_code = status.HTTP_200_OK  # the same idempotency key: the job that exists
     return to_public(job)
@@ -48,10 +48,10 @@ def submit_job(
 
 @router.post("/render")
 def render_job(
-    body: JobCreate, session: SessionDep, config: ConfigDep, principal: PrincipalDep, tracker: TrackerDep
+    body: JobCreate, session: SessionDep, config: ConfigDep, principal: PrincipalDep, worker: WorkerDep
 ) -> dict[str, str]:
     """Dry run: the exact job script this request would produce. Nothing is stored or submitted."""
-    job = preview_job(session, config, principal, body, tracker.partition_sizes)
+    job = preview_job(session, config, principal, body, worker.partition_sizes)
     return {"job_id": job.id, "script": render_script(job_spec(config, job))}
 
 
@@ -82,13 +82,13 @@ def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPub
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep, tracker: TrackerDep) -> JobPublic:
+def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep, worker: WorkerDep) -> JobPublic:
     job = get_visible_job(session, principal, job_id)
     if JobState(job.state).is_terminal:
         raise ConflictError(f"job {job_id} already {job.state}")
     request_cancel(session, job, principal.user)
     session.commit()
-    tracker.wake()
+    worker.wake()
     return to_public(job)
 
 
@@ -119,14 +119,14 @@ def job_metrics(job_id: str, session: SessionDep, principal: PrincipalDep) -> Me
 
 @router.post("/{job_id}/rerun", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
 def rerun_job(
-    job_id: str, session: SessionDep, config: ConfigDep, principal: PrincipalDep, tracker: TrackerDep
+    job_id: str, session: SessionDep, config: ConfigDep, principal: PrincipalDep, worker: WorkerDep
 ) -> JobPublic:
     original = get_visible_job(session, principal, job_id)
     request = rerun_request(original)
     if not principal.admin:
         request.team = None
-    job, _ = create_job(session, config, principal, request, tracker.partition_sizes, rerun_of=original.id)
-    tracker.wake()
+    job, _ = create_job(session, config, principal, request, worker.partition_sizes, rerun_of=original.id)
+    worker.wake()
     return to_public(job)
 
 

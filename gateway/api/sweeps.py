@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from gateway.api.deps import ConfigDep, PrincipalDep, SessionDep, TrackerDep
+from gateway.api.deps import ConfigDep, PrincipalDep, SessionDep, WorkerDep
 from gateway.jobs import request_cancel
 from gateway.schemas import SweepCreate, SweepPublic
 from gateway.sweeps import create_sweep, get_visible_sweep, latest_tasks, retry_failed, to_public
@@ -14,10 +14,10 @@ router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
 @router.post("", response_model=SweepPublic, status_code=status.HTTP_201_CREATED)
 def submit_sweep(
-    body: SweepCreate, session: SessionDep, config: ConfigDep, principal: PrincipalDep, tracker: TrackerDep
+    body: SweepCreate, session: SessionDep, config: ConfigDep, principal: PrincipalDep, worker: WorkerDep
 ) -> SweepPublic:
-    sweep = create_sweep(session, config, principal, body, tracker.partition_sizes)
-    tracker.wake()
+    sweep = create_sweep(session, config, principal, body, worker.partition_sizes)
+    worker.wake()
     return to_public(session, sweep)
 
 
@@ -28,21 +28,21 @@ def get_sweep(sweep_id: str, session: SessionDep, principal: PrincipalDep, best:
 
 
 @router.post("/{sweep_id}/cancel", response_model=SweepPublic)
-def cancel_sweep(sweep_id: str, session: SessionDep, principal: PrincipalDep, tracker: TrackerDep) -> SweepPublic:
+def cancel_sweep(sweep_id: str, session: SessionDep, principal: PrincipalDep, worker: WorkerDep) -> SweepPublic:
     sweep = get_visible_sweep(session, principal, sweep_id)
     for job in latest_tasks(session, sweep).values():
         request_cancel(session, job, principal.user)
     session.commit()
-    tracker.wake()
+    worker.wake()
     return to_public(session, sweep)
 
 
 @router.post("/{sweep_id}/retry-failed", response_model=SweepPublic)
 def retry_failed_tasks(
-    sweep_id: str, session: SessionDep, config: ConfigDep, principal: PrincipalDep, tracker: TrackerDep
+    sweep_id: str, session: SessionDep, config: ConfigDep, principal: PrincipalDep, worker: WorkerDep
 ) -> SweepPublic:
     """Resubmit only the tasks whose latest attempt failed, as one new array linked to the sweep."""
     sweep = get_visible_sweep(session, principal, sweep_id)
     retry_failed(session, config, principal, sweep)
-    tracker.wake()
+    worker.wake()
     return to_public(session, sweep)

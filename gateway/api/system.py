@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 
 from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.registry import Collector
 from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
-from gateway.api.deps import ConfigDep, PrincipalDep, SessionDep, TrackerDep
+from gateway.api.deps import ConfigDep, PrincipalDep, SessionDep, WorkerDep
+from gateway.config import GatewayConfig
 from gateway.models import Job
 from gateway.schemas import TeamPublic
+from gateway.worker.loop import Worker
 from launchers.states import JobState
 
 router = APIRouter(tags=["system"])
@@ -39,26 +45,41 @@ def list_teams(session: SessionDep, config: ConfigDep, principal: PrincipalDep) 
 
 
 @router.get("/healthz")
-def healthz(session: SessionDep, tracker: TrackerDep) -> dict[str, object]:
+def healthz(session: SessionDep, worker: WorkerDep) -> dict[str, object]:
     session.exec(select(1)).one()  # the database answers
-    health = tracker.health()
-    return {"status": "ok" if health["tracker_alive"] else "degraded", "database": "ok", **health}
+    health = worker.health()
+    return {"status": "ok" if health["worker_alive"] else "degraded", "database": "ok", **health}
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(session: SessionDep, config: ConfigDep, tracker: TrackerDep) -> Response:
-    lines: list[str] = []
+def metrics(session: SessionDep, config: ConfigDep, worker: WorkerDep) -> Response:
+    """Prometheus text, gathered at scrape time from the database and the worker's counters."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(list(_families(session, config, worker))))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    def family(name: str, kind: str, help_text: str) -> None:
-        lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"])
 
-    family("hpcgw_jobs", "gauge", "Jobs by team and state.")
+class _Snapshot(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def _families(session: Session, config: GatewayConfig, worker: Worker) -> Iterator[Metric]:
     counts = {
         (t, s): n for t, s, n in session.exec(select(Job.team, Job.state, func.count()).group_by(Job.team, Job.state))
     }
+    jobs = GaugeMetricFamily("hpcgw_jobs", "Jobs by team and state.", labels=["team", "state"])
+    failures = CounterMetricFamily("hpcgw_job_failures", "Jobs that ended failed or timed out.", labels=["team"])
     for team in config.teams:
         for state in JobState:
-            lines.append(f'hpcgw_jobs{{team="{team}",state="{state.value}"}} {counts.get((team, state.value), 0)}')
+            jobs.add_metric([team, state.value], counts.get((team, state.value), 0))
+        failed = counts.get((team, JobState.FAILED.value), 0) + counts.get((team, JobState.TIMEOUT.value), 0)
+        failures.add_metric([team], failed)
+    yield jobs
+    yield failures
     started = session.exec(
         select(Job.team, Job.submit_time, Job.start_time, Job.end_time).where(col(Job.start_time).is_not(None))
     ).all()
@@ -72,21 +93,16 @@ def metrics(session: SessionDep, config: ConfigDep, tracker: TrackerDep) -> Resp
         ("hpcgw_queue_wait_seconds", waits, "From request to Slurm start."),
         ("hpcgw_run_seconds", runs, "From Slurm start to end."),
     ):
-        family(name, "summary", help_text)
+        summary = SummaryMetricFamily(name, help_text, labels=["team"])
         for team in config.teams:
-            lines.append(f'{name}_sum{{team="{team}"}} {sum(data.get(team, [])):.3f}')
-            lines.append(f'{name}_count{{team="{team}"}} {len(data.get(team, []))}')
-    family("hpcgw_job_failures_total", "counter", "Jobs that ended failed or timed out.")
-    for team in config.teams:
-        failed = counts.get((team, JobState.FAILED.value), 0) + counts.get((team, JobState.TIMEOUT.value), 0)
-        lines.append(f'hpcgw_job_failures_total{{team="{team}"}} {failed}')
-    s = tracker.stats
-    family("hpcgw_poll_cycle_seconds", "summary", "Duration of the tracker's cycles.")
-    lines += [f"hpcgw_poll_cycle_seconds_sum {s.cycle_s_sum:.6f}", f"hpcgw_poll_cycle_seconds_count {s.cycles}"]
-    family("hpcgw_poll_cycle_last_seconds", "gauge", "Duration of the last cycle.")
-    lines.append(f"hpcgw_poll_cycle_last_seconds {s.last_cycle_s:.6f}")
-    family("hpcgw_slurm_commands_total", "counter", "Slurm commands run by the tracker's polls.")
-    lines.append(f"hpcgw_slurm_commands_total {s.slurm_commands}")
-    family("hpcgw_accounting_up", "gauge", "1 when sacct answers.")
-    lines.append(f"hpcgw_accounting_up {int(s.accounting_ok)}")
-    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+            summary.add_metric([team], count_value=len(data.get(team, [])), sum_value=sum(data.get(team, [])))
+        yield summary
+    s = worker.stats
+    yield SummaryMetricFamily(
+        "hpcgw_poll_cycle_seconds", "Duration of the worker's cycles.", count_value=s.cycles, sum_value=s.cycle_s_sum
+    )
+    yield GaugeMetricFamily("hpcgw_poll_cycle_last_seconds", "Duration of the last cycle.", value=s.last_cycle_s)
+    yield CounterMetricFamily(
+        "hpcgw_slurm_commands", "Slurm commands run by the worker's polls.", value=s.slurm_commands
+    )
+    yield GaugeMetricFamily("hpcgw_accounting_up", "1 when sacct answers.", value=int(s.accounting_ok))

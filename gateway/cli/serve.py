@@ -16,7 +16,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
 ) -> None:
-    """Start the HTTP gateway and its Slurm tracker."""
+    """Start the HTTP gateway and its Slurm worker."""
     from gateway.app import create_app
 
     try:

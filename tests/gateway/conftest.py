@@ -82,7 +82,7 @@ def auth(user: str) -> dict[str, str]:
 
 @pytest.fixture
 def client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
-    app = create_app(make_config(tmp_path, database_url), run_tracker=False)
+    app = create_app(make_config(tmp_path, database_url), run_worker=False)
     with TestClient(app) as c:
         yield c
 

@@ -1,4 +1,4 @@
-"""The HTTP API with TestClient and a fresh database, on SQLite and PostgreSQL. No Slurm here: the tracker is off."""
+"""The HTTP API with TestClient and a fresh database, on SQLite and PostgreSQL. No Slurm here: the worker is off."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_bad_requests_are_422_naming_the_field(
 
 
 def test_partition_size_is_checked_from_the_trackers_view(client: TestClient, algorithm: dict) -> None:
-    client.app.state.tracker.partition_sizes = {"team-a": (2, 2)}
+    client.app.state.worker.partition_sizes = {"team-a": PartitionSize(nodes=2, max_cpus=2, max_mem_mb=0)}
     response = client.post("/v1/jobs", json=job_body(tasks_per_node=3), headers=auth("alice"))
     assert response.status_code == 422 and response.json()["field"] == "tasks_per_node"
 

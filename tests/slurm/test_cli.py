@@ -185,7 +185,7 @@ def test_client_wait_survives_a_gateway_restart(gw: Gateway) -> None:
 
 
 def test_the_notebook_example_runs(gw: Gateway) -> None:
-    from launchers.examples import TRAINER_DIR, ensure_dataset
+    from examples.intent_classifier import TRAINER_DIR, ensure_dataset
 
     staging = gw.root / "staging"
     digest = ensure_dataset(staging)
@@ -226,7 +226,7 @@ def test_direct_submit_uses_the_same_flags_without_a_gateway(cluster, tmp_path: 
             "--",
             sys.executable,
             "-m",
-            "launchers.smoke",
+            "examples.smoke",
         ],
         capture_output=True,
         text=True,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from launchers.devcluster import ClusterSpec, cluster_status
-from launchers.markers import JobMarkers
+from devcluster import ClusterSpec, cluster_status
+from launchers.runtime.markers import JobMarkers
 from launchers.slurm import sacct, wait_until_done
-from launchers.smoke import allreduce_reports, submit_allreduce
+from examples.smoke import allreduce_reports, submit_allreduce
 from launchers.states import JobState
 
 pytestmark = pytest.mark.slurm

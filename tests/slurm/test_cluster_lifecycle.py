@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from launchers.devcluster import ClusterError, ClusterSpec, cluster_down, cluster_status, cluster_up
-from launchers.devcluster.cluster import daemons
+from devcluster import ClusterError, ClusterSpec, cluster_down, cluster_status, cluster_up
+from devcluster.cluster import daemons
 
 pytestmark = pytest.mark.slurm
 HPCGW = str(Path(sys.executable).with_name("hpcgw"))

@@ -1,4 +1,4 @@
-"""On Slurm: the gateway, with its real tracker, in front of the real local cluster."""
+"""On Slurm: the gateway, with its real worker, in front of the real local cluster."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 from gateway.app import create_app
 from gateway.client import wait_healthy
 from gateway.models import Job, JobEvent
-from launchers.examples import TRAINER_DIR, ensure_dataset
+from examples.intent_classifier import TRAINER_DIR, ensure_dataset
 from tests.gateway.conftest import auth, make_config
 
 pytestmark = pytest.mark.slurm
@@ -247,14 +247,14 @@ def test_one_sacct_per_cycle_for_1_or_50_jobs(
         script.write_text(f'#!/bin/sh\necho {name} >> "{log}"\nexec {real} "$@"\n')
         script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{wrappers}:{os.environ['PATH']}")
-    tracker = gateway.app.state.tracker
+    worker = gateway.app.state.worker
 
     def quiet_point() -> int:
         """Return just after a poll cycle ended: the next one is at least the floor interval away."""
-        seen = tracker.stats.poll_cycles
-        while tracker.stats.poll_cycles == seen:
+        seen = worker.stats.poll_cycles
+        while worker.stats.poll_cycles == seen:
             time.sleep(0.005)
-        return tracker.stats.poll_cycles
+        return worker.stats.poll_cycles
 
     def measure(seconds: float) -> tuple[int, int, int]:
         first = quiet_point()
@@ -357,7 +357,7 @@ def test_unreachable_slurm_keeps_the_job_accepted_until_it_answers(
         client.post("/v1/algorithms", json={**QUICK, "team": "team-a"}, headers=auth("admin"))
         job = client.post("/v1/jobs", json=sleeper_job(dataset_hash, algorithm="quick"), headers=auth("alice")).json()
         deadline = time.monotonic() + 60
-        while app.state.tracker.stats.slurm_reachable:
+        while app.state.worker.stats.slurm_reachable:
             assert time.monotonic() < deadline
             time.sleep(0.2)
         assert client.get(f"/v1/jobs/{job['id']}", headers=auth("alice")).json()["state"] == "accepted"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from launchers import JobFailedError, JobSpec, JobState, SpecError, submit
-from launchers.examples import ensure_dataset, intent_classifier_spec
+from examples.intent_classifier import ensure_dataset, intent_classifier_spec
 
 pytestmark = pytest.mark.slurm
 DATA = Path(__file__).parent.parent / "data"
@@ -146,7 +146,7 @@ def test_unreachable_rendezvous_fails_within_the_timeout(cluster, tmp_path: Path
             tasks_per_node=2,
             time_limit_min=30,
             rendezvous_timeout_s=5,
-            command=(sys.executable, "-m", "launchers.smoke"),
+            command=(sys.executable, "-m", "examples.smoke"),
             folder=tmp_path,
         )
         job = submit(spec)
@@ -179,7 +179,7 @@ def test_beyond_the_partition_is_refused_before_slurm(cluster, tmp_path: Path, k
 
 def test_local_backend_runs_the_same_flow(tmp_path: Path) -> None:
     spec = JobSpec(
-        partition="local", nodes=1, tasks_per_node=2, command=(sys.executable, "-m", "launchers.smoke"), folder=tmp_path
+        partition="local", nodes=1, tasks_per_node=2, command=(sys.executable, "-m", "examples.smoke"), folder=tmp_path
     )
     job = submit(spec, backend="local")
     assert job.wait(timeout_s=120) is JobState.SUCCEEDED

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from launchers import JobSpec, JobState, ListSpace, sweep
-from launchers.devcluster import ClusterSpec, cluster_down, cluster_up
+from devcluster import ClusterSpec, cluster_down, cluster_up
 from tests.gateway.conftest import auth
 from tests.slurm.test_gateway import dataset_hash, gateway  # noqa: F401  (fixtures)
 

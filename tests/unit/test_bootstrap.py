@@ -1,7 +1,8 @@
 import pytest
 
-from launchers.bootstrap import BootstrapError, HorovodTopology, network_iface
-from launchers.markers import JobMarkers
+from launchers.runtime.rendezvous import network_iface
+from launchers.runtime.topology import BootstrapError, HorovodTopology
+from launchers.runtime.markers import JobMarkers
 
 
 def slurm_env(

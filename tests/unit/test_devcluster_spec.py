@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from launchers.devcluster import packages
-from launchers.devcluster.packages import PackagesMissingError, ensure_packages
-from launchers.devcluster.spec import ClusterSpec, SpecError
+from devcluster import packages
+from devcluster.packages import PackagesMissingError, ensure_packages
+from devcluster.spec import ClusterSpec, SpecError
 from launchers.templates import render
 
 
@@ -71,7 +71,7 @@ def test_missing_packages_without_root_name_the_install_command(monkeypatch: pyt
 
 
 def test_up_without_root_refuses_before_touching_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from launchers.devcluster import cluster as cluster_module
+    from devcluster import cluster as cluster_module
 
     monkeypatch.setattr(cluster_module.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(packages.os, "geteuid", lambda: 1000)

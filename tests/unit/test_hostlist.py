@@ -1,6 +1,6 @@
 import pytest
 
-from launchers.hostlist import expand_hostlist, expand_tasks_per_node
+from launchers.slurm.hostlist import expand_hostlist, expand_tasks_per_node
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from launchers.sacct import DELIMITER, FIELDS, parse_sacct, sacct_argv
+from launchers.slurm.sacct import DELIMITER, FIELDS, parse_sacct, sacct_argv
 from launchers.states import JobState
 
 CAPTURED = Path(__file__).parent.parent / "data" / "sacct_3jobs_with_steps.txt"
@@ -45,7 +45,7 @@ def test_sacct_argv_is_one_call_for_many_jobs() -> None:
 
 
 def test_squeue_pending_positions_per_partition() -> None:
-    from gateway.slurmview import parse_squeue_pending
+    from gateway.worker.observe import parse_squeue_pending
 
     text = "12|Priority|team-a\n15|Resources|team-b\n13|None|team-a\n"
     pending = parse_squeue_pending(text)
@@ -54,7 +54,7 @@ def test_squeue_pending_positions_per_partition() -> None:
 
 
 def test_scontrol_fallback_parsing() -> None:
-    from gateway.slurmview import parse_scontrol_jobs
+    from gateway.worker.observe import parse_scontrol_jobs
 
     line = (
         "JobId=7 JobName=hpcgw-x UserId=root(0) JobState=FAILED Reason=NonZeroExitCode Dependency=(null) "

@@ -2,7 +2,7 @@ import sys
 
 import pytest
 
-from launchers.shell import CommandError, CommandNotFoundError, CommandTimeoutError, run
+from launchers.slurm.shell import CommandError, CommandNotFoundError, CommandTimeoutError, run
 
 
 def test_success_returns_output() -> None:

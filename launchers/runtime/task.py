@@ -23,15 +23,15 @@ from typing import Any
 
 import submitit
 
-from launchers.bootstrap import (
+from launchers.runtime.rendezvous import (
     EXIT_RENDEZVOUS,
-    HorovodTopology,
     network_iface,
     resolve_node_address,
     start_rendezvous_server,
     wait_for_port,
 )
-from launchers.markers import JobMarkers
+from launchers.runtime.topology import HorovodTopology
+from launchers.runtime.markers import JobMarkers
 
 log = logging.getLogger("hpcgw.task")
 

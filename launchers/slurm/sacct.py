@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from launchers.slurm.ids import is_step
+from launchers.slurm.times import parse_timestamp
 from launchers.states import JobState, from_slurm
 
 DELIMITER = "\x1f"  # ASCII unit separator: Slurm never puts it in a field and users cannot type it in one
@@ -43,7 +45,7 @@ class SacctRow:
     account: str
     nodes: int
     node_list: str
-    submit: datetime | None
+    submit: datetime | None  # aware, UTC
     start: datetime | None
     end: datetime | None
     elapsed: str
@@ -51,7 +53,7 @@ class SacctRow:
 
     @property
     def is_step(self) -> bool:
-        return "." in self.job_id
+        return is_step(self.job_id)
 
     @property
     def settled(self) -> bool:
@@ -94,9 +96,9 @@ def parse_sacct(text: str) -> list[SacctRow]:
                 account=f["Account"],
                 nodes=int(f["NNodes"] or 0),
                 node_list=f["NodeList"],
-                submit=parse_time(f["Submit"]),
-                start=parse_time(f["Start"]),
-                end=parse_time(f["End"]),
+                submit=parse_timestamp(f["Submit"]),
+                start=parse_timestamp(f["Start"]),
+                end=parse_timestamp(f["End"]),
                 elapsed=f["Elapsed"],
                 reason=f["Reason"],
             )
@@ -104,27 +106,6 @@ def parse_sacct(text: str) -> list[SacctRow]:
     return rows
 
 
-def parse_time(value: str) -> datetime | None:
-    """sacct prints ``Unknown``/``None`` for times that have not happened yet."""
-    if not value or value in ("Unknown", "None"):
-        return None
-    return datetime.fromisoformat(value)
-
-
-def expand_array_id(job_id: str) -> list[str]:
-    """``'123_[4-11%3]'`` (a pending range, as sacct and squeue print it) -> ``['123_4', …, '123_11']``;
-    any other id is returned alone."""
-    master, sep, rest = job_id.partition("_[")
-    if not sep:
-        return [job_id]
-    body = rest.rstrip("]").split("%", 1)[0]
-    ids: list[str] = []
-    for part in body.split(","):
-        low, _, high = part.partition("-")
-        ids += [f"{master}_{i}" for i in range(int(low), int(high or low) + 1)]
-    return ids
-
-
-def master_id(job_id: str) -> str:
-    """The id to ask sacct about: an array's own id covers all its elements in one row set."""
-    return job_id.split("_", 1)[0]
+def comments_argv(since: str = "now-7days") -> list[str]:
+    """Every job since ``since`` with its comment (comments are user text: the unit separator splits them)."""
+    return ["sacct", "-X", "-n", "-P", f"--delimiter={DELIMITER}", "-S", since, "-o", "JobIDRaw,Comment"]

@@ -4,7 +4,7 @@ munged, a private MariaDB, slurmdbd, slurmctld and N slurmd (one per emulated no
 `hpcgw cluster up` from Debian's packages, with every file they write under one project-local state directory.
 """
 
-from launchers.devcluster.cluster import ClusterError, cluster_down, cluster_status, cluster_up
-from launchers.devcluster.spec import ClusterSpec
+from devcluster.cluster import ClusterError, cluster_down, cluster_status, cluster_up
+from devcluster.spec import ClusterSpec
 
 __all__ = ["ClusterError", "ClusterSpec", "cluster_down", "cluster_status", "cluster_up"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from launchers.shell import run
+from launchers.slurm.shell import run
 from launchers.spec import JobSpec
 
 TRAINER_DIR = Path(__file__).resolve().parent.parent / "containers" / "intent-classifier"

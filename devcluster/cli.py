@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from launchers.devcluster import ClusterError, ClusterSpec, cluster_down, cluster_status, cluster_up
-from launchers.devcluster.cluster import ClusterStatus
-from launchers.devcluster.spec import SpecError, default_state_dir
+from devcluster import ClusterError, ClusterSpec, cluster_down, cluster_status, cluster_up
+from devcluster.cluster import ClusterStatus
+from devcluster.spec import SpecError, default_state_dir
 
 app = typer.Typer(
     help="Run a real Slurm cluster on this machine (munge, MariaDB, slurmdbd, slurmctld, slurmd).",

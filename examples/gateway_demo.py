@@ -20,7 +20,7 @@ import httpx
 
 from gateway.client import ClientError, wait_healthy
 from gateway.config import load_config
-from launchers.examples import TRAINER_DIR, ensure_dataset
+from examples.intent_classifier import TRAINER_DIR, ensure_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 TEAM_A = {"Authorization": "Bearer team-a-dev-token"}
@@ -41,7 +41,7 @@ def stage_dataset(dataset_root: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m examples.gateway_demo", description=__doc__)
     parser.add_argument("--config", type=Path, default=REPO / "config" / "example.toml")
     parser.add_argument("--port", type=int, default=8787)
     parser.add_argument("--epochs", type=int, default=5)

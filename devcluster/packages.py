@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from launchers.shell import CommandError, run
+from launchers.slurm.shell import CommandError, run
 
 # package -> a program it provides (checked too, for systems where dpkg says nothing useful)
 CLUSTER_PACKAGES: dict[str, str] = {

@@ -97,7 +97,7 @@ def exit_code_teardown(folder: Path) -> list[str]:
     markers = shlex.quote(str(folder / "markers"))
     return [
         "hpcgw_rc=$?",
-        # Array elements are known as A_i (see launchers.task.slurm_job_id).
+        # Array elements are known as A_i (see launchers.runtime.task.slurm_job_id).
         "hpcgw_id=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}",
         f'hpcgw_code=$(ls -tr {markers}/"${{hpcgw_id:-$SLURM_JOB_ID}}.${{SLURM_RESTART_COUNT:-0}}".exit.* 2>/dev/null'
         ' | while read -r f; do c=$(cat "$f"); if [ "$c" != 0 ]; then echo "$c"; break; fi; done)',

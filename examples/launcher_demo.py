@@ -12,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-from launchers.examples import ensure_dataset, intent_classifier_spec
+from examples.intent_classifier import ensure_dataset, intent_classifier_spec
 from launchers.states import JobState
 from launchers.submit import submit
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launchers.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m examples.launcher_demo", description=__doc__)
     parser.add_argument("--partition", default="team-a")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=Path(".hpcgw/demo"))

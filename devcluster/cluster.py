@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launchers.devcluster.daemons import Daemon, DaemonError
-from launchers.devcluster.packages import PackagesMissingError, ensure_packages
-from launchers.devcluster.spec import ClusterSpec, SpecError, default_state_dir
-from launchers.shell import CommandError, run
+from devcluster.daemons import Daemon, DaemonError
+from devcluster.packages import PackagesMissingError, ensure_packages
+from devcluster.spec import ClusterSpec, SpecError, default_state_dir
+from launchers.slurm.shell import CommandError, run
 from launchers.templates import render
 
 log = logging.getLogger(__name__)

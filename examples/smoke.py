@@ -12,7 +12,7 @@ import socket
 import sys
 from pathlib import Path
 
-from launchers.slurm import sbatch
+from launchers.slurm.commands import sbatch
 from launchers.templates import render
 
 
@@ -69,6 +69,7 @@ def submit_allreduce(
             output=str(workdir / "allreduce-%j.out"),
             python=sys.executable,
             folder=str(workdir),
+            smoke=str(Path(__file__).resolve()),
         )
     )
     job_id = sbatch(script)

@@ -1,0 +1,177 @@
+"""Releasing accepted jobs to Slurm: oldest first per team while the team is under its quota, sweeps as job
+arrays. A job is marked ``dispatching`` (and committed) before sbatch runs, so that after a crash
+reconciliation looks in Slurm before submitting it again."""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from pathlib import Path
+
+from sqlmodel import Session, col, select
+
+from gateway.config import GatewayConfig
+from gateway.jobs import active_counts, job_spec, record_state, sweep_comment
+from gateway.models import Job, Sweep, utcnow
+from gateway.worker.stats import WorkerStats
+from launchers.errors import SpecError, SubmitError
+from launchers.slurm.commands import is_unreachable
+from launchers.slurm.ids import master_id
+from launchers.slurm.shell import CommandError
+from launchers.states import JobState
+from launchers.submit import submit
+from launchers.sweep import submit_array
+
+log = logging.getLogger(__name__)
+SUBMIT_ERRORS = (SubmitError, SpecError, CommandError, ValueError, OSError)
+
+
+class Outcome(Enum):
+    NOTHING = "nothing"  # nothing was waiting
+    QUEUED = "queued"  # Slurm took it
+    REFUSED = "refused"  # Slurm refused it: the jobs failed, with sbatch's reason
+    UNREACHABLE = "unreachable"  # Slurm did not answer: the jobs stay accepted for the next cycle
+
+
+def link(session: Session, job: Job, slurm_job_id: str) -> None:
+    """Record that ``job`` is Slurm job ``slurm_job_id`` (queued); the caller commits."""
+    job.slurm_job_id = slurm_job_id
+    job.dispatching = False
+    job.dispatch_error = None
+    job.slurm_submit_time = utcnow()
+    job.slurm_state = "PENDING"
+    record_state(session, job, JobState.QUEUED, slurm_state="PENDING")
+
+
+def prepare_folders(job: Job) -> None:
+    """The trainer protocol promises existing directories for MODEL_OUTPUT_DIR and the METRICS_FILE."""
+    (Path(job.folder) / "model").mkdir(parents=True, exist_ok=True)
+    Path(job.submit_folder).mkdir(parents=True, exist_ok=True)
+
+
+class Dispatcher:
+    def __init__(self, config: GatewayConfig, stats: WorkerStats) -> None:
+        self.config = config
+        self.stats = stats
+        self.max_array_size: int | None = None
+
+    def run(self, session: Session) -> Outcome:
+        """Sweeps first (each is one array), then single jobs within each team's quota."""
+        outcome = self._sweeps(session)
+        if outcome is Outcome.UNREACHABLE:
+            return outcome
+        for team_name, team in self.config.teams.items():
+            waiting = session.exec(
+                select(Job)
+                .where(Job.team == team_name, Job.state == JobState.ACCEPTED.value, col(Job.sweep_id).is_(None))
+                .order_by(col(Job.submit_time), col(Job.id))
+            ).all()
+            if not waiting:
+                continue
+            running, gpus = active_counts(session, team_name)
+            for job in waiting:
+                if running >= team.max_running_jobs or gpus + job.gpus > team.max_gpus:
+                    break  # in order: a later, smaller job does not overtake
+                one = self._single(session, job)
+                if one is Outcome.UNREACHABLE:
+                    return one
+                outcome = one if outcome is Outcome.NOTHING else outcome
+                if one is Outcome.QUEUED:
+                    running, gpus = running + 1, gpus + job.gpus
+        return outcome
+
+    def _sweeps(self, session: Session) -> Outcome:
+        """Each (sweep, attempt) still waiting goes out as one job array: one sbatch per MaxArraySize tasks."""
+        waiting = session.exec(
+            select(Job)
+            .where(
+                Job.state == JobState.ACCEPTED.value, col(Job.sweep_id).is_not(None), col(Job.dispatching).is_(False)
+            )
+            .order_by(col(Job.sweep_id), col(Job.attempt), col(Job.task_index))
+        ).all()
+        groups: dict[tuple[str, int], list[Job]] = {}
+        for job in waiting:
+            groups.setdefault((job.sweep_id or "", job.attempt), []).append(job)
+        outcome = Outcome.NOTHING
+        for (sweep_id, attempt), tasks in groups.items():
+            outcome = self._array(session, sweep_id, attempt, tasks)
+            if outcome is Outcome.UNREACHABLE:
+                break
+        return outcome
+
+    def _array(self, session: Session, sweep_id: str, attempt: int, tasks: list[Job]) -> Outcome:
+        sweep = session.get(Sweep, sweep_id)
+        if sweep is None:
+            return Outcome.REFUSED
+        _mark_dispatching(session, tasks)
+        try:
+            for job in tasks:
+                prepare_folders(job)
+            specs = [job_spec(self.config, job) for job in tasks]
+            base = specs[0].model_copy(update={"comment": sweep_comment(sweep_id, attempt)})
+            handles = submit_array(
+                base, [s.env for s in specs], sweep.max_parallel, check=False, array_size=self.max_array_size
+            )
+        except SUBMIT_ERRORS as exc:
+            return self.failed(session, tasks, exc)
+        masters = list(dict.fromkeys(master_id(h.job_id) for h in handles))
+        sweep.array_ids = [*sweep.array_ids, *masters]
+        session.add(sweep)
+        for job, handle in zip(tasks, handles, strict=True):
+            link(session, job, handle.job_id)
+        session.commit()
+        self._reached(len(tasks))
+        log.info(
+            "sweep %s attempt %d submitted as array(s) %s (%d tasks, at most %d at once)",
+            sweep_id,
+            attempt,
+            ",".join(masters),
+            len(tasks),
+            sweep.max_parallel,
+        )
+        return Outcome.QUEUED
+
+    def _single(self, session: Session, job: Job) -> Outcome:
+        _mark_dispatching(session, [job])
+        try:
+            prepare_folders(job)
+            handle = submit(job_spec(self.config, job), backend="slurm", check=False)
+        except SUBMIT_ERRORS as exc:
+            return self.failed(session, [job], exc)
+        link(session, job, handle.job_id)
+        session.commit()
+        self._reached(1)
+        log.info("job %s (team %s) submitted as Slurm job %s", job.id, job.team, handle.job_id)
+        return Outcome.QUEUED
+
+    def _reached(self, count: int) -> None:
+        self.stats.slurm_reachable = True
+        self.stats.dispatched += count
+
+    def failed(self, session: Session, jobs: list[Job], exc: BaseException) -> Outcome:
+        """Slurm unreachable: the jobs stay accepted for the next cycle. Slurm refused them: they failed."""
+        text = str(exc)
+        unreachable = is_unreachable(exc)
+        for job in jobs:
+            job.dispatching = False
+            job.dispatch_error = text[-2000:]
+            if not unreachable:
+                last = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+                record_state(session, job, JobState.FAILED, reason=f"sbatch refused the job: {last}"[:256])
+                job.end_time = utcnow()
+            session.add(job)
+        session.commit()
+        if unreachable:
+            self.stats.slurm_reachable = False
+            self.stats.last_error = text.splitlines()[0] if text else type(exc).__name__
+            log.warning("Slurm unreachable; %d job(s) stay accepted: %s", len(jobs), self.stats.last_error)
+            return Outcome.UNREACHABLE
+        log.error("sbatch refused %d job(s): %s", len(jobs), text)
+        return Outcome.REFUSED
+
+
+def _mark_dispatching(session: Session, jobs: list[Job]) -> None:
+    for job in jobs:
+        job.dispatching = True
+        session.add(job)
+    session.commit()

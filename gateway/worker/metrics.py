@@ -1,0 +1,34 @@
+"""Reading a job's metrics file (JSON lines the trainer appends, one per epoch) into the database, only when
+the file changed since the last cycle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class MetricsReader:
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def read(self, job_id: str, path: Path) -> list[dict[str, Any]] | None:
+        """The epochs in ``path``, or None when it has not changed (or does not exist yet). Only JSON is
+        parsed: nothing a job wrote is ever executed or unpickled."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        key = (stat.st_mtime, stat.st_size)
+        if self._seen.get(job_id) == key:
+            return None
+        epochs: list[dict[str, Any]] = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line being written right now; complete next cycle
+            if isinstance(value, dict):
+                epochs.append(value)
+        self._seen[job_id] = key
+        return epochs

@@ -1,0 +1,122 @@
+"""Slurm's commands as calls: each builds its argv, runs it through :func:`launchers.slurm.shell.run` and hands
+the output to that command's one parser. Which cluster is meant comes from the environment (``SLURM_CONF``),
+as for every Slurm command a user types."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from launchers.slurm import scontrol, squeue
+from launchers.slurm.sacct import SacctRow, comments_argv, parse_sacct, sacct_argv
+from launchers.slurm.shell import CommandError, run
+from launchers.slurm.sinfo import NodeInfo, PartitionSize, parse_nodes, partition_sizes, sinfo_argv
+
+TIMEOUT_S = 60.0
+
+
+class SlurmError(RuntimeError):
+    """Slurm answered, but not with what we asked for."""
+
+
+def sbatch(script: Path, args: Sequence[str] = ()) -> str:
+    """Submit ``script``; returns the job id. sbatch reads ``#SBATCH`` lines from the file itself."""
+    out = run(["sbatch", "--parsable", *args, str(script)], timeout_s=TIMEOUT_S).stdout.strip()
+    job_id = out.split(";", 1)[0]
+    if not job_id.isdigit():
+        raise SlurmError(f"sbatch printed {out!r}, not a job id")
+    return job_id
+
+
+def scancel(job_ids: Iterable[str]) -> None:
+    ids = list(job_ids)
+    if ids:
+        run(["scancel", *ids], timeout_s=TIMEOUT_S)
+
+
+def sacct(job_ids: Iterable[str], *, all_steps: bool = False, chunk: int = 5000) -> list[SacctRow]:
+    """Accounting rows for ``job_ids``, in calls of at most ``chunk`` ids."""
+    ids = list(job_ids)
+    rows: list[SacctRow] = []
+    for start in range(0, len(ids), chunk):
+        out = run(sacct_argv(ids[start : start + chunk], all_steps=all_steps), timeout_s=TIMEOUT_S).stdout
+        rows += parse_sacct(out)
+    return rows
+
+
+def pending() -> dict[str, squeue.PendingInfo]:
+    return squeue.parse_pending(run(squeue.PENDING_ARGV, timeout_s=TIMEOUT_S).stdout)
+
+
+def queued_ids() -> list[str]:
+    """Every job slurmctld holds that has not ended yet, one id per array."""
+    return run(squeue.IDS_ARGV, timeout_s=TIMEOUT_S).stdout.split()
+
+
+def scontrol_jobs() -> list[dict[str, str]]:
+    """Every job slurmctld still holds (for ``MinJobAge`` after it ended), one record each."""
+    return scontrol.parse_records(run(scontrol.SHOW_JOBS_ARGV, timeout_s=TIMEOUT_S).stdout)
+
+
+def find_by_comment(prefix: str) -> dict[str, str]:
+    """Slurm jobs whose comment starts with ``prefix``: {comment: job id, an array's own id for arrays}.
+    slurmctld first (a job that just ended may not be in accounting yet), then the last week of accounting."""
+    found = squeue.parse_comments(run(squeue.COMMENTS_ARGV, timeout_s=TIMEOUT_S, check=False).stdout, prefix)
+    acct = squeue.parse_comments(run(comments_argv(), timeout_s=TIMEOUT_S, check=False).stdout, prefix)
+    return {**acct, **found}
+
+
+def nodes(partition: str | None = None) -> dict[str, NodeInfo]:
+    return parse_nodes(run(sinfo_argv(partition), timeout_s=30).stdout)
+
+
+def partitions() -> dict[str, PartitionSize]:
+    return partition_sizes(nodes())
+
+
+def max_array_size() -> int:
+    """The site's MaxArraySize (array indices must stay below it)."""
+    return scontrol.max_array_size(run(scontrol.SHOW_CONFIG_ARGV, timeout_s=30).stdout)
+
+
+def node_address(node: str) -> str | None:
+    return scontrol.node_address(run(["scontrol", "-o", "show", "node", node], timeout_s=30).stdout)
+
+
+def wait_until_done(job_id: str, *, timeout_s: float, poll_s: float = 1.0) -> SacctRow:
+    """Poll sacct for one job until its record is final; for scripts and tests, not the gateway."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            rows = [r for r in sacct([job_id]) if r.job_id == job_id]
+        except CommandError:
+            rows = []
+        if rows and rows[0].settled:
+            return rows[0]
+        if time.monotonic() > deadline:
+            state = rows[0].slurm_state if rows else "not yet in accounting"
+            raise TimeoutError(f"job {job_id} not finished after {timeout_s:.0f} s (last state: {state})")
+        time.sleep(poll_s)
+
+
+# Messages that mean "Slurm is not answering right now", as opposed to "Slurm refused this request".
+_UNREACHABLE = (
+    "Unable to contact slurm controller",
+    "Socket timed out",
+    "Connection refused",
+    "Zero Bytes",
+    "Transport endpoint",
+    "try again",
+    "not responding",
+)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether a failed Slurm command is worth retrying later (controller down, time-out, command missing)
+    rather than a refusal of the request itself."""
+    from launchers.slurm.shell import CommandNotFoundError, CommandTimeoutError
+
+    if isinstance(exc, CommandNotFoundError | CommandTimeoutError):
+        return True
+    return any(marker in str(exc) for marker in _UNREACHABLE)
