@@ -16,11 +16,12 @@ all: demo
 system-deps:
 	@scripts/install-system-deps.sh $(BUILD_DEBS)
 
-$(VENV)/.stamp: pyproject.toml | system-deps
+# The project with every extra, and the development cluster (its own distribution, never in the runtime wheel).
+$(VENV)/.stamp: pyproject.toml devcluster/pyproject.toml | system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' -e ./devcluster
 	@touch $@
 
 venv: $(VENV)/.stamp
@@ -53,6 +54,7 @@ bench: horovod cluster-up
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean: cluster-down
 	rm -rf $(VENV) .hpcgw

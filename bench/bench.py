@@ -30,14 +30,14 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from devcluster import ClusterSpec  # noqa: E402
+from examples.intent_classifier import ensure_dataset  # noqa: E402
 from gateway.client import wait_healthy  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 from gateway.db import make_engine, migrate  # noqa: E402
 from gateway.models import Job  # noqa: E402
 from gateway.worker.loop import Worker  # noqa: E402
 from launchers import JobSpec, ListSpace, submit, sweep  # noqa: E402
-from devcluster import ClusterSpec  # noqa: E402
-from examples.intent_classifier import ensure_dataset  # noqa: E402
 from launchers.runtime.markers import JobMarkers  # noqa: E402
 
 TOKEN = {"Authorization": "Bearer team-a-dev-token"}

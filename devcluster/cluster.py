@@ -21,6 +21,8 @@ from devcluster.daemons import Daemon, DaemonError
 from devcluster.packages import PackagesMissingError, ensure_packages
 from devcluster.spec import ClusterSpec, SpecError, default_state_dir
 from launchers.slurm.shell import CommandError, run
+from launchers.slurm.sinfo import SinfoRow, parse_sinfo, sinfo_argv
+from launchers.slurm.squeue import IDS_ARGV
 from launchers.templates import render
 
 log = logging.getLogger(__name__)
@@ -369,22 +371,21 @@ def _wait_nodes(spec: ClusterSpec, all_daemons: list[Daemon], timeout_s: float) 
 
 
 def _nodes(spec: ClusterSpec) -> list[NodeStatus]:
-    out = _out(["sinfo", "-h", "-N", "-o", "%N|%T|%P"], spec.slurm_env)
     nodes: dict[str, NodeStatus] = {}
-    for line in out.splitlines():
-        name, state, partition = line.split("|")
-        node = nodes.setdefault(name, NodeStatus(name, state.lower(), []))
-        node.partitions.append(partition.rstrip("*"))
+    for row in _sinfo(spec):
+        nodes.setdefault(row.node, NodeStatus(row.node, row.state, [])).partitions.append(row.partition)
     return list(nodes.values())
 
 
 def _partitions(spec: ClusterSpec) -> list[PartitionStatus]:
-    out = _out(["sinfo", "-h", "-o", "%P|%a|%N"], spec.slurm_env)
-    result = []
-    for line in out.splitlines():
-        name, available, nodes = line.split("|")
-        result.append(PartitionStatus(name.rstrip("*"), available, nodes))
-    return result
+    members: dict[str, list[SinfoRow]] = {}
+    for row in _sinfo(spec):
+        members.setdefault(row.partition, []).append(row)
+    return [PartitionStatus(name, rows[0].available, ",".join(r.node for r in rows)) for name, rows in members.items()]
+
+
+def _sinfo(spec: ClusterSpec) -> list[SinfoRow]:
+    return parse_sinfo(_out(sinfo_argv(), spec.slurm_env))
 
 
 def _accounting(spec: ClusterSpec, running: set[str]) -> tuple[bool, str]:
@@ -416,12 +417,12 @@ def _accounting(spec: ClusterSpec, running: set[str]) -> tuple[bool, str]:
 
 def _cancel_all_jobs(spec: ClusterSpec) -> None:
     """Cancel the cluster's jobs before stopping it, so no slurmstepd outlives its slurmd."""
-    ids = _out(["squeue", "-h", "-o", "%A"], spec.slurm_env).split()
+    ids = _out(IDS_ARGV, spec.slurm_env).split()
     if not ids:
         return
     run(["scancel", *ids], env=spec.slurm_env, check=False)
     deadline = time.monotonic() + 15
-    while _out(["squeue", "-h", "-o", "%A"], spec.slurm_env).split() and time.monotonic() < deadline:
+    while _out(IDS_ARGV, spec.slurm_env).split() and time.monotonic() < deadline:
         time.sleep(0.5)
 
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 
@@ -59,7 +61,7 @@ class Daemon:
         """The pid of our running process, or None when it is not running (or the pid was recycled)."""
         try:
             pid_text, start_text = self.pid_file.read_text().split()
-            pid, start = int(pid_text), int(start_text)
+            pid, start = int(pid_text), float(start_text)
         except (FileNotFoundError, ValueError):
             return None
         return pid if _process_start_time(pid) == start else None
@@ -83,8 +85,8 @@ class Daemon:
                 env={**os.environ, **self.env},
                 start_new_session=True,
             )
-        start = _process_start_time(proc.pid)
-        self.pid_file.write_text(f"{proc.pid} {start}\n")
+        start = _process_start_time(proc.pid) or 0.0
+        self.pid_file.write_text(f"{proc.pid} {start:.2f}\n")
         log.info("started %s (pid %d)", self.name, proc.pid)
         return proc.pid
 
@@ -151,18 +153,17 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def _process_start_time(pid: int) -> int | None:
-    """Start time in clock ticks since boot (field 22 of /proc/PID/stat); None for a dead or zombie pid."""
+def _process_start_time(pid: int) -> float | None:
+    """When the process started (seconds since the epoch, as psutil reads it from /proc); None for a dead or
+    zombie pid. With the pid it identifies our process even after the pid is recycled."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        proc = psutil.Process(pid)
+        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            _reap(pid)
+            return None
+        return round(proc.create_time(), 2)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    # The command name (field 2) may contain spaces and parentheses: split after its closing parenthesis.
-    rest = stat[stat.rindex(")") + 2 :].split()
-    if rest[0] in ("Z", "X"):
-        _reap(pid)
-        return None
-    return int(rest[19])
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 
+from examples.intent_classifier import TRAINER_DIR, ensure_dataset
 from gateway.client import ClientError, wait_healthy
 from gateway.config import load_config
-from examples.intent_classifier import TRAINER_DIR, ensure_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 TEAM_A = {"Authorization": "Bearer team-a-dev-token"}

@@ -48,7 +48,7 @@ class JobCreate(Resources):
     algorithm_version: Name | None = None
     dataset_id: Name
     train_data_version_hash: Hash
-    parameters: dict[str, ParamValue] = {}
+    parameters: dict[str, ParamValue] = Field(default_factory=dict)
     partition: Name | None = Field(None, description="one of the team's partitions; default: its first")
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
 

@@ -35,7 +35,22 @@ _EXPORTS = {
     "sweep": "launchers.sweep",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Bind",
+    "ContainerSpec",
+    "GridSpace",
+    "Job",
+    "JobFailedError",
+    "JobSpec",
+    "JobState",
+    "ListSpace",
+    "RandomSpace",
+    "SpecError",
+    "SubmitError",
+    "render_script",
+    "submit",
+    "sweep",
+]
 
 
 def __getattr__(name: str) -> Any:

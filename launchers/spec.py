@@ -21,6 +21,7 @@ RESERVED_ENV_PREFIXES = ("SLURM_", "SLURMD_", "SUBMITIT_", "HOROVOD_", "APPTAINE
 RESERVED_ENV_NAMES = frozenset({"PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "HOME", "CUDA_VISIBLE_DEVICES"})
 MAX_ENV_VALUE_LEN = 32 * 1024
 
+
 class Bind(BaseModel):
     """A bind mount into the container. Apptainer's --bind syntax reserves ':' and ','."""
 
@@ -83,7 +84,7 @@ class JobSpec(Resources):
     # container and trainer
     container: ContainerSpec = ContainerSpec()
     command: tuple[str, ...] = Field(min_length=1)
-    env: dict[str, str] = {}
+    env: dict[str, str] = Field(default_factory=dict)
     # where submitit keeps the job's pickles, per-rank logs and markers
     folder: Path
     # Horovod controller: gloo (default) or MPI through `srun --mpi=pmix`

@@ -17,15 +17,15 @@ import submitit
 from submitit.core import utils as submitit_utils
 
 from launchers.container import python_command
+from launchers.errors import SpecError, SubmitError
 from launchers.job import Job
+from launchers.resources import check_fit
 from launchers.runtime.markers import exit_code_teardown
+from launchers.runtime.task import TrainerTask
 from launchers.slurm import commands
 from launchers.slurm.shell import CommandError, run
-from launchers.errors import SpecError, SubmitError
-from launchers.resources import check_fit
 from launchers.slurm.sinfo import partition_sizes
 from launchers.spec import JobSpec
-from launchers.runtime.task import TrainerTask
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +157,10 @@ def choose_backend(backend: Backend) -> Literal["slurm", "local"]:
 
 def check_partition(spec: JobSpec) -> None:
     """Refuse what the partition cannot hold, before sbatch would queue it forever or reject it obscurely."""
-    nodes = commands.nodes(spec.partition)
-    if not nodes:
+    size = partition_sizes(commands.sinfo(spec.partition)).get(spec.partition)
+    if size is None:
         raise SpecError("partition", f"partition {spec.partition!r} does not exist or has no nodes")
-    size = partition_sizes(nodes)[spec.partition]
     check_fit(spec, spec.partition, size)
-
 
 
 def submit(spec: JobSpec, backend: Backend = "auto", *, check: bool = True) -> Job:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+from importlib.metadata import entry_points
 
 import typer
 
-from gateway.cli import cluster, jobs
+from gateway.cli import jobs
 from gateway.cli.serve import serve
 from gateway.cli.sweep import sweep
 
@@ -16,7 +17,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(cluster.app, name="cluster")
+# Command groups from other distributions: the development cluster (devcluster/) adds `hpcgw cluster`.
+for _plugin in entry_points(group="hpcgw.cli"):
+    app.add_typer(_plugin.load(), name=_plugin.name)
 app.command()(serve)
 jobs.register(app)
 app.command(context_settings={"allow_interspersed_args": False})(sweep)

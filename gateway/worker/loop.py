@@ -199,4 +199,3 @@ class Worker:
             "interval_s": s.interval_s,
             "last_error": s.last_error,
         }
-

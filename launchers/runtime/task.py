@@ -23,6 +23,7 @@ from typing import Any
 
 import submitit
 
+from launchers.runtime.markers import JobMarkers
 from launchers.runtime.rendezvous import (
     EXIT_RENDEZVOUS,
     network_iface,
@@ -31,7 +32,6 @@ from launchers.runtime.rendezvous import (
     wait_for_port,
 )
 from launchers.runtime.topology import HorovodTopology
-from launchers.runtime.markers import JobMarkers
 
 log = logging.getLogger("hpcgw.task")
 

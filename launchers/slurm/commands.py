@@ -11,7 +11,7 @@ from pathlib import Path
 from launchers.slurm import scontrol, squeue
 from launchers.slurm.sacct import SacctRow, comments_argv, parse_sacct, sacct_argv
 from launchers.slurm.shell import CommandError, run
-from launchers.slurm.sinfo import NodeInfo, PartitionSize, parse_nodes, partition_sizes, sinfo_argv
+from launchers.slurm.sinfo import PartitionSize, SinfoRow, parse_sinfo, partition_sizes, sinfo_argv
 
 TIMEOUT_S = 60.0
 
@@ -67,12 +67,12 @@ def find_by_comment(prefix: str) -> dict[str, str]:
     return {**acct, **found}
 
 
-def nodes(partition: str | None = None) -> dict[str, NodeInfo]:
-    return parse_nodes(run(sinfo_argv(partition), timeout_s=30).stdout)
+def sinfo(partition: str | None = None) -> list[SinfoRow]:
+    return parse_sinfo(run(sinfo_argv(partition), timeout_s=30).stdout)
 
 
 def partitions() -> dict[str, PartitionSize]:
-    return partition_sizes(nodes())
+    return partition_sizes(sinfo())
 
 
 def max_array_size() -> int:

@@ -1,21 +1,22 @@
-"""Reading ``sinfo``: one node-oriented query that every caller (the launchers' partition check, the gateway's
-request check, the development cluster's status) reads the same way."""
+"""Reading ``sinfo``: one node-oriented query, one row per (node, partition), that every caller (the launchers'
+partition check, the gateway's request check, the development cluster's status) reads the same way."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DELIMITER = "|"  # node, partition and state names cannot contain it
-FORMAT = "%N|%P|%c|%m|%T|%a"
+FORMAT = DELIMITER.join(("%N", "%P", "%c", "%m", "%T", "%a"))
 
 
-@dataclass
-class NodeInfo:
-    name: str
+@dataclass(frozen=True)
+class SinfoRow:
+    node: str
+    partition: str
     cpus: int
-    mem_mb: int
-    state: str  # sinfo's long form, lower case: idle, mixed, allocated, down, drained, ...
-    partitions: list[str] = field(default_factory=list)
+    mem_mb: int  # 0: not configured
+    state: str  # sinfo's long form, lower case, flags removed: idle, mixed, allocated, down, drained, ...
+    available: str  # the partition's availability: up, down, drain, inact
 
 
 @dataclass(frozen=True)
@@ -30,27 +31,32 @@ def sinfo_argv(partition: str | None = None) -> list[str]:
     return [*argv, "-p", partition] if partition else argv
 
 
-def parse_nodes(text: str) -> dict[str, NodeInfo]:
-    """``sinfo -h -N -o FORMAT``: one line per (node, partition); a node in two partitions appears twice."""
-    nodes: dict[str, NodeInfo] = {}
+def parse_sinfo(text: str) -> list[SinfoRow]:
+    rows = []
     for line in text.splitlines():
         if not line.strip():
             continue
-        name, partition, cpus, mem_mb, state, _available = line.split(DELIMITER)
-        node = nodes.setdefault(
-            name, NodeInfo(name, _count(cpus), _count(mem_mb), state.rstrip("*~#!%$@^-").lower())
+        node, partition, cpus, mem_mb, state, available = line.split(DELIMITER)
+        rows.append(
+            SinfoRow(
+                node=node,
+                partition=partition.rstrip("*"),
+                cpus=_count(cpus),
+                mem_mb=_count(mem_mb),
+                state=state.rstrip("*~#!%$@^-").lower(),
+                available=available,
+            )
         )
-        node.partitions.append(partition.rstrip("*"))
-    return nodes
+    return rows
 
 
-def partition_sizes(nodes: dict[str, NodeInfo]) -> dict[str, PartitionSize]:
-    members: dict[str, list[NodeInfo]] = {}
-    for node in nodes.values():
-        for partition in node.partitions:
-            members.setdefault(partition, []).append(node)
+def partition_sizes(rows: list[SinfoRow]) -> dict[str, PartitionSize]:
+    members: dict[str, list[SinfoRow]] = {}
+    for row in rows:
+        members.setdefault(row.partition, []).append(row)
     return {
-        p: PartitionSize(len(ns), max(n.cpus for n in ns), max(n.mem_mb for n in ns)) for p, ns in members.items()
+        p: PartitionSize(len({r.node for r in rs}), max(r.cpus for r in rs), max(r.mem_mb for r in rs))
+        for p, rs in members.items()
     }
 
 

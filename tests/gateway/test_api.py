@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
+from launchers.slurm.sinfo import PartitionSize
 from tests.gateway.conftest import auth, job_body
 
 
@@ -180,6 +182,11 @@ def test_teams_health_and_metrics(client: TestClient, algorithm: dict) -> None:
     health = client.get("/healthz").json()
     assert health["database"] == "ok" and health["accounting"] == "ok"
     text = client.get("/metrics").text
-    assert 'hpcgw_jobs{team="team-a",state="accepted"} 1' in text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert samples[("hpcgw_jobs", (("state", "accepted"), ("team", "team-a")))] == 1
     assert "hpcgw_poll_cycle_seconds_count" in text and "hpcgw_queue_wait_seconds_sum" in text
     assert client.get("/docs").status_code == 200 and client.get("/openapi.json").status_code == 200

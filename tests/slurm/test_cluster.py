@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from devcluster import ClusterSpec, cluster_status
-from launchers.runtime.markers import JobMarkers
-from launchers.slurm import sacct, wait_until_done
 from examples.smoke import allreduce_reports, submit_allreduce
+from launchers.runtime.markers import JobMarkers
+from launchers.slurm.commands import sacct, wait_until_done
 from launchers.states import JobState
 
 pytestmark = pytest.mark.slurm

@@ -16,10 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
+from examples.intent_classifier import TRAINER_DIR, ensure_dataset
 from gateway.app import create_app
 from gateway.client import wait_healthy
 from gateway.models import Job, JobEvent
-from examples.intent_classifier import TRAINER_DIR, ensure_dataset
 from tests.gateway.conftest import auth, make_config
 
 pytestmark = pytest.mark.slurm

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from launchers import JobFailedError, JobSpec, JobState, SpecError, submit
 from examples.intent_classifier import ensure_dataset, intent_classifier_spec
+from launchers import JobFailedError, JobSpec, JobState, SpecError, submit
 
 pytestmark = pytest.mark.slurm
 DATA = Path(__file__).parent.parent / "data"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from launchers import JobSpec, JobState, ListSpace, sweep
 from devcluster import ClusterSpec, cluster_down, cluster_up
+from launchers import JobSpec, JobState, ListSpace, sweep
 from tests.gateway.conftest import auth
 from tests.slurm.test_gateway import dataset_hash, gateway  # noqa: F401  (fixtures)
 

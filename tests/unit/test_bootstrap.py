@@ -1,8 +1,8 @@
 import pytest
 
+from launchers.runtime.markers import JobMarkers
 from launchers.runtime.rendezvous import network_iface
 from launchers.runtime.topology import BootstrapError, HorovodTopology
-from launchers.runtime.markers import JobMarkers
 
 
 def slurm_env(

@@ -7,7 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.cli.jobs import parse_mem_gb, parse_time_min
+from launchers.slurm.times import parse_duration_min as parse_time_min
+from launchers.slurm.times import parse_mem_gb
 from gateway.client import Client, ClientConfigError, ClientError, resolve
 
 JOB = {

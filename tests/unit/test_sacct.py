@@ -1,4 +1,4 @@
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ def test_parse_captured_sacct_rows() -> None:
         2,
         "n[1-2]",
     )
-    assert done.start == datetime(2026, 11, 23, 2, 29, 33)
+    assert done.start == datetime(2026, 11, 23, 2, 29, 33).astimezone(UTC)  # sacct prints local time
     assert rows["3.0"].is_step and not done.is_step
     failed = rows["4"]
     assert (failed.state, failed.exit_code) == (JobState.FAILED, 3)
@@ -45,21 +45,23 @@ def test_sacct_argv_is_one_call_for_many_jobs() -> None:
 
 
 def test_squeue_pending_positions_per_partition() -> None:
-    from gateway.worker.observe import parse_squeue_pending
+    from launchers.slurm.squeue import DELIMITER, parse_pending
 
-    text = "12|Priority|team-a\n15|Resources|team-b\n13|None|team-a\n"
-    pending = parse_squeue_pending(text)
+    text = "12|Priority|team-a\n15|Resources|team-b\n13|None|team-a\n".replace("|", DELIMITER)
+    pending = parse_pending(text)
     assert (pending["12"].position, pending["13"].position, pending["15"].position) == (1, 2, 1)
     assert pending["12"].reason == "Priority" and pending["13"].reason is None
 
 
 def test_scontrol_fallback_parsing() -> None:
-    from gateway.worker.observe import parse_scontrol_jobs
+    from gateway.worker.observe import from_scontrol
+    from launchers.slurm.scontrol import job_ids, parse_records
 
     line = (
         "JobId=7 JobName=hpcgw-x UserId=root(0) JobState=FAILED Reason=NonZeroExitCode Dependency=(null) "
         "ExitCode=3:0 SubmitTime=2026-11-23T03:00:00 StartTime=2026-11-23T03:00:01 EndTime=2026-11-23T03:00:09"
     )
-    jobs = parse_scontrol_jobs(line + "\nJobId=8 JobState=PENDING Reason=Priority ExitCode=0:0 StartTime=Unknown\n")
+    records = parse_records(line + "\nJobId=8 JobState=PENDING Reason=Priority ExitCode=0:0 StartTime=Unknown\n")
+    jobs = {job_id: from_scontrol(r) for r in records for job_id in job_ids(r)}
     assert (jobs["7"].slurm_state, jobs["7"].exit_code, jobs["7"].reason) == ("FAILED", 3, "NonZeroExitCode")
     assert jobs["7"].end is not None and jobs["8"].start is None and jobs["8"].slurm_state == "PENDING"

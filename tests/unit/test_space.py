@@ -1,7 +1,7 @@
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from launchers.slurm.sacct import expand_array_id, master_id
+from launchers.slurm.ids import expand_array_id, master_id
 from launchers.space import GridSpace, ListSpace, ParameterSpace, RandomSpace, parse_array
 from launchers.sweep import as_env, chunks
 
