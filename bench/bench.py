@@ -30,7 +30,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from devcluster import ClusterSpec  # noqa: E402
+from devcluster import use_local_cluster  # noqa: E402
 from examples.intent_classifier import ensure_dataset  # noqa: E402
 from gateway.client import wait_healthy  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
@@ -488,10 +488,7 @@ def main() -> int:
     parser.add_argument("--get-jobs", type=int, default=1000)
     args = parser.parse_args()
 
-    spec = ClusterSpec.load()
-    if spec is None:
-        raise SystemExit("no local cluster: run `make cluster-up` (or `make bench`, which does)")
-    os.environ.update(spec.slurm_env)
+    use_local_cluster()
     root = Path(tempfile.mkdtemp(prefix="hpcgw-bench-"))
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "host": socket.gethostname()},

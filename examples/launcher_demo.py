@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from devcluster import use_local_cluster
 from examples.intent_classifier import ensure_dataset, intent_classifier_spec
 from launchers.states import JobState
 from launchers.submit import submit
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path(".hpcgw/demo"))
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job")
     args = parser.parse_args(argv)
+    use_local_cluster()
 
     workdir = args.workdir.resolve() / time.strftime("run-%Y%m%d-%H%M%S")
     data_hash = ensure_dataset(args.workdir.resolve() / "datasets" / "intents")

@@ -8,13 +8,13 @@ refuses the well-known development tokens and short ones.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEV_TOKENS = frozenset({"team-a-dev-token", "team-b-dev-token", "admin-dev-token"})
 MIN_TOKEN_LEN = 24
@@ -72,11 +72,16 @@ class PollConfig(BaseModel):
     sacct_chunk: int = Field(5000, ge=1, le=50000)
 
 
-class GatewayConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class GatewayConfig(BaseSettings):
+    """The file's values, with ``HPCGW_<FIELD>`` environment variables winning over them (pydantic-settings):
+    ``HPCGW_DATABASE_URL`` points a deployment at its database without editing the file."""
+
+    model_config = SettingsConfigDict(extra="forbid", env_prefix="HPCGW_")
 
     dev_mode: bool = False
     database_url: str = "sqlite:///gateway.db"
+    # The Slurm cluster this gateway submits to (SLURM_CONF for its Slurm commands); unset: the environment's.
+    slurm_conf: Path | None = None
     dataset_root: Path
     job_root: Path
     container_runtime: Literal["apptainer", "none"] = "apptainer"
@@ -84,6 +89,17 @@ class GatewayConfig(BaseModel):
     teams: dict[str, TeamConfig] = Field(min_length=1)
     tokens: list[TokenConfig] = Field(min_length=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)  # the environment over the file
 
     @field_validator("teams")
     @classmethod
@@ -109,9 +125,8 @@ class GatewayConfig(BaseModel):
         return self
 
     def resolved(self, base: Path) -> GatewayConfig:
-        """Relative paths (and a relative sqlite file) resolved against ``base``; the database URL from the
-        environment (HPCGW_DATABASE_URL) wins over the file's."""
-        url = os.environ.get("HPCGW_DATABASE_URL") or self.database_url
+        """Relative paths (and a relative sqlite file) resolved against ``base``."""
+        url = self.database_url
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
             url = prefix + str((base / url[len(prefix) :]).resolve())
@@ -122,6 +137,7 @@ class GatewayConfig(BaseModel):
                 "database_url": url,
                 "dataset_root": (base / self.dataset_root).resolve(),
                 "job_root": (base / self.job_root).resolve(),
+                "slurm_conf": None if self.slurm_conf is None else (base / self.slurm_conf).resolve(),
                 "tokens": tokens,
             }
         )
@@ -141,7 +157,7 @@ def load_config(path: Path) -> GatewayConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        config = GatewayConfig.model_validate(data)
+        config = GatewayConfig(**data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{path}: {problems}") from None

@@ -1,13 +1,17 @@
-"""Shared fixtures. Tests marked `slurm` run on the real local cluster that `hpcgw cluster up` brings up."""
+"""Shared fixtures. Tests marked `slurm` run on the real local cluster that `hpcgw cluster up` brings up, and
+each of them ends with the Slurm jobs it submitted cancelled, pass or fail, so one failure cannot cascade."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from devcluster import ClusterSpec, cluster_up
+from launchers.slurm.ids import master_id
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +27,30 @@ def cluster() -> Iterator[ClusterSpec]:
         os.environ.pop("SLURM_CONF", None)
     else:
         os.environ["SLURM_CONF"] = previous
+
+
+def _queued(env: dict[str, str]) -> set[str]:
+    """The jobs the default cluster holds that have not ended, one id per array."""
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i"], capture_output=True, text=True, env={**os.environ, **env}, check=False
+    )
+    return {master_id(line.strip()) for line in out.stdout.split()} if out.returncode == 0 else set()
+
+
+@pytest.fixture(autouse=True)
+def _cancel_what_the_test_submitted(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Around every `slurm` test: whatever it left queued or running is cancelled, and the nodes are free
+    before the next test starts."""
+    spec = ClusterSpec.load() if request.node.get_closest_marker("slurm") else None
+    if spec is None:
+        yield
+        return
+    before = _queued(spec.slurm_env)
+    yield
+    leftover = sorted(_queued(spec.slurm_env) - before)
+    if not leftover:
+        return
+    subprocess.run(["scancel", *leftover], env={**os.environ, **spec.slurm_env}, check=False)
+    deadline = time.monotonic() + 60
+    while _queued(spec.slurm_env) & set(leftover) and time.monotonic() < deadline:
+        time.sleep(0.5)

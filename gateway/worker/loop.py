@@ -8,6 +8,7 @@ worker at once and drops the interval to the floor, and quiet cycles double it u
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -51,6 +52,8 @@ class Worker:
     # --- life cycle ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.config.slurm_conf is not None:  # this process's Slurm commands talk to the configured cluster
+            os.environ["SLURM_CONF"] = str(self.config.slurm_conf)
         self.refresh_partitions()
         reconcile(self.engine)
         self._thread = threading.Thread(target=self._loop, name="hpcgw-worker", daemon=True)

@@ -17,7 +17,6 @@ from fastapi.testclient import TestClient
 from devcluster import ClusterSpec, cluster_down, cluster_up
 from launchers import JobSpec, JobState, ListSpace, sweep
 from tests.gateway.conftest import auth
-from tests.slurm.test_gateway import dataset_hash, gateway  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slurm
 TASK = str(Path(__file__).parent.parent / "data" / "sweep_task.py")

@@ -1,0 +1,40 @@
+"""Fixtures of the tests on Slurm: a dataset, and a gateway with its real worker in front of the local cluster.
+
+Every test here ends with its Slurm jobs cancelled (tests/conftest.py), pass or fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from examples.intent_classifier import ensure_dataset
+from gateway.app import create_app
+from tests.gateway.conftest import auth
+from tests.slurm.support import CLASSIFIER, ENV_PRINTER, QUICK, SLEEPER, gateway_config
+
+
+@pytest.fixture
+def dataset_hash(tmp_path: Path) -> str:
+    staging = tmp_path / "staging"
+    digest = ensure_dataset(staging)
+    target = tmp_path / "datasets" / "intents" / digest
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(target)
+    return digest
+
+
+@pytest.fixture
+def gateway(cluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    limits = getattr(request, "param", {})
+    app = create_app(gateway_config(tmp_path, **limits))
+    with TestClient(app) as client:
+        for algorithm in (CLASSIFIER, SLEEPER, ENV_PRINTER, QUICK):
+            response = client.post("/v1/algorithms", json={**algorithm, "team": "team-a"}, headers=auth("admin"))
+            assert response.status_code == 201, response.text
+        yield client
+
+

@@ -1,0 +1,111 @@
+"""What the tests on Slurm share: the algorithms they register, request bodies, and waits on recorded evidence
+(the job's history in the database, sacct), never on catching a state between two polls."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlmodel import Session, col, select
+
+from examples.intent_classifier import TRAINER_DIR
+from gateway.config import GatewayConfig
+from gateway.models import JobEvent
+from tests.gateway.conftest import auth, make_config
+
+DATA = Path(__file__).parent.parent / "data"
+HPCGW = str(Path(sys.executable).with_name("hpcgw"))
+CLASSIFIER = {
+    "name": "intent-classifier",
+    "version": "1.0",
+    "image": "/images/intent-classifier.sif",
+    "command": ["python", "/opt/intent-classifier/train.py"],
+    "local_command": [sys.executable, str(TRAINER_DIR / "train.py")],
+}
+SLEEPER = {
+    "name": "sleeper",
+    "version": "1",
+    "image": "/images/sleeper.sif",
+    "command": ["sleep", "600"],
+    "local_command": [sys.executable, "-c", "import time; time.sleep(600)"],
+}
+QUICK = {
+    "name": "quick",
+    "version": "1",
+    "image": "/images/quick.sif",
+    "command": ["true"],
+    "local_command": [sys.executable, "-c", "print('quick trainer done')"],
+}
+ENV_PRINTER = {
+    "name": "env-printer",
+    "version": "1",
+    "image": "/images/env.sif",
+    "command": ["python", "p.py"],
+    "local_command": [sys.executable, str(DATA / "print_env.py"), "A,B,C,D,JOB_ID,SEED"],
+}
+
+
+def gateway_config(tmp_path: Path, **teams: dict) -> GatewayConfig:
+    config = make_config(tmp_path, f"sqlite:///{tmp_path}/gw.db", poll={"interval_s": 2.0, "floor_s": 0.2})
+    for name, limits in teams.items():
+        config.teams[name] = config.teams[name].model_copy(update=limits)
+    return config
+
+
+def classifier_job(dataset_hash: str, **overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "name": "classifier",
+        "algorithm": "intent-classifier",
+        "dataset_id": "intents",
+        "train_data_version_hash": dataset_hash,
+        "nodes": 2,
+        "tasks_per_node": 2,
+        "time_limit_min": 15,
+        "parameters": {"SEED": 7, "EPOCHS": 3, "LR": 0.3, "BATCH_SIZE": 32, "FC_SIZE": 64},
+    }
+    return body | overrides
+
+
+def sleeper_job(dataset_hash: str, **overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "name": "sleeper",
+        "algorithm": "sleeper",
+        "dataset_id": "intents",
+        "train_data_version_hash": dataset_hash,
+        "time_limit_min": 10,
+    }
+    return body | overrides
+
+
+def wait_for(client: TestClient, job_id: str, states: set[str], user: str = "alice", timeout_s: float = 300) -> dict:
+    """Wait until the job has reached one of ``states``, as its recorded history shows (a phase shorter than a
+    poll is still recorded, from Slurm's start time and the start marker); returns the job as it is now."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = client.get(f"/v1/jobs/{job_id}", headers=auth(user)).json()
+        if job["state"] in states or states & {e.state for e in history(client, job_id)}:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job['state']}: {job}"
+        time.sleep(0.2)
+
+
+def reached_at(client: TestClient, job_id: str, state: str) -> str:
+    """When the job entered ``state`` (ISO, UTC), from its history."""
+    return next(e.at for e in history(client, job_id) if e.state == state).isoformat()
+
+
+def history(client: TestClient, job_id: str) -> list[JobEvent]:
+    with Session(client.app.state.engine) as session:
+        return list(session.exec(select(JobEvent).where(JobEvent.job_id == job_id).order_by(col(JobEvent.id))))
+
+
+def sacct_row(slurm_job_id: str, fields: str = "State,Partition,NNodes,ExitCode") -> list[str]:
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", slurm_job_id, "-o", fields], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return out[0].split("|")
+
+
