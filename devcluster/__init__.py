@@ -10,7 +10,6 @@ from devcluster.cluster import ClusterError, cluster_down, cluster_status, clust
 from devcluster.spec import ClusterSpec
 
 
-
 def use_local_cluster() -> ClusterSpec:
     """Point this process's Slurm commands (and its children's) at the development cluster, as
     ``eval "$(hpcgw cluster env)"`` does for a shell; for the examples and benchmarks, never the runtime."""

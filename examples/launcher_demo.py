@@ -1,4 +1,4 @@
-"""`make demo`: the intent classifier as a 2-node x 2-task Horovod job through `launchers.submit`.
+"""`make demo`: the intent classifier as a 2-node x 2-task Horovod job through `launchers.submission`.
 
 It prints the job's states as they change, each epoch's metrics as rank 0 writes them, and the final state
 from sacct, and exits non-zero unless the job succeeded with one metrics line per epoch.
@@ -15,7 +15,7 @@ from pathlib import Path
 from devcluster import use_local_cluster
 from examples.intent_classifier import ensure_dataset, intent_classifier_spec
 from launchers.states import JobState
-from launchers.submit import submit
+from launchers.submission import submit
 
 
 def main(argv: list[str] | None = None) -> int:

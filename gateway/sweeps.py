@@ -14,7 +14,7 @@ from gateway.models import Job, JobEvent, Sweep
 from gateway.schemas import SweepCreate, SweepPublic, SweepTask, validate_parameters
 from launchers.slurm.sinfo import PartitionSize
 from launchers.states import JobState
-from launchers.sweep import as_env
+from launchers.sweeps import as_env
 
 
 def create_sweep(

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from launchers.space import GridSpace, ListSpace, RandomSpace
     from launchers.spec import Bind, ContainerSpec, JobSpec
     from launchers.states import JobState
-    from launchers.submit import render_script, submit
-    from launchers.sweep import sweep
+    from launchers.submission import render_script, submit
+    from launchers.sweeps import sweep
 
 _EXPORTS = {
     "Bind": "launchers.spec",
@@ -30,9 +30,9 @@ _EXPORTS = {
     "RandomSpace": "launchers.space",
     "SpecError": "launchers.errors",
     "SubmitError": "launchers.errors",
-    "render_script": "launchers.submit",
-    "submit": "launchers.submit",
-    "sweep": "launchers.sweep",
+    "render_script": "launchers.submission",
+    "submit": "launchers.submission",
+    "sweep": "launchers.sweeps",
 }
 
 __all__ = [

@@ -23,7 +23,7 @@ from gateway.jobs import (
 from gateway.models import Job
 from gateway.schemas import JobCreate, JobList, JobPublic, LogTail, MetricsPublic
 from launchers.states import JobState
-from launchers.submit import render_script
+from launchers.submission import render_script
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_LOG_LINES = 10_000

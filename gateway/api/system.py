@@ -86,6 +86,8 @@ def _families(session: Session, config: GatewayConfig, worker: Worker) -> Iterat
     waits: dict[str, list[float]] = defaultdict(list)
     runs: dict[str, list[float]] = defaultdict(list)
     for team, submitted, start, end in started:
+        if start is None:  # the query asked for started jobs only
+            continue
         waits[team].append(max(0.0, (start - submitted).total_seconds()))
         if end is not None:
             runs[team].append(max(0.0, (end - start).total_seconds()))

@@ -23,8 +23,8 @@ from gateway.client import Client, ClientError
 from gateway.schemas import JobCreate, JobPublic
 from launchers.spec import JobSpec
 from launchers.states import JobState
-from launchers.submit import SpecError, SubmitError
-from launchers.submit import submit as launch
+from launchers.submission import SpecError, SubmitError
+from launchers.submission import submit as launch
 
 console = Console()
 err = Console(stderr=True)

@@ -26,8 +26,8 @@ from gateway.client import Client, ClientError
 from gateway.schemas import JobCreate, SweepPublic
 from launchers.space import GridSpace, ListSpace, parse_array
 from launchers.spec import JobSpec
-from launchers.submit import SpecError, SubmitError
-from launchers.sweep import sweep as submit_sweep
+from launchers.submission import SpecError, SubmitError
+from launchers.sweeps import sweep as submit_sweep
 
 err = Console(stderr=True)
 

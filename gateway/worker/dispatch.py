@@ -19,8 +19,8 @@ from launchers.slurm.commands import is_unreachable
 from launchers.slurm.ids import master_id
 from launchers.slurm.shell import CommandError
 from launchers.states import JobState
-from launchers.submit import submit
-from launchers.sweep import submit_array
+from launchers.submission import submit
+from launchers.sweeps import submit_array
 
 log = logging.getLogger(__name__)
 SUBMIT_ERRORS = (SubmitError, SpecError, CommandError, ValueError, OSError)

@@ -61,9 +61,10 @@ class JobMarkers:
 
     def started(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.started_path.read_text())
+            data = json.loads(self.started_path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
+        return data if isinstance(data, dict) else None
 
     def write_exit(self, rank: int, restart: int, code: int) -> None:
         _write_atomic(self.exit_path(rank, restart), f"{code}\n")

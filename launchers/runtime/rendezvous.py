@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from launchers.runtime.topology import BootstrapError, HorovodTopology
 
@@ -44,7 +45,7 @@ def network_iface(env: Mapping[str, str], rendezvous_addr: str) -> str | None:
 
 def start_rendezvous_server(
     topology: HorovodTopology, port: int, on_all_ranks: Callable[[], None] | None = None
-) -> tuple[object, threading.Thread]:
+) -> tuple[Any, threading.Thread]:
     """Host Horovod's Gloo rendezvous. ``on_all_ranks`` runs once every rank finished the global rendezvous,
     i.e. every rank is inside ``hvd.init()`` with its Gloo context connected."""
     from horovod.runner.common.util.hosts import get_host_assignments, parse_hosts

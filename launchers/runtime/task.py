@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import submitit
 
@@ -66,7 +66,7 @@ class TrainerTask(submitit.helpers.Checkpointable):
         env = {**host_env, **self.env, "HPCGW_RESTART_COUNT": str(restart)}
         tag = f"rank {topology.rank}/{topology.size} on {topology.hostname}"
 
-        server = None
+        server: Any = None
         port = 0
         if topology.rank == 0:
             markers.clear_started()
@@ -82,7 +82,7 @@ class TrainerTask(submitit.helpers.Checkpointable):
                     log.error("%s: cannot host the rendezvous on port %d: %s", tag, wanted, exc)
                     markers.write_exit(topology.rank, restart, EXIT_RENDEZVOUS)
                     _exit_now(EXIT_RENDEZVOUS)
-                port = server.server_address[1]  # type: ignore[attr-defined]
+                port = server.server_address[1]
                 markers.write_rendezvous(restart, addr, port)
                 log.info("%s: rendezvous at %s:%d (restart %d)", tag, addr, port, restart)
             else:
@@ -153,7 +153,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
-def _exit_now(code: int) -> None:
+def _exit_now(code: int) -> NoReturn:
     """Leave with the trainer's own exit code; submitit would turn any failure into exit code 1."""
     sys.stdout.flush()
     sys.stderr.flush()

@@ -47,7 +47,9 @@ def expand_tasks_per_node(expr: str) -> list[int]:
 
 def _split_top_level(expr: str) -> list[str]:
     """Split on commas that are not inside brackets."""
-    items, depth, current = [], 0, []
+    items: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in expr:
         if char == "[":
             depth += 1

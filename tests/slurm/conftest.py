@@ -36,5 +36,3 @@ def gateway(cluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator
             response = client.post("/v1/algorithms", json={**algorithm, "team": "team-a"}, headers=auth("admin"))
             assert response.status_code == 201, response.text
         yield client
-
-

@@ -107,5 +107,3 @@ def sacct_row(slurm_job_id: str, fields: str = "State,Partition,NNodes,ExitCode"
         ["sacct", "-X", "-n", "-P", "-j", slurm_job_id, "-o", fields], capture_output=True, text=True, check=True
     ).stdout.split()
     return out[0].split("|")
-
-

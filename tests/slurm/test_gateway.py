@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.gateway.conftest import auth
-from tests.slurm.support import classifier_job, history, sacct_row, sleeper_job, wait_for
+from tests.slurm.support import classifier_job, history, reached_at, sacct_row, sleeper_job, wait_for
 
 pytestmark = pytest.mark.slurm
 

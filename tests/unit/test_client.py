@@ -7,9 +7,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.client import Client, ClientConfigError, ClientError, resolve
 from launchers.slurm.times import parse_duration_min as parse_time_min
 from launchers.slurm.times import parse_mem_gb
-from gateway.client import Client, ClientConfigError, ClientError, resolve
 
 JOB = {
     "id": "j1",

@@ -100,7 +100,7 @@ def test_shell_syntax_in_values_is_accepted_as_data(tmp_path: Path) -> None:
 
 
 def test_local_backend_shows_the_requested_gpus(tmp_path) -> None:
-    from launchers.submit import make_executor
+    from launchers.submission import make_executor
 
     spec = JobSpec(partition="local", tasks_per_node=2, gpus_per_node=2, command=("t",), folder=tmp_path)
     assert make_executor(spec, "local").parameters["gpus_per_node"] == 2

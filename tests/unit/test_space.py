@@ -3,7 +3,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from launchers.slurm.ids import expand_array_id, master_id
 from launchers.space import GridSpace, ListSpace, ParameterSpace, RandomSpace, parse_array
-from launchers.sweep import as_env, chunks
+from launchers.sweeps import as_env, chunks
 
 SPACE = TypeAdapter(ParameterSpace)
 

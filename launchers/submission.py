@@ -146,7 +146,8 @@ def make_executor(spec: JobSpec, backend: Literal["slurm", "local"]) -> submitit
 def render_script(spec: JobSpec) -> str:
     """The exact job script ``submit`` would hand to sbatch, without submitting anything."""
     executor = make_executor(spec, "slurm")
-    return executor._make_submission_file_text(executor._submitit_command_str, "render")  # type: ignore[attr-defined]
+    text: str = executor._make_submission_file_text(executor._submitit_command_str, "render")  # type: ignore[attr-defined]
+    return text
 
 
 def choose_backend(backend: Backend) -> Literal["slurm", "local"]:

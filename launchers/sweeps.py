@@ -16,13 +16,14 @@ from pathlib import Path
 from submitit.core.utils import DelayedSubmission
 
 from launchers.container import python_command
+from launchers.errors import SpecError
 from launchers.job import Job
 from launchers.runtime.task import TrainerTask
 from launchers.slurm.commands import max_array_size
 from launchers.slurm.ids import master_id
 from launchers.space import GridSpace, ListSpace, RandomSpace, Scalar
 from launchers.spec import JobSpec
-from launchers.submit import HpcgwSlurmExecutor, SpecError, check_partition, slurm_parameters
+from launchers.submission import HpcgwSlurmExecutor, check_partition, slurm_parameters
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,70 @@
+"""The table `make bench` prints, with each target marked met or missed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def table(results: dict[str, Any]) -> str:
+    s, t, g, sw, r = (results[k] for k in ("submission", "tracking", "get", "sweep", "time_to_running"))
+    ratio = s["post_1_client"]["p50_ms"] / s["raw_sbatch"]["p50_ms"]
+    rows = [
+        (
+            "submit p50: raw sbatch / launchers.submission / POST 1 client / POST 16 clients (ms)",
+            f"{s['raw_sbatch']['p50_ms']:.1f} / {s['launchers_submit']['p50_ms']:.1f} / "
+            f"{s['post_1_client']['p50_ms']:.1f} / {s['post_16_clients']['p50_ms']:.1f}",
+            "",
+        ),
+        (
+            "submit p95 (same order, ms)",
+            f"{s['raw_sbatch']['p95_ms']:.1f} / {s['launchers_submit']['p95_ms']:.1f} / "
+            f"{s['post_1_client']['p95_ms']:.1f} / {s['post_16_clients']['p95_ms']:.1f}",
+            "",
+        ),
+        (
+            "submit throughput (jobs/s, same order)",
+            f"{s['raw_sbatch']['per_s']:.0f} / {s['launchers_submit']['per_s']:.0f} / "
+            f"{s['post_1_client']['per_s']:.0f} / {s['post_16_clients']['per_s']:.0f}",
+            "",
+        ),
+        ("gateway POST p50 / raw sbatch p50", f"{ratio:.2f}x", _mark(ratio <= 1.5, "<= 1.5x")),
+    ]
+    for count, figures in t.items():
+        rows.append(
+            (
+                f"poll cycle with {count} active jobs: Slurm commands, CPU s, wall s",
+                f"{figures['slurm_commands_per_cycle']}, {figures['cpu_s_per_cycle']:.3f}, "
+                f"{figures['wall_s_per_cycle']:.3f}",
+                _mark(figures["slurm_commands_per_cycle"] <= 2, "<= 2"),
+            )
+        )
+    rows.append(
+        (
+            f"GET /v1/jobs/{{id}} with {g['jobs_tracked']} jobs tracked: p50 / p99 (ms)",
+            f"{g['p50_ms']:.1f} / {g['p99_ms']:.1f}",
+            _mark(g["p99_ms"] < 20, "p99 < 20 ms"),
+        )
+    )
+    rows.append(
+        (
+            f"{sw['tasks']}-task sweep: time, sbatch calls (vs {sw['tasks']} single submits)",
+            f"{sw['sweep_s']:.2f} s, {sw['sweep_sbatch_calls']} (vs {sw['singles_s']:.1f} s, "
+            f"{sw['singles_sbatch_calls']})",
+            _mark(sw["sweep_sbatch_calls"] <= 2 and sw["sweep_s"] < 3, "<= 2 sbatch, < 3 s"),
+        )
+    )
+    rows.append(
+        (
+            "time to all ranks running: raw sbatch+srun / gateway (s, median)",
+            f"{r['raw_sbatch_srun_s']:.2f} / {r['gateway_s']:.2f}",
+            _mark(r["gateway_s"] <= r["raw_sbatch_srun_s"] + 1, "<= raw + 1 s"),
+        )
+    )
+    width = max(len(row[0]) for row in rows)
+    lines = [f"{'measure'.ljust(width)} | figure | target", f"{'-' * width}-|--------|-------"]
+    lines += [f"{name.ljust(width)} | {value} | {target}" for name, value, target in rows]
+    return "\n".join(lines)
+
+
+def _mark(ok: bool, target: str) -> str:
+    return f"met ({target})" if ok else f"MISSED ({target})"

@@ -1,0 +1,218 @@
+"""The benchmarks' shared pieces: statistics, a gateway on the local cluster, request bodies, waits."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from examples.intent_classifier import ensure_dataset
+from gateway.client import wait_healthy
+from launchers.runtime.markers import JobMarkers
+
+TOKEN = {"Authorization": "Bearer team-a-dev-token"}
+TEAM_B = {"Authorization": "Bearer team-b-dev-token"}
+ADMIN = {"Authorization": "Bearer admin-dev-token"}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50_ms": statistics.median(values) * 1e3,
+        "p95_ms": pct(values, 95) * 1e3,
+        "p99_ms": pct(values, 99) * 1e3,
+    }
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def sbatch_hold() -> str:
+    out = subprocess.run(
+        ["sbatch", "--parsable", "--hold", "-p", "team-a", "-o", "/dev/null", "--wrap", "true"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip().split(";")[0]
+
+
+def scancel_all() -> None:
+    subprocess.run(["scancel", "-u", os.environ.get("USER", "root")], check=False)
+    for _ in range(120):
+        if not subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip():
+            return
+        time.sleep(0.5)
+
+
+# --- the gateway under test ------------------------------------------------------------------------------------
+
+CONFIG = """
+dev_mode = true
+database_url = "sqlite:///{root}/bench.db"
+dataset_root = "{root}/datasets"
+job_root = "{root}/jobs"
+container_runtime = "none"
+[poll]
+interval_s = 2.0
+floor_s = 0.2
+[teams.team-a]
+partitions = ["team-a"]
+account = "team-a"
+max_nodes = 2
+max_running_jobs = 2000
+max_queued_jobs = 5000
+[teams.team-b]
+partitions = ["team-b"]
+account = "team-b"
+max_nodes = 2
+max_running_jobs = 2000
+max_queued_jobs = 5000
+[[tokens]]
+user = "bob"
+team = "team-b"
+token = "team-b-dev-token"
+[[tokens]]
+user = "alice"
+team = "team-a"
+token = "team-a-dev-token"
+[[tokens]]
+user = "admin"
+role = "admin"
+token = "admin-dev-token"
+"""
+
+
+@contextmanager
+def gateway(root: Path) -> Iterator[str]:
+    (root / "gateway.toml").write_text(CONFIG.format(root=root))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(root / "gateway.log", "ab")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("hpcgw")),
+            "serve",
+            "--config",
+            str(root / "gateway.toml"),
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, alive=lambda: proc.poll() is None)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+
+
+def register(base: str, root: Path) -> str:
+    digest = ensure_dataset(root / "staging")
+    target = root / "datasets" / "intents" / digest
+    target.parent.mkdir(parents=True, exist_ok=True)
+    (root / "staging").rename(target)
+    quick = {
+        "name": "quick",
+        "version": "1",
+        "team": "team-a",
+        "image": "quick.sif",
+        "command": ["true"],
+        "local_command": [sys.executable, "-c", "pass"],
+    }
+    smoke = {
+        "name": "allreduce",
+        "version": "1",
+        "team": "team-a",
+        "image": "smoke.sif",
+        "command": ["true"],
+        "local_command": [sys.executable, "-m", "examples.smoke"],
+    }
+    for algorithm in (quick, smoke):
+        httpx.post(f"{base}/v1/algorithms", json=algorithm, headers=ADMIN).raise_for_status()
+    return digest
+
+
+def request(digest: str, algorithm: str = "quick", **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "bench",
+        "algorithm": algorithm,
+        "dataset_id": "intents",
+        "train_data_version_hash": digest,
+        "time_limit_min": 5,
+        **extra,
+    }
+
+
+# --- 1. submission ---------------------------------------------------------------------------------------------
+
+
+def _cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def counting_sbatch(root: Path) -> Iterator[Callable[[], int]]:
+    """A wrapper first on PATH that logs each sbatch call before running the real one."""
+    wrappers = root / "count-bin"
+    wrappers.mkdir(exist_ok=True)
+    log = root / "sbatch-calls.log"
+    log.write_text("")
+    real = shutil.which("sbatch")
+    (wrappers / "sbatch").write_text(f'#!/bin/sh\necho call >> "{log}"\nexec {real} "$@"\n')
+    (wrappers / "sbatch").chmod(0o755)
+    previous = os.environ["PATH"]
+    os.environ["PATH"] = f"{wrappers}:{previous}"
+    try:
+        yield lambda: len(log.read_text().split())
+    finally:
+        os.environ["PATH"] = previous
+
+
+# --- 4. time to running ----------------------------------------------------------------------------------------
+
+
+def _wait_marker(markers: JobMarkers, timeout_s: float = 120) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        started = markers.started()
+        if started:
+            return float(started["time"])
+        time.sleep(0.02)
+    raise TimeoutError(f"no start marker in {markers.directory}")
+
+
+def _wait_idle() -> None:
+    for _ in range(600):
+        if not subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip():
+            return
+        time.sleep(0.2)
+
+
+# --- report ----------------------------------------------------------------------------------------------------
