@@ -70,6 +70,9 @@ class PollConfig(BaseModel):
     floor_s: float = Field(0.5, gt=0, le=600)
     # Job ids per sacct call. Array ids are collapsed to one id per array first; 5,000 ids is ~40 kB of argv.
     sacct_chunk: int = Field(5000, ge=1, le=50000)
+    # A job neither accounting nor slurmctld has heard of is declared lost only after this long: slurmdbd
+    # can lag behind slurmctld, and a job that ended leaves slurmctld after MinJobAge.
+    lost_after_s: float = Field(600.0, ge=10, le=86400)
 
 
 class GatewayConfig(BaseSettings):

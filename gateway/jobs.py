@@ -24,7 +24,12 @@ from launchers.slurm.sinfo import PartitionSize
 from launchers.spec import ContainerSpec, JobSpec
 from launchers.states import JobState
 
-ACTIVE_IN_SLURM = (JobState.QUEUED.value, JobState.LAUNCHING.value, JobState.RUNNING.value)
+ACTIVE_IN_SLURM = (
+    JobState.QUEUED.value,
+    JobState.REQUEUED.value,
+    JobState.LAUNCHING.value,
+    JobState.RUNNING.value,
+)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -198,6 +203,7 @@ def build_job(
         train_data_version_hash=request.train_data_version_hash,
         parameters=parameters if parameters is not None else validate_parameters(request.parameters),
         idempotency_key=request.idempotency_key,
+        requeue=request.requeue,
         rerun_of=rerun_of,
         folder="",
     )
@@ -214,6 +220,7 @@ def rerun_request(job: Job) -> JobCreate:
         train_data_version_hash=job.train_data_version_hash,
         parameters=dict(job.parameters),
         partition=job.partition,
+        requeue=job.requeue,
         **stored_resources(job).model_dump(),
     )
 
@@ -246,6 +253,7 @@ def job_spec(config: GatewayConfig, job: Job) -> JobSpec:
         account=job.account,
         qos=job.qos,
         **stored_resources(job).model_dump(),
+        requeue=job.requeue,
         container=container,
         command=tuple(job.command),
         env=env,
@@ -261,6 +269,11 @@ def slurm_comment(job_id: str) -> str:
 def sweep_comment(sweep_id: str, attempt: int) -> str:
     """One comment per array: the tasks of a sweep's attempt share it."""
     return f"hpcgw:sweep:{sweep_id}:{attempt}"
+
+
+def expected_comment(job: Job) -> str:
+    """The comment the job's Slurm job carries: its own, or its sweep attempt's (one per array)."""
+    return sweep_comment(job.sweep_id, job.attempt) if job.sweep_id else slurm_comment(job.id)
 
 
 def job_id_from_comment(comment: str) -> str | None:
@@ -312,6 +325,7 @@ def to_public(job: Job) -> JobPublic:
         parameters=job.parameters,
         idempotency_key=job.idempotency_key,
         rerun_of=job.rerun_of,
+        requeue=job.requeue,
     )
 
 

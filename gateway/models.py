@@ -90,6 +90,7 @@ class Job(SQLModel, table=True):
     cpus_per_task: int
     mem_gb: float | None = None
     time_limit_min: int
+    requeue: bool = True  # Slurm may run the job again after a node failure or preemption
     # what ran
     algorithm: str = Field(max_length=64)
     algorithm_version: str = Field(max_length=64)
@@ -119,6 +120,23 @@ class Job(SQLModel, table=True):
     @property
     def gpus(self) -> int:
         return self.gpus_per_node * self.nodes
+
+
+class JobAttempt(SQLModel, table=True):
+    """One run of a job in Slurm: a requeue (node failure, preemption, time-out with a checkpoint) runs the same
+    Slurm id again, and each run keeps its nodes, times and end state (from ``sacct -D``)."""
+
+    __table_args__ = (UniqueConstraint("job_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", max_length=32, index=True)
+    number: int  # 0 for the first run, then Slurm's restart count
+    slurm_job_id: str = Field(max_length=32)
+    slurm_state: str = Field(max_length=32)
+    node_list: str = Field(default="", max_length=1024)
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    reason: str | None = Field(default=None, max_length=256)
 
 
 class JobEvent(SQLModel, table=True):

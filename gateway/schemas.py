@@ -51,6 +51,7 @@ class JobCreate(Resources):
     parameters: dict[str, ParamValue] = Field(default_factory=dict)
     partition: Name | None = Field(None, description="one of the team's partitions; default: its first")
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    requeue: bool = Field(True, description="let Slurm run the job again after a node failure or preemption")
 
     @field_validator("parameters")
     @classmethod
@@ -87,6 +88,19 @@ class JobPublic(BaseModel):
     parameters: dict[str, str]
     idempotency_key: str | None
     rerun_of: str | None
+    requeue: bool = True
+
+
+class AttemptPublic(BaseModel):
+    """One run of the job in Slurm (a requeue runs the same Slurm id again)."""
+
+    number: int
+    slurm_job_id: str
+    slurm_state: str
+    node_list: str
+    start_time: datetime | None
+    end_time: datetime | None
+    reason: str | None
 
 
 class JobList(BaseModel):

@@ -14,9 +14,9 @@ import submitit
 from submitit.core.utils import pickle_load
 
 from launchers.runtime.markers import JobMarkers
-from launchers.slurm.commands import sacct, scancel
+from launchers.slurm.commands import controller_state, sacct, scancel
 from launchers.slurm.sacct import SacctRow
-from launchers.states import JobState, from_slurm
+from launchers.states import MAY_RUN_AGAIN, JobState, from_slurm, slurm_base_state
 
 
 class JobFailedError(RuntimeError):
@@ -54,6 +54,12 @@ class Job:
         row = self.info()
         if row is None:  # submitted, not yet in accounting
             return JobState.QUEUED
+        if slurm_base_state(row.slurm_state) in MAY_RUN_AGAIN:
+            # Accounting's latest row can be a node failure or requeue that slurmctld has already turned into
+            # the next run: slurmctld's word decides while it still holds the job.
+            live = controller_state(self.job_id)
+            if live is not None and not from_slurm(live).is_terminal:
+                return from_slurm(live, started=started, requeued=True)
         return from_slurm(row.slurm_state, started=started)
 
     def _local_state(self, started: bool) -> JobState:

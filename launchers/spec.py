@@ -92,6 +92,8 @@ class JobSpec(Resources):
     rendezvous_timeout_s: float = Field(60.0, gt=0, le=3600)
     signal_delay_s: int = Field(90, ge=5, le=3600)
     max_requeues: int = Field(3, ge=0, le=100)
+    # Slurm runs the job again after a node failure or preemption (sbatch --requeue); False: it fails instead.
+    requeue: bool = True
     # Slurm's --comment; the gateway stores its job id here, to find the job again after a crash.
     comment: str | None = Field(None, max_length=256, pattern=r"^[A-Za-z0-9_.:@/+-]+$")
 

@@ -13,6 +13,7 @@ from enum import StrEnum
 class JobState(StrEnum):
     ACCEPTED = "accepted"
     QUEUED = "queued"
+    REQUEUED = "requeued"  # an attempt ended (node failure, preemption, time-out, requeue) and Slurm runs it again
     LAUNCHING = "launching"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -30,9 +31,9 @@ TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCE
 # Slurm's base state (sacct/squeue long form) -> ours. RUNNING is resolved by the start marker.
 SLURM_STATE_MAP: dict[str, JobState] = {
     "PENDING": JobState.QUEUED,
-    "REQUEUED": JobState.QUEUED,
-    "REQUEUE_HOLD": JobState.QUEUED,
-    "REQUEUE_FED": JobState.QUEUED,
+    "REQUEUED": JobState.REQUEUED,
+    "REQUEUE_HOLD": JobState.REQUEUED,
+    "REQUEUE_FED": JobState.REQUEUED,
     "RESIZING": JobState.QUEUED,
     "SUSPENDED": JobState.QUEUED,
     "STOPPED": JobState.QUEUED,
@@ -53,6 +54,14 @@ SLURM_STATE_MAP: dict[str, JobState] = {
     "CANCELLED": JobState.CANCELLED,
     "TIMEOUT": JobState.TIMEOUT,
 }
+
+# Slurm states after which Slurm may still run the same job id again: a requeue after a node failure, a
+# preemption, a time-out that a checkpointing trainer turns into a requeue, `scontrol requeue`. Accounting can
+# show such a record as the job's latest for a few seconds before the next attempt's record arrives, so a job
+# in one of them stays open until slurmctld says it is over (or has forgotten it).
+MAY_RUN_AGAIN = frozenset(
+    {"NODE_FAIL", "PREEMPTED", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "BOOT_FAIL", "TIMEOUT", "SPECIAL_EXIT"}
+)
 
 # squeue's compact codes, for the fallback when accounting is absent.
 SQUEUE_SHORT_CODES: dict[str, str] = {
@@ -93,15 +102,15 @@ def from_slurm(raw: str, *, started: bool = True, requeued: bool = False) -> Job
     """Map a Slurm state string to a :class:`JobState`.
 
     ``started`` says whether the trainer's start marker exists; without it a RUNNING job is ``launching``.
-    ``requeued`` marks a PREEMPTED job that Slurm will run again, which the protocol counts as queued.
+    ``requeued`` says an earlier attempt of the job ended and Slurm runs it again: waiting, it is ``requeued``.
     """
     base = slurm_base_state(raw)
     try:
         state = SLURM_STATE_MAP[base]
     except KeyError:
         raise UnknownSlurmStateError(f"unknown Slurm job state {raw!r}") from None
-    if base == "PREEMPTED" and requeued:
-        return JobState.QUEUED
+    if requeued and state is JobState.QUEUED:
+        return JobState.REQUEUED
     if state is JobState.RUNNING and not started:
         return JobState.LAUNCHING
     return state

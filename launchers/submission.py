@@ -100,7 +100,10 @@ def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
         "srun_args": srun_args,
         "setup": list(spec.setup),
         "teardown": exit_code_teardown(spec.folder),
-        "additional_parameters": {"requeue": True, **_extra_sbatch(spec.extra_sbatch)},
+        "additional_parameters": {
+            "requeue" if spec.requeue else "no_requeue": True,
+            **_extra_sbatch(spec.extra_sbatch),
+        },
     }
     if spec.comment:
         params["additional_parameters"]["comment"] = spec.comment

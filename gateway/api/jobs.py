@@ -20,8 +20,8 @@ from gateway.jobs import (
     rerun_request,
     to_public,
 )
-from gateway.models import Job
-from gateway.schemas import JobCreate, JobList, JobPublic, LogTail, MetricsPublic
+from gateway.models import Job, JobAttempt
+from gateway.schemas import AttemptPublic, JobCreate, JobList, JobPublic, LogTail, MetricsPublic
 from launchers.states import JobState
 from launchers.submission import render_script
 
@@ -90,6 +90,15 @@ def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep, worker
     session.commit()
     worker.wake()
     return to_public(job)
+
+
+@router.get("/{job_id}/attempts", response_model=list[AttemptPublic])
+def job_attempts(job_id: str, session: SessionDep, principal: PrincipalDep) -> list[AttemptPublic]:
+    """Each run of the job in Slurm, first to last: a node failure or preemption that Slurm requeued shows
+    as a run that ended (with its nodes and state) followed by the next."""
+    job = get_visible_job(session, principal, job_id)
+    rows = session.exec(select(JobAttempt).where(JobAttempt.job_id == job.id).order_by(col(JobAttempt.number)))
+    return [AttemptPublic.model_validate(row, from_attributes=True) for row in rows]
 
 
 @router.get("/{job_id}/logs", response_model=list[LogTail])

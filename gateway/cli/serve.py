@@ -1,14 +1,12 @@
-"""`hpcgw serve`: run the gateway."""
+"""`hpcgw serve`: run the gateway (the HTTP API and its Slurm worker)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
-import uvicorn
-
-from gateway.config import ConfigError, load_config
 
 
 def serve(
@@ -16,12 +14,25 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
 ) -> None:
-    """Start the HTTP gateway and its Slurm worker."""
+    """Start the HTTP gateway and its Slurm worker. SIGTERM or Ctrl-C: the worker stops dispatching at once,
+    finishes the row it is writing, and the server drains its connections (at most 10 s)."""
+    import uvicorn  # the server's dependencies load only for `serve` (a login node has the client alone)
+
     from gateway.app import create_app
+    from gateway.config import ConfigError, load_config
 
     try:
         settings = load_config(config)
     except ConfigError as exc:
         typer.echo(f"hpcgw serve: error: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10))
+    drain = server.handle_exit
+
+    def handle_exit(sig: int, frame: FrameType | None) -> None:
+        app.state.worker.request_stop()  # before the connections drain, not after: no sbatch after the signal
+        drain(sig, frame)
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
+    server.run()

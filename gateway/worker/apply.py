@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from gateway.worker.observe import JobObservation
+from gateway.worker.reasons import lost_reason, requeue_reason, terminal_reason
 from launchers.slurm.squeue import PendingInfo
 from launchers.states import JobState, from_slurm
 
@@ -22,21 +23,24 @@ class StoredJob(Protocol):
     """What :func:`decide` reads of a job row."""
 
     state: str
+    slurm_job_id: str | None
     slurm_state: str | None
     reason: str | None
     position_in_queue: int | None
     restarts: int
     start_time: datetime | None
+    time_limit_min: int
 
 
 @dataclass(frozen=True)
 class Evidence:
     """Everything known about one job in one cycle."""
 
-    seen: JobObservation | None  # sacct's (or scontrol's) row; None: not in accounting yet
+    seen: JobObservation | None  # sacct's (or scontrol's) view; None: not in accounting yet
     pending: PendingInfo | None = None  # squeue's reason and position while it waits
     started: dict[str, Any] | None = None  # the trainer's start marker (every rank initialised)
     first_failure: tuple[int, int] | None = None  # (rank, exit code) of the first rank that failed
+    lost_after_s: float | None = None  # set when neither accounting nor slurmctld knows the job past the grace
 
 
 @dataclass
@@ -56,34 +60,57 @@ def decide(job: StoredJob, ev: Evidence, now: datetime) -> Transition:
     """The change one cycle's evidence makes to ``job`` (empty when nothing is known yet)."""
     seen, pending = ev.seen, ev.pending
     if seen is None:
+        if ev.lost_after_s is not None:
+            return _lost(job, ev.lost_after_s, now)
         if pending is None:  # neither in accounting nor pending: wait for the next cycle
             return Transition()
         return Transition(fields={"reason": pending.reason, "position_in_queue": pending.position})
-    state = from_slurm(seen.slurm_state, started=ev.started is not None)
+    restarts = max(seen.restarts, job.restarts)
+    # The start marker of an earlier run does not say that this run started.
+    started = ev.started if ev.started is not None and int(ev.started.get("restart", 0)) >= restarts else None
+    requeued = seen.previous is not None or seen.restarts > 0
+    state = from_slurm(seen.slurm_state, started=started is not None, requeued=requeued)
     if state.is_terminal and not seen.settled:
-        return Transition()  # accounting is still filling the record in; look again next cycle
+        return Transition()  # accounting is filling the record in, or Slurm may run it again: next cycle
     fields: dict[str, Any] = {
         "slurm_state": seen.slurm_state,
-        "restarts": int(ev.started["restart"]) if ev.started else job.restarts,
+        "restarts": restarts,
         "start_time": seen.start or job.start_time,
+        "position_in_queue": pending.position if pending and state in (JobState.QUEUED, JobState.REQUEUED) else None,
     }
-    if state is JobState.QUEUED:
+    if state is JobState.REQUEUED:
+        fields["reason"] = _requeue_reason(job, seen, restarts)
+    elif state is JobState.QUEUED:
         fields["reason"] = pending.reason if pending else seen.reason
-        fields["position_in_queue"] = pending.position if pending else None
-    else:
-        fields["position_in_queue"] = None
-        fields["reason"] = seen.reason if state.is_terminal else None
-    if state.is_terminal:
+    elif state.is_terminal:
+        fields["reason"] = terminal_reason(state, seen, ev.first_failure, job.time_limit_min)
         fields["exit_code"] = ev.first_failure[1] if ev.first_failure else seen.exit_code
         fields["end_time"] = seen.end or now
+    else:
+        fields["reason"] = None
     transition = Transition(fields=fields, read_metrics=state is JobState.RUNNING or state.is_terminal)
     current = JobState(job.state)
-    if current in PROGRESSION and state not in (JobState.QUEUED, JobState.CANCELLED):
-        evidence = {JobState.LAUNCHING: seen.start is not None, JobState.RUNNING: ev.started is not None}
+    if current is JobState.REQUEUED and state is not JobState.REQUEUED:
+        current = JobState.QUEUED  # a requeued job goes through the phases again
+    if current in PROGRESSION and state not in (JobState.QUEUED, JobState.REQUEUED, JobState.CANCELLED):
+        evidence = {JobState.LAUNCHING: seen.start is not None, JobState.RUNNING: started is not None}
         for step in PROGRESSION[PROGRESSION.index(current) + 1 :]:
             if step is state or not evidence[step]:
                 break
             transition.history.append((step, "RUNNING", None))
-    if state is not current or transition.history:
+    if state.value != job.state or transition.history:
         transition.history.append((state, seen.slurm_state, fields["reason"]))
     return transition
+
+
+def _requeue_reason(job: StoredJob, seen: JobObservation, restarts: int) -> str:
+    """Named once, when the failed node is known; kept while the job waits (the node may be back by then)."""
+    if job.state == JobState.REQUEUED.value and job.reason and not seen.failed_nodes:
+        return job.reason
+    return requeue_reason(seen.previous, seen.failed_nodes, restarts, held=seen.slurm_state == "REQUEUE_HOLD")
+
+
+def _lost(job: StoredJob, waited_s: float, now: datetime) -> Transition:
+    reason = lost_reason(job.slurm_job_id or "?", waited_s)
+    fields: dict[str, Any] = {"reason": reason, "end_time": now, "position_in_queue": None}
+    return Transition(fields=fields, history=[(JobState.FAILED, job.slurm_state, reason)])

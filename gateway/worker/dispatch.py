@@ -5,6 +5,7 @@ reconciliation looks in Slurm before submitting it again."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
@@ -50,9 +51,10 @@ def prepare_folders(job: Job) -> None:
 
 
 class Dispatcher:
-    def __init__(self, config: GatewayConfig, stats: WorkerStats) -> None:
+    def __init__(self, config: GatewayConfig, stats: WorkerStats, stopping: Callable[[], bool] = lambda: False) -> None:
         self.config = config
         self.stats = stats
+        self.stopping = stopping  # checked before every sbatch: a shutdown waits for one submission at most
         self.max_array_size: int | None = None
 
     def run(self, session: Session) -> Outcome:
@@ -70,6 +72,8 @@ class Dispatcher:
                 continue
             running, gpus = active_counts(session, team_name)
             for job in waiting:
+                if self.stopping():
+                    return outcome
                 if running >= team.max_running_jobs or gpus + job.gpus > team.max_gpus:
                     break  # in order: a later, smaller job does not overtake
                 one = self._single(session, job)
@@ -94,6 +98,8 @@ class Dispatcher:
             groups.setdefault((job.sweep_id or "", job.attempt), []).append(job)
         outcome = Outcome.NOTHING
         for (sweep_id, attempt), tasks in groups.items():
+            if self.stopping():
+                break
             outcome = self._array(session, sweep_id, attempt, tasks)
             if outcome is Outcome.UNREACHABLE:
                 break

@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from gateway.config import GatewayConfig
-from gateway.jobs import ACTIVE_IN_SLURM, record_state
-from gateway.models import Job, utcnow
+from gateway.jobs import ACTIVE_IN_SLURM, expected_comment, record_state
+from gateway.models import Job, JobAttempt, utcnow
 from gateway.worker.apply import Evidence, Transition, decide
 from gateway.worker.dispatch import Dispatcher, Outcome
 from gateway.worker.metrics import MetricsReader
-from gateway.worker.observe import Observations, observe
+from gateway.worker.observe import Identity, JobObservation, Observations, observe
 from gateway.worker.reconcile import reconcile
 from gateway.worker.stats import WorkerStats
 from launchers.runtime.markers import JobMarkers
@@ -41,13 +42,15 @@ class Worker:
         self.engine = engine
         self.config = config
         self.stats = WorkerStats(interval_s=config.poll.floor_s)
-        self.dispatcher = Dispatcher(config, self.stats)
+        self._stop = threading.Event()
+        self.dispatcher = Dispatcher(config, self.stats, stopping=self._stop.is_set)
         self.metrics = MetricsReader()
         self.partition_sizes: dict[str, PartitionSize] = {}
         self._partitions_at = 0.0
         self._wake = threading.Event()
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_seen: dict[str, datetime] = {}  # Slurm id -> when this worker last saw it in Slurm
+        self._attempts_seen: dict[str, tuple[object, ...]] = {}
 
     # --- life cycle ----------------------------------------------------------------------------------------
 
@@ -59,7 +62,14 @@ class Worker:
         self._thread = threading.Thread(target=self._loop, name="hpcgw-worker", daemon=True)
         self._thread.start()
 
+    def request_stop(self) -> None:
+        """From a signal handler: no further sbatch, no further row; :meth:`stop` then waits for the thread."""
+        self._stop.set()
+        self._wake.set()
+
     def stop(self) -> None:
+        """Stop within a second: the dispatcher checks between sbatch calls and the poll between rows, so the
+        row being written is finished and nothing is left half-dispatched."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -90,8 +100,10 @@ class Worker:
         if time.monotonic() - self._partitions_at > PARTITION_REFRESH_S:
             self.refresh_partitions()
         changed = self.cancel_requested()
-        changed |= self.dispatch()
-        changed |= self.poll()
+        if not self._stop.is_set():
+            changed |= self.dispatch()
+        if not self._stop.is_set():
+            changed |= self.poll()
         elapsed = time.perf_counter() - started
         self.stats.cycles += 1
         self.stats.last_cycle_s = elapsed
@@ -136,17 +148,32 @@ class Worker:
             ).all()
             if not active:
                 return False
+            now = utcnow()
+            wanted = {
+                j.slurm_job_id: Identity(expected_comment(j), _aware(j.slurm_submit_time))
+                for j in active
+                if j.slurm_job_id
+            }
+            overdue = {j.slurm_job_id for j in active if j.slurm_job_id and self._overdue(j, now)}
             obs = observe(
-                [j.slurm_job_id for j in active if j.slurm_job_id],
-                want_pending=any(j.state == JobState.QUEUED.value for j in active),
+                wanted,
+                want_pending=any(j.state in (JobState.QUEUED.value, JobState.REQUEUED.value) for j in active),
                 chunk=self.config.poll.sacct_chunk,
+                confirm_missing=overdue - set(self._last_seen) if overdue else None,
             )
             self._record_health(obs)
             changed = False
             for job in active:
-                changed |= self.apply(session, job, obs)
+                if self._stop.is_set():
+                    break  # shutting down: what is written stays consistent, the rest waits for the next start
+                changed |= self.apply(session, job, obs, now)
             session.commit()
             return changed
+
+    def _overdue(self, job: Job, now: datetime) -> bool:
+        """In Slurm for longer than the lost grace, and never seen in accounting or in the queue since."""
+        submitted = _aware(job.slurm_submit_time)
+        return submitted is not None and (now - submitted).total_seconds() > self.config.poll.lost_after_s
 
     def _record_health(self, obs: Observations) -> None:
         self.stats.poll_cycles += 1
@@ -156,20 +183,55 @@ class Worker:
         if obs.error:
             self.stats.last_error = obs.error
 
-    def apply(self, session: Session, job: Job, obs: Observations) -> bool:
+    def apply(self, session: Session, job: Job, obs: Observations, now: datetime) -> bool:
         """Gather the job's evidence, decide, write. Returns whether anything the API shows changed."""
         slurm_id = job.slurm_job_id or ""
         seen = obs.jobs.get(slurm_id)
+        pending = obs.pending.get(slurm_id)
+        if seen is not None or pending is not None:
+            self._last_seen[slurm_id] = now
         markers = JobMarkers(Path(job.submit_folder), slurm_id)
         terminal = seen is not None and seen.settled and from_slurm(seen.slurm_state).is_terminal
+        lost = (
+            seen is None
+            and pending is None
+            and obs.accounting_ok
+            and obs.known_to_controller is not None
+            and slurm_id not in obs.known_to_controller
+            and slurm_id not in self._last_seen
+            and self._overdue(job, now)
+        )
+        submitted = _aware(job.slurm_submit_time)
         evidence = Evidence(
             seen=seen,
-            pending=obs.pending.get(slurm_id),
+            pending=pending,
             started=markers.started() if seen is not None else None,
             first_failure=markers.first_failure() if terminal else None,
+            lost_after_s=(now - submitted).total_seconds() if lost and submitted else None,
         )
-        transition = decide(job, evidence, utcnow())
-        return self.write(session, job, transition)
+        transition = decide(job, evidence, now)
+        if seen is not None and seen.attempts:
+            self._record_attempts(session, job, seen)
+        changed = self.write(session, job, transition)
+        if transition.state is not None and transition.state.is_terminal:
+            self._last_seen.pop(slurm_id, None)
+        return changed
+
+    def _record_attempts(self, session: Session, job: Job, seen: JobObservation) -> None:
+        """One row per run (``sacct -D``), written only when a run was added or changed."""
+        key = tuple((a.slurm_state, a.node_list, a.start, a.end) for a in seen.attempts)
+        if self._attempts_seen.get(job.id) == key:
+            return
+        existing = {a.number: a for a in session.exec(select(JobAttempt).where(JobAttempt.job_id == job.id))}
+        for number, attempt in enumerate(seen.attempts):
+            row = existing.get(number) or JobAttempt(
+                job_id=job.id, number=number, slurm_job_id=job.slurm_job_id or "", slurm_state=attempt.slurm_state
+            )
+            row.slurm_state, row.node_list = attempt.slurm_state, attempt.node_list
+            row.start_time, row.end_time = attempt.start, attempt.end
+            row.reason = attempt.reason
+            session.add(row)
+        self._attempts_seen[job.id] = key
 
     def write(self, session: Session, job: Job, transition: Transition) -> bool:
         before = (job.state, job.slurm_state, job.reason, job.position_in_queue, len(job.metrics))
@@ -202,3 +264,8 @@ class Worker:
             "interval_s": s.interval_s,
             "last_error": s.last_error,
         }
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without their zone; the gateway stores UTC."""
+    return value if value is None or value.tzinfo is not None else value.replace(tzinfo=UTC)

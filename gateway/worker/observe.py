@@ -1,27 +1,51 @@
-"""What the worker reads from Slurm in one cycle: one sacct call for every active job (chunked), at most one
-squeue for pending reasons and queue positions.
+"""What the worker reads from Slurm in one cycle: one ``sacct -D`` call for every active job (chunked), at most
+one squeue for pending reasons and queue positions, and, only in cycles that need it, one ``scontrol show job``
+(is a job in a state Slurm may come back from really over?) and one sinfo (which node failed?).
 
-When accounting does not answer, one ``scontrol show job`` call (every job slurmctld still holds) stands in for
-sacct. Nothing here ever concludes that a job failed because a command failed.
+A Slurm job id counts as ours only with the comment the gateway gave it (when accounting has stored it) and a
+submit time no earlier than the gateway's own sbatch: after a controller state reset, ids are reused. Nothing
+here ever concludes that a job failed because a command failed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from launchers.slurm import commands
+from launchers.slurm.hostlist import expand_hostlist
 from launchers.slurm.ids import expand_array_id, master_id
 from launchers.slurm.sacct import SacctRow
 from launchers.slurm.scontrol import job_ids
 from launchers.slurm.shell import CommandError
 from launchers.slurm.squeue import PendingInfo
 from launchers.slurm.times import parse_timestamp
-from launchers.states import slurm_base_state
+from launchers.states import MAY_RUN_AGAIN, from_slurm, slurm_base_state
 
 log = logging.getLogger(__name__)
+SUBMIT_SLACK = timedelta(minutes=5)  # clock skew between the gateway and slurmctld that is still "the same job"
+NODE_DOWN_STATES = frozenset({"down", "drained", "draining", "drain", "fail", "failing", "unknown"})
+
+
+@dataclass(frozen=True)
+class Identity:
+    """How the worker recognises its own Slurm job behind an id."""
+
+    comment: str | None
+    submitted: datetime | None  # when sbatch returned to the gateway
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a job: Slurm runs the same id again after a requeue, and ``sacct -D`` keeps each run's row."""
+
+    slurm_state: str
+    node_list: str
+    start: datetime | None
+    end: datetime | None
+    reason: str | None = None
 
 
 @dataclass
@@ -34,7 +58,13 @@ class JobObservation:
     submit: datetime | None = None
     start: datetime | None = None
     end: datetime | None = None
-    settled: bool = True  # False: terminal in Slurm, but accounting has not filled the record in yet
+    settled: bool = True  # False: not final yet (accounting filling the record in, or Slurm may run it again)
+    exit_signal: int = 0
+    node_list: str = ""
+    restarts: int = 0
+    attempts: list[Attempt] = field(default_factory=list)  # every run so far, the current one last
+    previous: Attempt | None = None  # the run that ended in a state Slurm came back from: why it was requeued
+    failed_nodes: list[str] = field(default_factory=list)  # nodes of the failed run that Slurm has marked down
 
 
 @dataclass
@@ -45,31 +75,41 @@ class Observations:
     accounting_ok: bool = True
     source: str = "sacct"
     error: str | None = None
+    known_to_controller: set[str] | None = None  # ids slurmctld holds, when this cycle asked (None: did not ask)
 
 
-def observe(job_ids_: Sequence[str], *, want_pending: bool, chunk: int = 500) -> Observations:
+def is_ours(identity: Identity | None, comment: str, submit: datetime | None) -> bool:
+    if identity is None:
+        return True
+    if identity.comment and comment:
+        return comment == identity.comment
+    if identity.submitted is not None and submit is not None:
+        return submit >= identity.submitted - SUBMIT_SLACK
+    return True
+
+
+def observe(
+    wanted: Mapping[str, Identity],
+    *,
+    want_pending: bool,
+    chunk: int = 500,
+    confirm_missing: set[str] | None = None,
+) -> Observations:
+    """``confirm_missing``: ids the caller would declare lost if slurmctld does not hold them either."""
     obs = Observations()
-    # An array's id covers all its elements: a 1,000-task sweep is one id on sacct's command line.
-    query = sorted({master_id(j) for j in job_ids_}, key=lambda j: (len(j), j))
-    if query:
+    if wanted:
         try:
-            obs.commands += -(-len(query) // chunk)
-            for row in commands.sacct(query, chunk=chunk):
-                for job_id in expand_array_id(row.job_id):
-                    obs.jobs[job_id] = from_sacct(row)
+            obs.jobs = _from_accounting(wanted, chunk, obs)
         except CommandError as exc:
             obs.accounting_ok, obs.error = False, _first_line(exc)
             log.warning("sacct failed (%s); falling back to scontrol", obs.error)
             obs.jobs, obs.source = {}, "scontrol"
-            try:
-                obs.commands += 1
-                for record in commands.scontrol_jobs():
-                    observation = from_scontrol(record)
-                    for one in job_ids(record):
-                        obs.jobs[one] = observation
-            except CommandError as exc2:
-                obs.error = f"{obs.error}; scontrol failed too: {_first_line(exc2)}"
-                obs.source = "none"
+            _from_controller_only(wanted, obs)
+        else:
+            again = {i for i, o in obs.jobs.items() if o.slurm_state in MAY_RUN_AGAIN}
+            if again or confirm_missing:
+                _confirm_with_controller(wanted, again, obs)
+            _name_failed_nodes(obs)
     if want_pending:
         try:
             obs.commands += 1
@@ -79,28 +119,132 @@ def observe(job_ids_: Sequence[str], *, want_pending: bool, chunk: int = 500) ->
     return obs
 
 
-def from_sacct(row: SacctRow) -> JobObservation:
+def _from_accounting(wanted: Mapping[str, Identity], chunk: int, obs: Observations) -> dict[str, JobObservation]:
+    # An array's id covers all its elements: a 1,000-task sweep is one id on sacct's command line.
+    query = sorted({master_id(j) for j in wanted}, key=lambda j: (len(j), j))
+    obs.commands += -(-len(query) // chunk)
+    runs: dict[str, list[SacctRow]] = {}
+    for row in commands.sacct(query, chunk=chunk, attempts=True):
+        for job_id in expand_array_id(row.job_id):
+            if job_id in wanted and is_ours(wanted[job_id], row.comment, row.submit):
+                runs.setdefault(job_id, []).append(row)
+    return {job_id: from_runs(rows) for job_id, rows in runs.items()}
+
+
+def from_runs(rows: list[SacctRow]) -> JobObservation:
+    """A job's ``sacct -D`` rows, oldest first: the last is the current run."""
+    current = rows[-1]
+    attempts = [Attempt(slurm_base_state(r.slurm_state), r.node_list, r.start, r.end, _reason(r.reason)) for r in rows]
+    previous = attempts[-2] if len(attempts) > 1 and attempts[-2].slurm_state in MAY_RUN_AGAIN else None
     return JobObservation(
-        slurm_state=slurm_base_state(row.slurm_state),
-        exit_code=row.exit_code,
-        reason=None if row.reason in ("", "None") else row.reason,
-        submit=row.submit,
-        start=row.start,
-        end=row.end,
-        settled=row.settled if row.state.is_terminal else True,
+        slurm_state=slurm_base_state(current.slurm_state),
+        exit_code=current.exit_code,
+        exit_signal=current.exit_signal,
+        reason=_reason(current.reason),
+        submit=current.submit,
+        start=current.start,
+        end=current.end,
+        settled=current.settled if current.state.is_terminal else True,
+        node_list=current.node_list,
+        restarts=len(rows) - 1,
+        attempts=attempts,
+        previous=previous,
     )
+
+
+def from_sacct(row: SacctRow) -> JobObservation:
+    return from_runs([row])
 
 
 def from_scontrol(record: dict[str, str]) -> JobObservation:
-    code = record.get("ExitCode", "0:0").split(":", 1)[0]
+    code, _, signal = record.get("ExitCode", "0:0").partition(":")
+    restarts = record.get("Restarts", "0")
     return JobObservation(
         slurm_state=slurm_base_state(record.get("JobState", "UNKNOWN")),
         exit_code=int(code) if code.isdigit() else None,
-        reason=None if record.get("Reason") in (None, "None") else record["Reason"],
+        exit_signal=int(signal) if signal.isdigit() else 0,
+        reason=_reason(record.get("Reason")),
         submit=parse_timestamp(record.get("SubmitTime")),
         start=parse_timestamp(record.get("StartTime")),
         end=parse_timestamp(record.get("EndTime")),
+        node_list=record.get("NodeList", "") if record.get("NodeList") != "(null)" else "",
+        restarts=int(restarts) if restarts.isdigit() else 0,
     )
+
+
+def _controller(wanted: Mapping[str, Identity], obs: Observations) -> dict[str, JobObservation] | None:
+    """slurmctld's record of every job it holds that is one of ours; None when it does not answer."""
+    try:
+        obs.commands += 1
+        records = commands.scontrol_jobs()
+    except CommandError as exc:
+        obs.error = f"{obs.error + '; ' if obs.error else ''}scontrol failed: {_first_line(exc)}"
+        return None
+    held: dict[str, JobObservation] = {}
+    for record in records:
+        observation = from_scontrol(record)
+        for one in job_ids(record):
+            if one in wanted and is_ours(wanted[one], record.get("Comment", ""), observation.submit):
+                held[one] = observation
+    obs.known_to_controller = set(held)
+    return held
+
+
+def _from_controller_only(wanted: Mapping[str, Identity], obs: Observations) -> None:
+    held = _controller(wanted, obs)
+    if held is None:
+        obs.source = "none"
+        return
+    for job_id, observation in held.items():
+        obs.jobs[job_id] = observation  # slurmctld's own word: a state it holds is not waiting for accounting
+
+
+def _confirm_with_controller(wanted: Mapping[str, Identity], again: set[str], obs: Observations) -> None:
+    """Accounting's latest row is a state Slurm may come back from: slurmctld says whether it did."""
+    held = _controller(wanted, obs)
+    for job_id in again:
+        seen = obs.jobs[job_id]
+        if held is None:
+            seen.settled = False  # cannot tell; look again next cycle
+            continue
+        live = held.get(job_id)
+        if live is None or from_slurm(live.slurm_state).is_terminal:
+            if live is not None:
+                seen.restarts = max(seen.restarts, live.restarts)
+            continue  # slurmctld forgot it, or holds it ended: the row is final
+        ended = seen.attempts[-1] if seen.attempts else Attempt(seen.slurm_state, seen.node_list, seen.start, seen.end)
+        live.attempts = [*seen.attempts, Attempt(live.slurm_state, live.node_list, live.start, None, live.reason)]
+        live.previous = ended
+        live.restarts = max(live.restarts, seen.restarts + 1)
+        obs.jobs[job_id] = live
+
+
+def _name_failed_nodes(obs: Observations) -> None:
+    """For a run that ended in NODE_FAIL: which of its nodes Slurm has marked down (one sinfo, when needed)."""
+    failed = {
+        job_id: attempt
+        for job_id, seen in obs.jobs.items()
+        for attempt in (seen.previous, seen.attempts[-1] if seen.attempts else None)
+        if attempt is not None and attempt.slurm_state == "NODE_FAIL"
+    }
+    if not failed:
+        return
+    try:
+        obs.commands += 1
+        down = {row.node for row in commands.sinfo() if row.state in NODE_DOWN_STATES}
+    except CommandError as exc:
+        log.warning("sinfo failed: %s", _first_line(exc))
+        return
+    for job_id, attempt in failed.items():
+        try:
+            nodes = expand_hostlist(attempt.node_list)
+        except ValueError:
+            continue
+        obs.jobs[job_id].failed_nodes = [n for n in nodes if n in down]
+
+
+def _reason(text: str | None) -> str | None:
+    return None if text in (None, "", "None") else text
 
 
 def _first_line(exc: Exception) -> str:

@@ -35,12 +35,15 @@ def scancel(job_ids: Iterable[str]) -> None:
         run(["scancel", *ids], timeout_s=TIMEOUT_S)
 
 
-def sacct(job_ids: Iterable[str], *, all_steps: bool = False, chunk: int = 5000) -> list[SacctRow]:
-    """Accounting rows for ``job_ids``, in calls of at most ``chunk`` ids."""
+def sacct(
+    job_ids: Iterable[str], *, all_steps: bool = False, attempts: bool = False, chunk: int = 5000
+) -> list[SacctRow]:
+    """Accounting rows for ``job_ids``, in calls of at most ``chunk`` ids; ``attempts``: a row per run."""
     ids = list(job_ids)
     rows: list[SacctRow] = []
     for start in range(0, len(ids), chunk):
-        out = run(sacct_argv(ids[start : start + chunk], all_steps=all_steps), timeout_s=TIMEOUT_S).stdout
+        argv = sacct_argv(ids[start : start + chunk], all_steps=all_steps, attempts=attempts)
+        out = run(argv, timeout_s=TIMEOUT_S).stdout
         rows += parse_sacct(out)
     return rows
 
@@ -57,6 +60,17 @@ def queued_ids() -> list[str]:
 def scontrol_jobs() -> list[dict[str, str]]:
     """Every job slurmctld still holds (for ``MinJobAge`` after it ended), one record each."""
     return scontrol.parse_records(run(scontrol.SHOW_JOBS_ARGV, timeout_s=TIMEOUT_S).stdout)
+
+
+def controller_state(job_id: str) -> str | None:
+    """The state slurmctld holds the job in, or None once it has forgotten the job (MinJobAge after its end)."""
+    proc = run(["scontrol", "-o", "show", "job", job_id], timeout_s=TIMEOUT_S, check=False)
+    if proc.returncode != 0:
+        if "Invalid job id" in proc.stderr:
+            return None
+        raise CommandError(("scontrol", "-o", "show", "job", job_id), proc.returncode, proc.stdout, proc.stderr)
+    records = scontrol.parse_records(proc.stdout)
+    return records[0].get("JobState") if records else None
 
 
 def find_by_comment(prefix: str) -> dict[str, str]:

@@ -30,6 +30,7 @@ FIELDS: tuple[str, ...] = (
     "End",
     "Elapsed",
     "Reason",
+    "Comment",  # last: user text; the gateway's comment names its job (a reused Slurm id has another)
 )
 
 
@@ -50,6 +51,7 @@ class SacctRow:
     end: datetime | None
     elapsed: str
     reason: str
+    comment: str = ""
 
     @property
     def is_step(self) -> bool:
@@ -66,23 +68,28 @@ class SacctRow:
         return from_slurm(self.slurm_state)
 
 
-def sacct_argv(job_ids: Iterable[str], *, all_steps: bool = False, extra: Sequence[str] = ()) -> list[str]:
+def sacct_argv(
+    job_ids: Iterable[str], *, all_steps: bool = False, attempts: bool = False, extra: Sequence[str] = ()
+) -> list[str]:
+    """``attempts`` (``-D``): one row per attempt of a requeued job, oldest first, not only the latest."""
     ids = ",".join(job_ids)
     argv = ["sacct", "-n", "-P", f"--delimiter={DELIMITER}", "-o", ",".join(FIELDS), "-j", ids]
+    if attempts:
+        argv.insert(1, "-D")
     if not all_steps:
         argv.insert(1, "-X")
     return [*argv, *extra]
 
 
-def parse_sacct(text: str) -> list[SacctRow]:
+def parse_sacct(text: str, fields: Sequence[str] = FIELDS) -> list[SacctRow]:
+    """Rows printed with ``fields`` (the argv's). A line with the wrong number of fields is the tail of a comment
+    with a newline in it (someone else's job under a reused id): it is skipped, never misread."""
     rows = []
     for line in text.splitlines():
-        if not line.strip():
-            continue
         parts = line.split(DELIMITER)
-        if len(parts) != len(FIELDS):
-            raise ValueError(f"sacct row has {len(parts)} fields, expected {len(FIELDS)}: {line!r}")
-        f = dict(zip(FIELDS, parts, strict=True))
+        if len(parts) != len(fields):
+            continue
+        f = dict(zip(fields, parts, strict=True))
         code, _, sig = f["ExitCode"].partition(":")
         rows.append(
             SacctRow(
@@ -101,6 +108,7 @@ def parse_sacct(text: str) -> list[SacctRow]:
                 end=parse_timestamp(f["End"]),
                 elapsed=f["Elapsed"],
                 reason=f["Reason"],
+                comment=f.get("Comment", ""),
             )
         )
     return rows

@@ -8,7 +8,7 @@ from launchers.states import SLURM_STATE_MAP, TERMINAL_STATES, JobState, Unknown
     [
         ("PENDING", JobState.QUEUED),
         ("PD", JobState.QUEUED),
-        ("REQUEUED", JobState.QUEUED),
+        ("REQUEUED", JobState.REQUEUED),
         ("COMPLETED", JobState.SUCCEEDED),
         ("FAILED", JobState.FAILED),
         ("OUT_OF_MEMORY", JobState.FAILED),
@@ -31,7 +31,8 @@ def test_running_without_start_marker_is_launching() -> None:
 
 def test_preempted_depends_on_requeue() -> None:
     assert from_slurm("PREEMPTED") is JobState.FAILED
-    assert from_slurm("PREEMPTED", requeued=True) is JobState.QUEUED
+    assert from_slurm("PENDING", requeued=True) is JobState.REQUEUED  # an earlier attempt ended; Slurm runs it again
+    assert from_slurm("REQUEUED") is JobState.REQUEUED
 
 
 def test_unknown_state_is_loud() -> None:

@@ -1,0 +1,202 @@
+"""What the fake Slurm prints: each command's output in the format the real one prints it (captured from the
+local cluster: tests/data/sacct_3jobs_with_steps.txt and tests/data/requeue/), built from the fake's jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from launchers.slurm import sacct, sinfo, squeue
+
+# The states Slurm no longer runs: a job in one of them has an end time (once accounting has settled it).
+ENDED = frozenset(
+    {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL"}
+)
+
+
+@dataclass
+class Run:
+    """One run of a job (``sacct -D`` prints one row per run; requeues add runs)."""
+
+    state: str = "PENDING"
+    start: datetime | None = None
+    end: datetime | None = None
+    exit_code: int = 0
+    signal: int = 0
+    node_list: str = ""
+    reason: str = "None"
+
+
+@dataclass
+class FakeJob:
+    job_id: str  # "100", or "100_3" for an array element
+    raw_id: str  # JobIDRaw: an array element gets its own number once it leaves the pending range
+    name: str
+    comment: str
+    partition: str
+    account: str
+    nodes: int
+    time_limit_min: int
+    submit: datetime
+    array_id: str | None = None
+    array_index: int | None = None
+    array_limit: int | None = None  # the %K of --array
+    runs: list[Run] = field(default_factory=lambda: [Run()])
+    settled: bool = True  # False: accounting shows the end state without an end time yet
+    in_controller: bool = True  # False: slurmctld forgot it (MinJobAge after the end); accounting still has it
+    in_accounting: bool = True  # False: slurmdbd has not heard of it yet
+    priority: int = 0
+    cancelled_by: int = 0
+
+    @property
+    def run(self) -> Run:
+        return self.runs[-1]
+
+    @property
+    def state(self) -> str:
+        return self.run.state
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED
+
+    @property
+    def pending(self) -> bool:
+        return self.state == "PENDING"
+
+
+def timestamp(value: datetime | None, missing: str = "Unknown") -> str:
+    """Slurm prints local time without an offset."""
+    return missing if value is None else value.astimezone().strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _elapsed(run: Run, now: datetime) -> str:
+    if run.start is None:
+        return "00:00:00"
+    seconds = int(((run.end or now) - run.start).total_seconds())
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _state_text(job: FakeJob, run: Run) -> str:
+    return f"CANCELLED by {job.cancelled_by}" if run.state == "CANCELLED" else run.state
+
+
+def pending_range(master: str, elements: list[FakeJob]) -> str:
+    """``100_[1-3%2]``: how sacct and squeue print the elements still pending as one record."""
+    spans: list[list[int]] = []
+    for index in sorted(e.array_index or 0 for e in elements):
+        if spans and index == spans[-1][1] + 1:
+            spans[-1][1] = index
+        else:
+            spans.append([index, index])
+    parts = [str(low) if low == high else f"{low}-{high}" for low, high in spans]
+    limit = elements[0].array_limit
+    return f"{master}_[{','.join(parts)}{f'%{limit}' if limit else ''}]"
+
+
+def grouped(jobs: Iterable[FakeJob]) -> list[tuple[str, FakeJob, list[FakeJob]]]:
+    """(printed id, representative, members): an array's pending elements collapse into one range record."""
+    out: list[tuple[str, FakeJob, list[FakeJob]]] = []
+    pending_of: dict[str, list[FakeJob]] = {}
+    for job in jobs:
+        if job.array_id is not None and job.pending:
+            if job.array_id not in pending_of:
+                pending_of[job.array_id] = []
+                out.append(("", job, pending_of[job.array_id]))
+            pending_of[job.array_id].append(job)
+        else:
+            out.append((job.job_id, job, [job]))
+    return [(pid or pending_range(rep.array_id or "", members), rep, members) for pid, rep, members in out]
+
+
+def sacct_rows(jobs: Iterable[FakeJob], now: datetime, attempts: bool) -> str:
+    lines = []
+    for printed, job, _ in grouped(jobs):
+        for run in job.runs if attempts else job.runs[-1:]:
+            last = run is job.run
+            end = run.end if not last or job.settled else None
+            values = {
+                "JobID": printed,
+                "JobIDRaw": job.raw_id,
+                "JobName": job.name,
+                "State": _state_text(job, run),
+                "ExitCode": f"{run.exit_code}:{run.signal}",
+                "Partition": job.partition,
+                "Account": job.account,
+                "NNodes": str(job.nodes),
+                "NodeList": run.node_list or "None assigned",
+                "Submit": timestamp(job.submit),
+                "Start": timestamp(run.start, "None" if run.state in ENDED else "Unknown"),
+                "End": timestamp(end),
+                "Elapsed": _elapsed(run, now),
+                "Reason": run.reason,
+                "Comment": job.comment,
+            }
+            lines.append(sacct.DELIMITER.join(values[f] for f in sacct.FIELDS))
+    return "".join(f"{line}\n" for line in lines)
+
+
+def sacct_comments(jobs: Iterable[FakeJob]) -> str:
+    """``sacct -o JobIDRaw,Comment``: raw ids (an element that left the pending range has its own number)."""
+    return "".join(f"{job.raw_id}{sacct.DELIMITER}{job.comment}\n" for _, job, _ in grouped(jobs))
+
+
+def scontrol_record(job: FakeJob, printed: str) -> str:
+    run = job.run
+    array = ""
+    if job.array_id is not None:
+        task = printed.partition("_[")[2].rstrip("]") if "_[" in printed else str(job.array_index)
+        array = f" ArrayJobId={job.array_id} ArrayTaskId={task}"
+    end = run.end if job.ended else None
+    fields = [
+        f"JobId={job.raw_id}{array} JobName={job.name} UserId=root(0) GroupId=root(0) MCS_label=N/A",
+        f"Priority={4294901759 - int(job.raw_id) + job.priority} Nice=0 Account={job.account} QOS=normal",
+        f"JobState={run.state} Reason={run.reason} Dependency=(null) Requeue=1 Restarts={len(job.runs) - 1}",
+        f"BatchFlag=1 Reboot=0 ExitCode={run.exit_code}:{run.signal} TimeLimit={job.time_limit_min}",
+        f"SubmitTime={timestamp(job.submit)} StartTime={timestamp(run.start)} EndTime={timestamp(end)}",
+        f"Partition={job.partition} NodeList={run.node_list} NumNodes={job.nodes}",
+        f"Comment={job.comment}  StdErr=/dev/null StdIn=/dev/null StdOut=/dev/null Power= ",
+    ]
+    return " ".join(fields)
+
+
+def scontrol_jobs(jobs: Iterable[FakeJob]) -> str:
+    return "".join(f"{scontrol_record(job, printed)}\n" for printed, job, _ in grouped(jobs))
+
+
+def squeue_pending(jobs: Iterable[FakeJob]) -> str:
+    """``squeue -t PENDING --sort=-p,i -o %i|%r|%P``: highest priority first, then lowest id."""
+    waiting = [g for g in grouped(jobs) if g[1].pending]
+    waiting.sort(key=lambda g: (-g[1].priority, int(g[1].raw_id)))
+    d = squeue.DELIMITER
+    return "".join(f"{printed}{d}{job.run.reason}{d}{job.partition}\n" for printed, job, _ in waiting)
+
+
+def squeue_comments(jobs: Iterable[FakeJob]) -> str:
+    d = squeue.DELIMITER
+    return "".join(f"{printed}{d}{job.comment or '(null)'}\n" for printed, job, _ in grouped(jobs))
+
+
+def squeue_ids(jobs: Iterable[FakeJob]) -> str:
+    return "".join(f"{job.array_id or job.job_id}\n" for _, job, _ in grouped(jobs) if not job.ended)
+
+
+def sinfo_rows(nodes: dict[str, str], partitions: list[str], only: str | None) -> str:
+    """``sinfo -h -N -o %N|%P|%c|%m|%T|%a``: a row per (node, partition); the default partition has a ``*``."""
+    return "".join(
+        sinfo.DELIMITER.join((node, f"{p}*" if p == partitions[0] else p, "2", "4000", state, "up")) + "\n"
+        for node, state in nodes.items()
+        for p in partitions
+        if only is None or p == only
+    )
+
+
+def show_config(max_array_size: int) -> str:
+    return (
+        "Configuration data as of 2026-11-23T16:00:00\n"
+        "AccountingStorageType   = accounting_storage/slurmdbd\n"
+        f"MaxArraySize            = {max_array_size}\n"
+        "MaxJobCount             = 10000\n"
+        "MinJobAge               = 300 sec\n"
+    )
