@@ -16,10 +16,18 @@ def serve(
 ) -> None:
     """Start the HTTP gateway and its Slurm worker. SIGTERM or Ctrl-C: the worker stops dispatching at once,
     finishes the row it is writing, and the server drains its connections (at most 10 s)."""
-    import uvicorn  # the server's dependencies load only for `serve` (a login node has the client alone)
+    try:  # the server's dependencies load only for `serve`: a login node may have the client alone
+        import uvicorn
 
-    from gateway.app import create_app
-    from gateway.config import ConfigError, load_config
+        from gateway.app import create_app
+        from gateway.config import ConfigError, load_config
+    except ModuleNotFoundError as exc:
+        typer.echo(
+            f"hpcgw serve: error: {exc.name} is not installed; "
+            "the server needs: pip install 'hpc-train-gateway[server]'",
+            err=True,
+        )
+        raise typer.Exit(2) from None
 
     try:
         settings = load_config(config)

@@ -11,28 +11,37 @@ trainer command after `--` instead of the algorithm and dataset.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
-from gateway.cli.jobs import TokenOpt, UrlOpt, client, fail, parse_time_min
-from gateway.client import Client, ClientError
-from gateway.schemas import JobCreate, SweepPublic
-from launchers.space import GridSpace, ListSpace, parse_array
-from launchers.spec import JobSpec
-from launchers.submission import SpecError, SubmitError
-from launchers.sweeps import sweep as submit_sweep
-
-err = Console(stderr=True)
+from gateway.cli.direct import sweep_direct
+from gateway.cli.options import (
+    AccountOpt,
+    CommandArg,
+    CpusPerTaskOpt,
+    DirectOpt,
+    NodesOpt,
+    NtasksPerNodeOpt,
+    TokenOpt,
+    UrlOpt,
+    bad_parameters,
+    client,
+    fail,
+    problems,
+    resources_from_flags,
+    time_option,
+)
+from gateway.cli.views import follow_sweep
+from gateway.client import ClientError
+from gateway.schemas import JobCreate
+from launchers.space import GridSpace, Scalar, parse_array
 
 
 def _key_values(items: list[str], flag: str) -> dict[str, list[str]]:
+    """--grid NAME=V1,V2 (a list per name) and --param NAME=VALUE (one value, commas and all)."""
     result: dict[str, list[str]] = {}
     for item in items:
         name, sep, values = item.partition("=")
@@ -42,7 +51,7 @@ def _key_values(items: list[str], flag: str) -> dict[str, list[str]]:
     return result
 
 
-def _points_file(path: Path) -> list[dict[str, object]]:
+def _points_file(path: Path) -> list[dict[str, Scalar]]:
     """A JSON list of objects, or JSON lines, one object per point."""
     text = path.read_text()
     try:
@@ -58,7 +67,7 @@ def _points_file(path: Path) -> list[dict[str, object]]:
 
 def _points(
     array: str | None, params_file: Path | None, grid: list[str] | None
-) -> tuple[list[dict[str, object]], int | None]:
+) -> tuple[list[dict[str, Scalar]], int | None]:
     """The sweep's points, in task order, and the %K of --array if given."""
     if (array is None) == (grid is None):
         raise typer.BadParameter("give either --array with --params-file, or --grid", param_hint="--array/--grid")
@@ -66,7 +75,7 @@ def _points(
         try:
             return GridSpace(grid=_key_values(grid or [], "--grid")).points(), None  # type: ignore[arg-type]
         except ValidationError as exc:
-            raise typer.BadParameter(_problems(exc), param_hint="--grid") from None
+            raise typer.BadParameter(problems(exc), param_hint="--grid") from None
     if params_file is None:
         raise typer.BadParameter("--array needs --params-file", param_hint="--params-file")
     try:
@@ -79,16 +88,12 @@ def _points(
     return [points[i] for i in indices], throttle
 
 
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-
-
 def sweep(
-    command: Annotated[list[str] | None, typer.Argument(help="With --direct: the trainer command, after --")] = None,
+    command: CommandArg = None,
     algorithm: Annotated[str | None, typer.Option("--algorithm", help="Registered algorithm (gateway)")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset id (gateway)")] = None,
     data_version: Annotated[str | None, typer.Option("--data-version", help="Dataset version hash (gateway)")] = None,
-    direct: Annotated[bool, typer.Option("--direct", help="Submit through the launchers here, no gateway")] = False,
+    direct: DirectOpt = False,
     partition: Annotated[str | None, typer.Option("--partition", "-p", help="Slurm partition")] = None,
     folder: Annotated[Path | None, typer.Option("--folder", help="--direct: job folder (logs: %A_%a_%t)")] = None,
     array: Annotated[
@@ -102,11 +107,11 @@ def sweep(
     ] = None,
     max_parallel: Annotated[int | None, typer.Option("--max-parallel", help="At most K tasks at once (the %K)")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="NAME=VALUE for every task (repeatable)")] = None,
-    account: Annotated[str | None, typer.Option("--account", "-A", help="--direct: Slurm account")] = None,
-    nodes: Annotated[int, typer.Option("--nodes", "-N")] = 1,
-    ntasks_per_node: Annotated[int, typer.Option("--ntasks-per-node")] = 1,
-    cpus_per_task: Annotated[int, typer.Option("--cpus-per-task", "-c")] = 1,
-    time_limit: Annotated[str, typer.Option("--time", "-t", help="Per task, in Slurm's time format")] = "60",
+    account: AccountOpt = None,
+    nodes: NodesOpt = 1,
+    ntasks_per_node: NtasksPerNodeOpt = 1,
+    cpus_per_task: CpusPerTaskOpt = 1,
+    time_limit: Annotated[str, time_option("Per task, in Slurm's time format")] = "60",
     job_name: Annotated[str, typer.Option("--job-name", "-J")] = "hpcgw-sweep",
     wait: Annotated[bool, typer.Option("--wait", help="Follow the sweep until every task ended")] = False,
     url: UrlOpt = None,
@@ -117,38 +122,24 @@ def sweep(
     points, throttle = _points(array, params_file, grid)
     parallel = max_parallel if max_parallel is not None else throttle or len(points)
     base_env = {k: v[0] for k, v in _key_values(param or [], "--param").items()}
-    minutes = parse_time_min(time_limit)
+    resources = resources_from_flags(
+        nodes=nodes, ntasks_per_node=ntasks_per_node, cpus_per_task=cpus_per_task, time_limit=time_limit
+    )
     if direct:
-        _direct(
-            command,
-            partition,
-            folder,
-            points,
-            parallel,
-            base_env,
-            account,
-            nodes,
-            ntasks_per_node,
-            cpus_per_task,
-            minutes,
-            job_name,
-            json_out,
-        )
+        sweep_direct(command, partition, folder, points, parallel, base_env, account, resources, job_name, json_out)
         return
     if not (algorithm and dataset and data_version):
         raise typer.BadParameter("needs --algorithm, --dataset and --data-version (or --direct)")
-    base = JobCreate(
-        name=job_name,
-        algorithm=algorithm,
-        dataset_id=dataset,
-        train_data_version_hash=data_version,
-        nodes=nodes,
-        tasks_per_node=ntasks_per_node,
-        cpus_per_task=cpus_per_task,
-        time_limit_min=minutes,
-        partition=partition,
-        parameters=base_env,
-    )
+    with bad_parameters():
+        base = JobCreate(
+            **resources.model_dump(),
+            name=job_name,
+            algorithm=algorithm,
+            dataset_id=dataset,
+            train_data_version_hash=data_version,
+            partition=partition,
+            parameters=dict(base_env),
+        )
     with client(url, token) as c:
         try:
             created = c.submit_sweep(
@@ -171,90 +162,3 @@ def sweep(
             typer.echo(" ".join(f"{k}={v}" for k, v in sorted(created.counts.items())))
     if wait and set(created.counts) != {"succeeded"}:
         raise typer.Exit(1)
-
-
-def sweep_table(sweep: SweepPublic) -> Table:
-    """Each task's state and epochs done, with the counts by state in the caption."""
-    table = Table(
-        "TASK", "JOB", "STATE", "SLURM", "EPOCHS", "PARAMETERS", title=f"sweep {sweep.id}", title_justify="left"
-    )
-    for task in sweep.tasks:
-        epochs = str(task.final_metrics.get("epoch", "-")) if task.final_metrics else "-"
-        table.add_row(
-            str(task.index),
-            task.job_id,
-            task.state.value,
-            task.slurm_job_id or "-",
-            epochs,
-            " ".join(f"{k}={v}" for k, v in task.parameters.items()),
-        )
-    table.caption = " ".join(f"{k}={v}" for k, v in sorted(sweep.counts.items()))
-    return table
-
-
-def follow_sweep(c: Client, sweep_id: str, *, quiet: bool = False) -> SweepPublic:
-    """A live view until every task ended; a gateway restart only pauses it (the client retries)."""
-    current = c.sweep(sweep_id)
-    if quiet:
-        while not all(t.state.is_terminal for t in current.tasks):
-            time.sleep(1)
-            current = c.sweep(sweep_id)
-        return current
-    with Live(sweep_table(current), console=err, refresh_per_second=2, transient=False) as live:
-        while not all(t.state.is_terminal for t in current.tasks):
-            time.sleep(1)
-            current = c.sweep(sweep_id)
-            live.update(sweep_table(current))
-    return current
-
-
-def _direct(
-    command: list[str] | None,
-    partition: str | None,
-    folder: Path | None,
-    points: list[dict[str, object]],
-    parallel: int,
-    base_env: dict[str, str],
-    account: str | None,
-    nodes: int,
-    ntasks_per_node: int,
-    cpus_per_task: int,
-    minutes: int,
-    job_name: str,
-    json_out: bool,
-) -> None:
-    if not command or not partition or folder is None:
-        raise typer.BadParameter("--direct needs -p/--partition, --folder and the trainer command after --")
-    try:
-        space = ListSpace(points=points)
-        spec = JobSpec(
-            name=job_name,
-            partition=partition,
-            account=account,
-            nodes=nodes,
-            tasks_per_node=ntasks_per_node,
-            cpus_per_task=cpus_per_task,
-            time_limit_min=minutes,
-            command=tuple(command),
-            env=base_env,
-            folder=folder,
-        )
-        jobs = submit_sweep(spec, space, parallel)
-    except ValidationError as exc:
-        typer.echo(f"hpcgw sweep: error: {_problems(exc)}", err=True)
-        raise typer.Exit(2) from None
-    except (SpecError, ValueError) as exc:
-        typer.echo(f"hpcgw sweep: error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except SubmitError as exc:
-        typer.echo(f"hpcgw sweep: error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    arrays = list(dict.fromkeys(j.job_id.split("_", 1)[0] for j in jobs))
-    if json_out:
-        tasks = [
-            {"index": i, "job_id": j.job_id, "parameters": p}
-            for i, (j, p) in enumerate(zip(jobs, space.points(), strict=True))
-        ]
-        typer.echo(json.dumps({"arrays": arrays, "max_parallel": parallel, "tasks": tasks}))
-    else:
-        typer.echo(f"Submitted {len(jobs)} tasks as job array {', '.join(arrays)} (at most {parallel} at once)")

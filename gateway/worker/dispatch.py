@@ -65,7 +65,12 @@ class Dispatcher:
         for team_name, team in self.config.teams.items():
             waiting = session.exec(
                 select(Job)
-                .where(Job.team == team_name, Job.state == JobState.ACCEPTED.value, col(Job.sweep_id).is_(None))
+                .where(
+                    Job.team == team_name,
+                    Job.state == JobState.ACCEPTED.value,
+                    col(Job.sweep_id).is_(None),
+                    col(Job.dispatching).is_(False),  # left by a crash: reconciliation looks in Slurm first
+                )
                 .order_by(col(Job.submit_time), col(Job.id))
             ).all()
             if not waiting:
@@ -157,13 +162,16 @@ class Dispatcher:
     def failed(self, session: Session, jobs: list[Job], exc: BaseException) -> Outcome:
         """Slurm unreachable: the jobs stay accepted for the next cycle. Slurm refused them: they failed."""
         text = str(exc)
-        unreachable = is_unreachable(exc)
+        # sbatch through submitit arrives wrapped (SubmitError from CommandError): a time-out or a missing
+        # command is told by the command's own error, not by the wrapper's text.
+        unreachable = is_unreachable(exc) or (exc.__cause__ is not None and is_unreachable(exc.__cause__))
         for job in jobs:
             job.dispatching = False
             job.dispatch_error = text[-2000:]
             if not unreachable:
                 last = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
-                record_state(session, job, JobState.FAILED, reason=f"sbatch refused the job: {last}"[:256])
+                job.reason = f"sbatch refused the job: {last}"[:256]  # the job's own reason, not only its history's
+                record_state(session, job, JobState.FAILED, reason=job.reason)
                 job.end_time = utcnow()
             session.add(job)
         session.commit()

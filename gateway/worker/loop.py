@@ -51,6 +51,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._last_seen: dict[str, datetime] = {}  # Slurm id -> when this worker last saw it in Slurm
         self._attempts_seen: dict[str, tuple[object, ...]] = {}
+        self._reconciled = False  # rows left dispatching by a crash were looked for in Slurm
 
     # --- life cycle ----------------------------------------------------------------------------------------
 
@@ -58,7 +59,7 @@ class Worker:
         if self.config.slurm_conf is not None:  # this process's Slurm commands talk to the configured cluster
             os.environ["SLURM_CONF"] = str(self.config.slurm_conf)
         self.refresh_partitions()
-        reconcile(self.engine)
+        self._reconciled = reconcile(self.engine)
         self._thread = threading.Thread(target=self._loop, name="hpcgw-worker", daemon=True)
         self._thread.start()
 
@@ -138,6 +139,8 @@ class Worker:
             return True
 
     def dispatch(self) -> bool:
+        if not self._reconciled:  # Slurm did not answer at start-up: look for the crash's jobs before sending any
+            self._reconciled = reconcile(self.engine)
         with Session(self.engine, expire_on_commit=False) as session:
             return self.dispatcher.run(session) in (Outcome.QUEUED, Outcome.REFUSED)
 

@@ -11,23 +11,25 @@ from sqlmodel import Session, col, select
 from gateway.jobs import job_id_from_comment, slurm_comment, sweep_comment
 from gateway.models import Job, Sweep
 from gateway.worker.dispatch import link
-from launchers.slurm.commands import find_by_comment
+from launchers.slurm.commands import find_by_comment, queued_ids
 from launchers.slurm.ids import element_id
 from launchers.slurm.shell import CommandError
 
 log = logging.getLogger(__name__)
 
 
-def reconcile(engine: Engine) -> None:
+def reconcile(engine: Engine) -> bool:
+    """Returns False when Slurm could not be asked: the rows stay marked, and the caller asks again later."""
     with Session(engine, expire_on_commit=False) as session:
         orphans = session.exec(select(Job).where(col(Job.dispatching).is_(True), col(Job.slurm_job_id).is_(None))).all()
         if not orphans:
-            return
+            return True
         try:
+            queued_ids()  # find_by_comment reads a failed command as "no such job": first, slurmctld must answer
             found = find_by_comment("hpcgw:")
         except CommandError as exc:
-            log.warning("reconciliation could not ask Slurm (%s); will retry at next start", exc)
-            return
+            log.warning("reconciliation could not ask Slurm (%s); will retry", str(exc).splitlines()[0])
+            return False
         arrays: dict[tuple[str, int], list[Job]] = {}
         for job in orphans:
             if job.sweep_id is not None:
@@ -48,6 +50,7 @@ def reconcile(engine: Engine) -> None:
             log.warning(
                 "%d Slurm jobs carry hpcgw comments this database does not know (e.g. %s)", len(unknown), unknown[0]
             )
+        return True
 
 
 def _adopt_array(session: Session, sweep_id: str, attempt: int, tasks: list[Job], master: str | None) -> None:

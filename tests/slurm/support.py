@@ -85,8 +85,9 @@ def wait_for(client: TestClient, job_id: str, states: set[str], user: str = "ali
     poll is still recorded, from Slurm's start time and the start marker); returns the job as it is now."""
     deadline = time.monotonic() + timeout_s
     while True:
+        reached = states & {e.state for e in history(client, job_id)}  # read before the job: it is at or past it
         job = client.get(f"/v1/jobs/{job_id}", headers=auth(user)).json()
-        if job["state"] in states or states & {e.state for e in history(client, job_id)}:
+        if job["state"] in states or reached:
             return job
         assert time.monotonic() < deadline, f"job {job_id} still {job['state']}: {job}"
         time.sleep(0.2)
@@ -107,3 +108,42 @@ def sacct_row(slurm_job_id: str, fields: str = "State,Partition,NNodes,ExitCode"
         ["sacct", "-X", "-n", "-P", "-j", slurm_job_id, "-o", fields], capture_output=True, text=True, check=True
     ).stdout.split()
     return out[0].split("|")
+
+
+SERVE_CONFIG = """
+dev_mode = true
+database_url = "sqlite:///{root}/gw.db"
+dataset_root = "{root}/datasets"
+job_root = "{root}/jobs"
+container_runtime = "none"
+[poll]
+interval_s = 1.0
+floor_s = 0.2
+[teams.team-a]
+partitions = ["team-a"]
+account = "team-a"
+max_nodes = 2
+max_running_jobs = {max_running_jobs}
+max_queued_jobs = {max_queued_jobs}
+[teams.team-b]
+partitions = ["team-b"]
+account = "team-b"
+[[tokens]]
+user = "alice"
+team = "team-a"
+token = "team-a-dev-token"
+[[tokens]]
+user = "bob"
+team = "team-b"
+token = "team-b-dev-token"
+[[tokens]]
+user = "admin"
+role = "admin"
+token = "admin-dev-token"
+"""
+
+
+def write_config(path: Path, root: Path, *, max_running_jobs: int = 4, max_queued_jobs: int = 100) -> Path:
+    """The configuration of a gateway that a test runs as `hpcgw serve`, its files under ``root``."""
+    path.write_text(SERVE_CONFIG.format(root=root, max_running_jobs=max_running_jobs, max_queued_jobs=max_queued_jobs))
+    return path

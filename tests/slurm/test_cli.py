@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from gateway.client import Client, wait_healthy
+from tests.slurm.support import write_config
 
 pytestmark = pytest.mark.slurm
 HPCGW = str(Path(sys.executable).with_name("hpcgw"))
@@ -25,32 +26,6 @@ ALGORITHMS = [
     {"name": "fail3", "local_command": [sys.executable, "-c", "import sys; print('about to fail'); sys.exit(3)"]},
     {"name": "sleep", "local_command": [sys.executable, "-c", "import os, time; time.sleep(float(os.environ['S']))"]},
 ]
-CONFIG = """
-dev_mode = true
-database_url = "sqlite:///{root}/cli.db"
-dataset_root = "{root}/datasets"
-job_root = "{root}/jobs"
-container_runtime = "none"
-[poll]
-interval_s = 1.0
-floor_s = 0.2
-[teams.team-a]
-partitions = ["team-a"]
-account = "team-a"
-max_nodes = 2
-max_running_jobs = 4
-[teams.team-b]
-partitions = ["team-b"]
-account = "team-b"
-[[tokens]]
-user = "alice"
-team = "team-a"
-token = "team-a-dev-token"
-[[tokens]]
-user = "admin"
-role = "admin"
-token = "admin-dev-token"
-"""
 
 
 class Gateway:
@@ -60,7 +35,7 @@ class Gateway:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        (root / "gw.toml").write_text(CONFIG.format(root=root))
+        write_config(root / "gw.toml", root)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -27,6 +27,7 @@ from tests.slurm.support import (
     history,
     sleeper_job,
     wait_for,
+    write_config,
 )
 
 pytestmark = pytest.mark.slurm
@@ -82,7 +83,7 @@ def test_crash_between_sbatch_and_the_database_leaves_exactly_one_job(
     cluster, tmp_path: Path, dataset_hash: str
 ) -> None:
     config_file = tmp_path / "gateway.toml"
-    config_file.write_text(CRASH_CONFIG.format(root=tmp_path))
+    write_config(config_file, tmp_path)
     # The gateway, with its dispatcher's "record the Slurm id" step replaced by a hard exit: it dies after
     # sbatch (and submitit's bookkeeping) and before the database update. The patch lives in this test's
     # subprocess only; production code has no hook for it.
@@ -208,24 +209,3 @@ def test_without_accounting_the_tracker_falls_back_to_scontrol(
 
 def _wait_http(base: str) -> None:
     wait_healthy(base)
-
-
-CRASH_CONFIG = """
-dev_mode = true
-database_url = "sqlite:///{root}/crash.db"
-dataset_root = "{root}/datasets"
-job_root = "{root}/jobs"
-container_runtime = "none"
-[poll]
-interval_s = 1.0
-floor_s = 0.2
-[teams.team-a]
-partitions = ["team-a"]
-account = "team-a"
-max_nodes = 2
-max_running_jobs = 4
-[[tokens]]
-user = "alice"
-team = "team-a"
-token = "team-a-dev-token"
-"""

@@ -40,6 +40,7 @@ from tests.slurm.support import (
     history,
     sleeper_job,
     wait_for,
+    write_config,
 )
 
 pytestmark = pytest.mark.slurm
@@ -203,36 +204,10 @@ def test_scontrol_requeue_is_followed_to_the_end(cluster: ClusterSpec, tmp_path:
     assert [e["epoch"] for e in epochs] == list(range(1, 9)) and epochs[-1]["restart"] == 1
 
 
-SHUTDOWN_CONFIG = """
-dev_mode = true
-database_url = "sqlite:///{root}/gw.db"
-dataset_root = "{root}/datasets"
-job_root = "{root}/jobs"
-container_runtime = "none"
-[poll]
-interval_s = 1.0
-floor_s = 0.2
-[teams.team-a]
-partitions = ["team-a"]
-account = "team-a"
-max_nodes = 2
-max_running_jobs = 100
-max_queued_jobs = 200
-[[tokens]]
-user = "alice"
-team = "team-a"
-token = "team-a-dev-token"
-[[tokens]]
-user = "admin"
-role = "admin"
-token = "admin-dev-token"
-"""
-
-
 def test_sigterm_stops_dispatching_at_once_and_leaves_nothing_half_done(
     cluster: ClusterSpec, tmp_path: Path, dataset_hash: str
 ) -> None:
-    (tmp_path / "gateway.toml").write_text(SHUTDOWN_CONFIG.format(root=tmp_path))
+    write_config(tmp_path / "gateway.toml", tmp_path, max_running_jobs=100, max_queued_jobs=200)
     log = open(tmp_path / "gateway.log", "ab")  # a file: an unread pipe fills up and blocks the gateway
     cmd = [HPCGW, "serve", "--config", str(tmp_path / "gateway.toml"), "--port", "18932"]
     proc = subprocess.Popen(cmd, stdout=log, stderr=log)

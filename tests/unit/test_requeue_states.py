@@ -208,3 +208,13 @@ def test_a_job_slurm_does_not_requeue_fails_naming_the_node(monkeypatch: pytest.
         assert step.state is JobState.FAILED and step.fields["restarts"] == 0
         assert step.fields["reason"] == "node n2 failed; Slurm did not requeue the job"
         assert slurm.calls == ["sacct", "scontrol", "sinfo"]
+
+
+def test_a_missing_job_is_confirmed_with_slurmctld_once_per_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    slurm = CapturedSlurm("", controller("RUNNING", job="8"))  # accounting knows neither; slurmctld holds 8
+    monkeypatch.setattr(commands, "run", slurm)
+    wanted = {"7": Identity(None, None), "8": Identity(None, None)}
+    obs = observe(wanted, want_pending=False, confirm_missing={"7", "8"})
+    assert obs.jobs == {} and obs.known_to_controller == {"8"} and slurm.calls == ["sacct", "scontrol"]
+    quiet = observe(wanted, want_pending=False)  # nobody overdue: slurmctld is not asked
+    assert quiet.known_to_controller is None
