@@ -152,10 +152,10 @@ class Worker:
             if not active:
                 return False
             now = utcnow()
+            # The gateway accepted the job before any sbatch (or adoption after a crash): a record of the same id
+            # from before then belongs to another job.
             wanted = {
-                j.slurm_job_id: Identity(expected_comment(j), _aware(j.slurm_submit_time))
-                for j in active
-                if j.slurm_job_id
+                j.slurm_job_id: Identity(expected_comment(j), _aware(j.submit_time)) for j in active if j.slurm_job_id
             }
             overdue = {j.slurm_job_id for j in active if j.slurm_job_id and self._overdue(j, now)}
             obs = observe(

@@ -34,7 +34,7 @@ class Identity:
     """How the worker recognises its own Slurm job behind an id."""
 
     comment: str | None
-    submitted: datetime | None  # when sbatch returned to the gateway
+    submitted: datetime | None  # when the gateway accepted the job: before its sbatch
 
 
 @dataclass(frozen=True)
