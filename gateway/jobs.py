@@ -358,7 +358,8 @@ def request_cancel(session: Session, job: Job, by: str) -> None:
     if JobState(job.state).is_terminal:
         return
     if job.state == JobState.ACCEPTED.value and not job.dispatching:
-        record_state(session, job, JobState.CANCELLED, reason=f"cancelled by {by}")
+        job.reason = f"cancelled by {by}"
+        record_state(session, job, JobState.CANCELLED, reason=job.reason)
         job.end_time = utcnow()
     else:
         job.cancel_requested = True

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 from gateway.jobs import job_id_from_comment, slurm_comment, sweep_comment
 from gateway.models import Job, Sweep
 from gateway.worker.dispatch import link
-from launchers.slurm.commands import find_by_comment, queued_ids
+from launchers.slurm.commands import find_by_comment
 from launchers.slurm.ids import element_id
 from launchers.slurm.shell import CommandError
 
@@ -25,7 +25,6 @@ def reconcile(engine: Engine) -> bool:
         if not orphans:
             return True
         try:
-            queued_ids()  # find_by_comment reads a failed command as "no such job": first, slurmctld must answer
             found = find_by_comment("hpcgw:")
         except CommandError as exc:
             log.warning("reconciliation could not ask Slurm (%s); will retry", str(exc).splitlines()[0])

@@ -75,9 +75,10 @@ def controller_state(job_id: str) -> str | None:
 
 def find_by_comment(prefix: str) -> dict[str, str]:
     """Slurm jobs whose comment starts with ``prefix``: {comment: job id, an array's own id for arrays}.
-    slurmctld first (a job that just ended may not be in accounting yet), then the last week of accounting."""
-    found = squeue.parse_comments(run(squeue.COMMENTS_ARGV, timeout_s=TIMEOUT_S, check=False).stdout, prefix)
-    acct = squeue.parse_comments(run(comments_argv(), timeout_s=TIMEOUT_S, check=False).stdout, prefix)
+    slurmctld first (a job that just ended may not be in accounting yet), then the last week of accounting.
+    Both must answer (a failed command raises): "not found" has to mean that Slurm does not have the job."""
+    found = squeue.parse_comments(run(squeue.COMMENTS_ARGV, timeout_s=TIMEOUT_S).stdout, prefix)
+    acct = squeue.parse_comments(run(comments_argv(), timeout_s=TIMEOUT_S).stdout, prefix)
     return {**acct, **found}
 
 

@@ -115,5 +115,6 @@ def parse_sacct(text: str, fields: Sequence[str] = FIELDS) -> list[SacctRow]:
 
 
 def comments_argv(since: str = "now-7days") -> list[str]:
-    """Every job since ``since`` with its comment (comments are user text: the unit separator splits them)."""
-    return ["sacct", "-X", "-n", "-P", f"--delimiter={DELIMITER}", "-S", since, "-o", "JobIDRaw,Comment"]
+    """Every job since ``since`` with its comment (comments are user text: the unit separator splits them).
+    JobID, not JobIDRaw: an array element's raw id is its own number, its JobID names the array."""
+    return ["sacct", "-X", "-n", "-P", f"--delimiter={DELIMITER}", "-S", since, "-o", "JobID,Comment"]

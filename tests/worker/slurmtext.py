@@ -138,8 +138,8 @@ def sacct_rows(jobs: Iterable[FakeJob], now: datetime, attempts: bool) -> str:
 
 
 def sacct_comments(jobs: Iterable[FakeJob]) -> str:
-    """``sacct -o JobIDRaw,Comment``: raw ids (an element that left the pending range has its own number)."""
-    return "".join(f"{job.raw_id}{sacct.DELIMITER}{job.comment}\n" for _, job, _ in grouped(jobs))
+    """``sacct -o JobID,Comment``: an array element prints as ``A_i`` (its raw id is a number of its own)."""
+    return "".join(f"{printed}{sacct.DELIMITER}{job.comment}\n" for printed, job, _ in grouped(jobs))
 
 
 def scontrol_record(job: FakeJob, printed: str) -> str:
