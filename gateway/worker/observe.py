@@ -26,6 +26,7 @@ from launchers.states import MAY_RUN_AGAIN, from_slurm, slurm_base_state
 
 log = logging.getLogger(__name__)
 SUBMIT_SLACK = timedelta(minutes=5)  # clock skew between the gateway and slurmctld that is still "the same job"
+WINDING_DOWN = frozenset({"COMPLETING", "STAGE_OUT", "SIGNALING"})
 NODE_DOWN_STATES = frozenset({"down", "drained", "draining", "drain", "fail", "failing", "unknown"})
 
 
@@ -213,6 +214,9 @@ def _confirm_with_controller(wanted: Mapping[str, Identity], again: set[str], ob
                 seen.restarts = max(seen.restarts, live.restarts)
             continue  # slurmctld forgot it, or holds it ended: the row is final
         ended = seen.attempts[-1] if seen.attempts else Attempt(seen.slurm_state, seen.node_list, seen.start, seen.end)
+        if live.slurm_state in WINDING_DOWN or (live.start and ended.start and live.start <= ended.start):
+            seen.settled = False  # slurmctld is still ending that run (requeue or not is decided after): wait
+            continue
         live.attempts = [*seen.attempts, Attempt(live.slurm_state, live.node_list, live.start, None, live.reason)]
         live.previous = ended
         live.restarts = max(live.restarts, seen.restarts + 1)

@@ -218,3 +218,12 @@ def test_a_missing_job_is_confirmed_with_slurmctld_once_per_cycle(monkeypatch: p
     assert obs.jobs == {} and obs.known_to_controller == {"8"} and slurm.calls == ["sacct", "scontrol"]
     quiet = observe(wanted, want_pending=False)  # nobody overdue: slurmctld is not asked
     assert quiet.known_to_controller is None
+
+
+def test_a_run_slurmctld_is_still_ending_changes_nothing_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Seen on the cluster: for a fraction of a second after NODE_FAIL reaches accounting, slurmctld holds the
+    # job COMPLETING; whether it is requeued is decided after. Neither "launching" nor "failed" is true yet.
+    sacct, _ = captured("nf-nodefail")
+    obs, _ = look(monkeypatch, sacct, controller("COMPLETING", job="1", restarts=0))
+    step = decide(stored("running"), Evidence(seen=obs.jobs["1"], started={"restart": 0}), NOW)
+    assert step.history == [] and step.fields == {}
