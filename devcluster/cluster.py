@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from devcluster import probe, setup
+from devcluster import prepare, probe
 from devcluster.daemons import Daemon, DaemonError
 from devcluster.errors import ClusterError
 from devcluster.packages import PackagesMissingError, ensure_packages
@@ -117,27 +117,27 @@ def cluster_up(
             raise ClusterError(
                 f"a cluster with other settings is running from {state_dir}; run `hpcgw cluster down` first"
             )
-        conf_changed = setup.prepare(spec)
+        conf_changed = prepare.write_files(spec)
         ctld_was_running = any(d.name == "slurmctld" and d.is_running() for d in all_daemons)
         started: list[Daemon] = []
         try:
             for daemon in all_daemons:
                 if daemon.name == "slurmctld":
-                    setup.register_cluster(spec)
+                    prepare.register_cluster(spec)
                 if daemon.is_running():
                     continue
                 if daemon.name == "mariadbd":
-                    setup.init_mariadb(spec)
+                    prepare.init_mariadb(spec)
                 daemon.start()
                 started.append(daemon)
                 daemon.wait_ready()
                 if daemon.name == "mariadbd":
-                    setup.create_database(spec)
+                    prepare.create_database(spec)
             if conf_changed and ctld_was_running:
                 # A newer template on a running cluster: slurmctld and the slurmds re-read slurm.conf.
                 run(["scontrol", "reconfigure"], env=spec.slurm_env)
             _wait_nodes(spec, all_daemons, nodes_timeout_s)
-            setup.register_accounts(spec)
+            prepare.register_accounts(spec)
         except (DaemonError, CommandError, ClusterError) as exc:
             for daemon in reversed(started):
                 daemon.stop()

@@ -14,7 +14,7 @@ from launchers.slurm.shell import CommandError, run
 from launchers.templates import render
 
 
-def prepare(spec: ClusterSpec) -> bool:
+def write_files(spec: ClusterSpec) -> bool:
     """Create directories, keys and configuration; returns whether slurm.conf changed."""
     paths = spec.paths
     for parent in spec.state_dir.parents:
