@@ -70,8 +70,10 @@ def decide(job: StoredJob, ev: Evidence, now: datetime) -> Transition:
     started = ev.started if ev.started is not None and int(ev.started.get("restart", 0)) >= restarts else None
     requeued = seen.previous is not None or seen.restarts > 0
     state = from_slurm(seen.slurm_state, started=started is not None, requeued=requeued)
-    if state.is_terminal and not seen.settled:
-        return Transition()  # accounting is filling the record in, or Slurm may run it again: next cycle
+    if not seen.settled:
+        # Accounting is filling the record in, or slurmctld is still ending a run it may start again (a REQUEUED
+        # row while the job is COMPLETING): what it decides is known next cycle, with the run that ended.
+        return Transition()
     fields: dict[str, Any] = {
         "slurm_state": seen.slurm_state,
         "restarts": restarts,

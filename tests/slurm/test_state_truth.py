@@ -8,6 +8,8 @@ whose failed node stays down.
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -210,7 +212,10 @@ def test_sigterm_stops_dispatching_at_once_and_leaves_nothing_half_done(
     write_config(tmp_path / "gateway.toml", tmp_path, max_running_jobs=100, max_queued_jobs=200)
     log = open(tmp_path / "gateway.log", "ab")  # a file: an unread pipe fills up and blocks the gateway
     cmd = [HPCGW, "serve", "--config", str(tmp_path / "gateway.toml"), "--port", "18932"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+    # The real sbatch behind a busy slurmctld's 0.3 s answer, so that a backlog exists when SIGTERM comes
+    # (an idle local slurmctld answers faster than the jobs can be posted).
+    slow = slow_sbatch(tmp_path / "bin", delay_s=0.3)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, "PATH": f"{slow}:{os.environ['PATH']}"})
     base = "http://127.0.0.1:18932"
     try:
         wait_healthy(base)
@@ -245,3 +250,13 @@ def test_sigterm_stops_dispatching_at_once_and_leaves_nothing_half_done(
     ours = {j.id: j.slurm_job_id for j in jobs}
     in_slurm = {line.split("|")[1].removeprefix("hpcgw:"): line.split("|")[0] for line in out if "|hpcgw:" in line}
     assert all(ours.get(job_id) == slurm_id for job_id, slurm_id in in_slurm.items()), (in_slurm, ours)
+
+
+def slow_sbatch(folder: Path, delay_s: float) -> Path:
+    real = shutil.which("sbatch")
+    assert real is not None
+    folder.mkdir()
+    script = folder / "sbatch"
+    script.write_text(f'#!/bin/sh\nsleep {delay_s}\nexec {shlex.quote(real)} "$@"\n')
+    script.chmod(0o755)
+    return folder

@@ -128,6 +128,17 @@ def test_an_unanswering_controller_keeps_the_job_open(monkeypatch: pytest.Monkey
     assert step.history == [] and step.fields == {}
 
 
+@pytest.mark.parametrize("controller", ["COMPLETING", None])
+def test_a_requeue_slurmctld_has_not_finished_waits_for_it(monkeypatch: pytest.MonkeyPatch, controller: str) -> None:
+    """Seen on the local cluster: accounting's REQUEUED row lands while slurmctld still ends the run (COMPLETING);
+    recorded then, the reason could not name the requeue and the restart count was 0."""
+    sacct, scontrol = captured("rq-requeued")
+    ending = None if controller is None else scontrol.replace("JobState=PENDING", f"JobState={controller}")
+    obs, _ = look(monkeypatch, sacct, ending)
+    step = decide(stored("running", slurm_id="2"), Evidence(seen=obs.jobs["2"]), NOW)
+    assert step.history == [] and step.fields == {}
+
+
 def row(
     state: str, *, job: str = "9", nodes: str = "n[1-2]", submit: str = "2026-11-23T16:00:00", comment: str = ""
 ) -> str:
