@@ -29,8 +29,12 @@ venv: $(VENV)/.stamp
 horovod: venv
 	@scripts/build-horovod.sh $(PY)
 
+# The cluster, then the example configuration's Unix users and groups (and the gateway's own user with its one
+# sudoers rule), then its teams' Slurm accounts, limits and fair-share: all idempotent.
 cluster-up: venv
 	$(HPCGW) cluster up
+	$(HPCGW) cluster users --config config/example.toml
+	$(HPCGW) accounts sync --config config/example.toml
 
 cluster-down:
 	@test -x $(HPCGW) && $(HPCGW) cluster down || true

@@ -60,6 +60,15 @@ def table(results: dict[str, Any]) -> str:
             _mark(r["gateway_s"] <= r["raw_sbatch_srun_s"] + 1, "<= raw + 1 s"),
         )
     )
+    if "fairness" in results:
+        f = results["fairness"]
+        rows.append(
+            (
+                "team B's wait, idle / under team A's flood (s, median), flood / idle",
+                f"{f['idle_s']:.1f} / {f['flood_s']:.1f}, {f['ratio']:.2f}x",
+                _mark(f["ratio"] <= 2, "<= 2x"),
+            )
+        )
     width = max(len(row[0]) for row in rows)
     lines = [f"{'measure'.ljust(width)} | figure | target", f"{'-' * width}-|--------|-------"]
     lines += [f"{name.ljust(width)} | {value} | {target}" for name, value, target in rows]

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from devcluster.users import as_gateway, hand_over
 from examples.intent_classifier import ensure_dataset
 from gateway.client import wait_healthy
 from launchers.runtime.markers import JobMarkers
@@ -58,7 +59,10 @@ def sbatch_hold() -> str:
 
 
 def scancel_all() -> None:
-    subprocess.run(["scancel", "-u", os.environ.get("USER", "root")], check=False)
+    """Every job on the development cluster, whoever's (the gateway's jobs run as alice and bob)."""
+    ids = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    if ids:
+        subprocess.run(["scancel", *ids], check=False)
     for _ in range(120):
         if not subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip():
             return
@@ -104,12 +108,18 @@ token = "admin-dev-token"
 
 
 @contextmanager
-def gateway(root: Path) -> Iterator[str]:
-    (root / "gateway.toml").write_text(CONFIG.format(root=root))
+def gateway(root: Path, teams: str | None = None) -> Iterator[str]:
+    """``hpcgw serve`` as the gateway's own user; ``teams`` replaces the teams' tables of CONFIG."""
+    text = CONFIG.format(root=root)
+    if teams is not None:
+        head, _, rest = text.partition("[teams.team-a]")
+        text = head + teams + rest[rest.index("[[tokens]]") :]
+    (root / "gateway.toml").write_text(text)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(root / "gateway.log", "ab")
+    hand_over(root, root / "gateway.toml")  # the gateway runs as its own user, never root
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("hpcgw")),
@@ -121,6 +131,7 @@ def gateway(root: Path) -> Iterator[str]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        **as_gateway(),
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -186,7 +197,12 @@ def counting_sbatch(root: Path) -> Iterator[Callable[[], int]]:
     log.write_text("")
     real = shutil.which("sbatch")
     (wrappers / "sbatch").write_text(f'#!/bin/sh\necho call >> "{log}"\nexec {real} "$@"\n')
-    (wrappers / "sbatch").chmod(0o755)
+    # The gateway's sbatch goes through sudo, whose secure_path skips this folder: count it there.
+    sudo = shutil.which("sudo")
+    counted = f'case " $* " in *" sbatch "*) echo call >> "{log}";; esac\n'
+    (wrappers / "sudo").write_text(f'#!/bin/sh\n{counted}exec {sudo} "$@"\n')
+    for wrapper in ("sbatch", "sudo"):
+        (wrappers / wrapper).chmod(0o755)
     previous = os.environ["PATH"]
     os.environ["PATH"] = f"{wrappers}:{previous}"
     try:

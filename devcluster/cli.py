@@ -37,7 +37,9 @@ def up(
     ] = None,
     partitions: Annotated[
         str | None,
-        typer.Option("--partitions", "-p", help="Comma-separated partitions over all nodes [default: team-a,team-b]"),
+        typer.Option(
+            "--partitions", "-p", help="Partitions over all nodes, comma-separated [default: team-a,team-b,team-c]"
+        ),
     ] = None,
     cpus_per_node: Annotated[int | None, typer.Option(help="CPUs each node offers [default: 2]")] = None,
     max_array_size: Annotated[int | None, typer.Option(help="Slurm's MaxArraySize [default: 1001]")] = None,
@@ -95,6 +97,33 @@ def env(state_dir: StateDir = None) -> None:
         raise typer.Exit(1)
     for key, value in spec.slurm_env.items():
         typer.echo(f"export {key}={value}")
+
+
+@app.command()
+def users(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The gateway configuration whose users to create")],
+) -> None:
+    """Create the Unix groups (one per team) and users (one per token) a gateway configuration names, the
+    gateway's own user `hpcgw`, and the sudoers rule that lets it submit as them; hand the gateway its files."""
+    from devcluster import users as unix
+    from gateway.config import ConfigError, load_config
+
+    try:
+        settings = load_config(config)
+    except ConfigError as exc:
+        err.print(f"hpcgw cluster users: error: {exc}", style="red", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    url = settings.database_url
+    database = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") and ":memory:" not in url else None
+    try:
+        done = unix.ensure(unix.plan_from_config(settings))
+        done += unix.give_to_gateway(config.resolve(), database, settings.job_root)
+    except (ClusterError, OSError) as exc:
+        err.print(f"hpcgw cluster users: error: {exc}", style="red", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    for line in done:
+        console.print(f"created: {line}" if " owns " not in line else line, highlight=False, markup=False)
+    console.print("users and groups: in place", highlight=False)
 
 
 def _spec(state_dir: Path | None, **overrides: object) -> ClusterSpec:

@@ -13,6 +13,7 @@ CLUSTER_PACKAGES: dict[str, str] = {
     "slurmdbd": "slurmdbd",
     "munge": "munged",
     "mariadb-server": "mariadbd",
+    "sudo": "sudo",  # the gateway's one privilege path: sbatch and scancel as the job's user
 }
 
 

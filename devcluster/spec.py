@@ -28,7 +28,7 @@ def default_state_dir() -> Path:
 class ClusterSpec:
     state_dir: Path = field(default_factory=default_state_dir)
     nodes: int = 2
-    partitions: tuple[str, ...] = ("team-a", "team-b")
+    partitions: tuple[str, ...] = ("team-a", "team-b", "team-c")
     cluster_name: str = "hpcgw"
     cpus_per_node: int = 2
     memory_mb_per_node: int = 4000

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from devcluster.users import as_gateway
 from examples.intent_classifier import TRAINER_DIR, ensure_dataset
 from gateway.client import ClientError, wait_healthy
 from gateway.config import load_config
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
+            **{"env": os.environ.copy(), **as_gateway()},  # as the gateway's own user, never root
         )
     try:
         try:

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-DEV_TOKENS = frozenset({"team-a-dev-token", "team-b-dev-token", "admin-dev-token"})
+DEV_TOKENS = frozenset({"team-a-dev-token", "team-b-dev-token", "team-c-dev-token", "admin-dev-token"})
 MIN_TOKEN_LEN = 24
 _TEAM_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -39,12 +39,20 @@ class TeamConfig(BaseModel):
     max_nodes: int = Field(1, ge=1)
     max_running_jobs: int = Field(1, ge=1)
     max_queued_jobs: int = Field(100, ge=0)
+    # CPUs the team's running jobs may hold at once, across the cluster (Slurm's GrpTRES=cpu); None: no limit.
+    max_cpus: int | None = Field(None, ge=1)
+    # The team's share of the cluster in Slurm's fair-share (the account's Fairshare).
+    fairshare: int = Field(1, ge=1, le=1_000_000)
+    # The Unix group whose members are the team; its job folders belong to it. Default: the team's name.
+    unix_group: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
 class TokenConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    # The Unix account the user's jobs run as (sbatch and scancel through sudo). Default: ``user``.
+    unix_user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     team: str | None = None
     role: Literal["user", "admin"] = "user"
     token: str | None = Field(None, repr=False)
@@ -61,6 +69,10 @@ class TokenConfig(BaseModel):
     @property
     def digest(self) -> str:
         return self.token_sha256 or hash_token(self.token or "")
+
+    @property
+    def account_name(self) -> str:
+        return self.unix_user or self.user
 
 
 class PollConfig(BaseModel):
@@ -125,7 +137,21 @@ class GatewayConfig(BaseSettings):
         digests = [t.digest for t in self.tokens]
         if len(set(digests)) != len(digests):
             raise ValueError("two tokens are the same")
+        accounts: dict[str, str] = {}
+        for token in self.tokens:
+            if accounts.setdefault(token.user, token.account_name) != token.account_name:
+                raise ValueError(f"user {token.user!r} is mapped to two Unix accounts")
         return self
+
+    def unix_user_of(self, user: str) -> str:
+        """The Unix account a gateway user's jobs run as."""
+        for token in self.tokens:
+            if token.user == user:
+                return token.account_name
+        return user  # a user no token names any more (an old job): the name itself
+
+    def unix_group_of(self, team: str) -> str:
+        return self.teams[team].unix_group or team
 
     def resolved(self, base: Path) -> GatewayConfig:
         """Relative paths (and a relative sqlite file) resolved against ``base``."""

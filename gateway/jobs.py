@@ -259,6 +259,7 @@ def job_spec(config: GatewayConfig, job: Job) -> JobSpec:
         env=env,
         folder=Path(job.submit_folder),
         comment=slurm_comment(job.id),
+        run_as=config.unix_user_of(job.user),
     )
 
 

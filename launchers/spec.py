@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from launchers.resources import Resources
+from launchers.slurm.privilege import check_unix_name
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SLURM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -96,6 +97,14 @@ class JobSpec(Resources):
     requeue: bool = True
     # Slurm's --comment; the gateway stores its job id here, to find the job again after a crash.
     comment: str | None = Field(None, max_length=256, pattern=r"^[A-Za-z0-9_.:@/+-]+$")
+    # The Unix user sbatch runs as (through sudo, see launchers.slurm.privilege); None: whoever submits. The
+    # gateway sets it to the token's user, so that the job runs, is accounted and is limited as that user.
+    run_as: str | None = None
+
+    @field_validator("run_as")
+    @classmethod
+    def _unix_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_unix_name(value)
 
     @field_validator("name", "partition", "account", "qos")
     @classmethod

@@ -33,7 +33,10 @@ Backend = Literal["auto", "slurm", "local"]
 
 
 class HpcgwSlurmExecutor(submitit.SlurmExecutor):
-    """submitit's Slurm executor, with sbatch called through the project's one subprocess function."""
+    """submitit's Slurm executor, with sbatch called through the project's one subprocess function, as
+    ``run_as`` when that is set."""
+
+    run_as: str | None = None
 
     def _submit_command(self, command: str) -> submitit.Job[Any]:
         tmp_uuid = uuid.uuid4().hex
@@ -42,7 +45,7 @@ class HpcgwSlurmExecutor(submitit.SlurmExecutor):
         submission_file = folder / f".submission_file_{tmp_uuid}.sh"
         submission_file.write_text(self._make_submission_file_text(command, tmp_uuid))
         try:
-            output = run(self._make_submission_command(submission_file), timeout_s=120).stdout
+            output = run(self._make_submission_command(submission_file), timeout_s=120, as_user=self.run_as).stdout
         except CommandError as exc:
             raise SubmitError(f"sbatch failed: {exc}") from exc
         job_id = self._get_job_id_from_submission_command(output)
@@ -71,6 +74,7 @@ class HpcgwSlurmExecutor(submitit.SlurmExecutor):
             delayed.dump(path)
             pickles.append(path)
         array_ex = HpcgwSlurmExecutor(self.folder, max_num_timeout=self.max_num_timeout, python=self.python)
+        array_ex.run_as = self.run_as
         array_ex.update_parameters(**self.parameters)
         array_ex.parameters["map_count"] = len(delayed_submissions)
         first = array_ex._submit_command(self._submitit_command_str)
@@ -126,13 +130,17 @@ def _extra_sbatch(lines: tuple[str, ...]) -> dict[str, Any]:
     return extra
 
 
+def slurm_executor(spec: JobSpec, parameters: dict[str, Any] | None = None) -> HpcgwSlurmExecutor:
+    """The Slurm executor of ``spec``: its resources (or ``parameters``), submitting as ``spec.run_as``."""
+    executor = HpcgwSlurmExecutor(folder=spec.folder, python=python_command(spec), max_num_timeout=spec.max_requeues)
+    executor.run_as = spec.run_as
+    executor.update_parameters(**(parameters if parameters is not None else slurm_parameters(spec)))
+    return executor
+
+
 def make_executor(spec: JobSpec, backend: Literal["slurm", "local"]) -> submitit.Executor:
     if backend == "slurm":
-        executor: submitit.Executor = HpcgwSlurmExecutor(
-            folder=spec.folder, python=python_command(spec), max_num_timeout=spec.max_requeues
-        )
-        executor.update_parameters(**slurm_parameters(spec))
-        return executor
+        return slurm_executor(spec)
     executor = submitit.LocalExecutor(folder=spec.folder, python=python_command(spec))
     # gpus_per_node: submitit's local executor hides every GPU (CUDA_VISIBLE_DEVICES="") unless told how many
     # the job has; it then shows them all to every rank, and each rank picks its own by local rank.

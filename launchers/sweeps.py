@@ -15,7 +15,6 @@ from pathlib import Path
 
 from submitit.core.utils import DelayedSubmission
 
-from launchers.container import python_command
 from launchers.errors import SpecError
 from launchers.job import Job
 from launchers.runtime.task import TrainerTask
@@ -23,7 +22,7 @@ from launchers.slurm.commands import max_array_size
 from launchers.slurm.ids import master_id
 from launchers.space import GridSpace, ListSpace, RandomSpace, Scalar
 from launchers.spec import JobSpec
-from launchers.submission import HpcgwSlurmExecutor, check_partition, slurm_parameters
+from launchers.submission import check_partition, slurm_executor, slurm_parameters
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +76,7 @@ def submit_array(
         params = slurm_parameters(spec) | {"array_parallelism": max_parallel}
         if previous is not None:
             params["additional_parameters"] = {**params["additional_parameters"], "dependency": f"afterany:{previous}"}
-        executor = HpcgwSlurmExecutor(
-            folder=spec.folder, python=python_command(spec), max_num_timeout=spec.max_requeues
-        )
-        executor.update_parameters(**params)
+        executor = slurm_executor(spec, params)
         tasks = [
             DelayedSubmission(
                 TrainerTask(

@@ -7,11 +7,33 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from devcluster import ClusterSpec, cluster_up
+from devcluster import users as unix
+from gateway import accounts
+from gateway.config import load_config
 from launchers.slurm.ids import master_id
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config" / "example.toml"
+
+
+def set_up_tenancy(spec: ClusterSpec) -> None:
+    """What `make cluster-up` does after `hpcgw cluster up`: the example configuration's Unix users and groups
+    (idempotent), and its teams' accounts, limits and users in this cluster's Slurm accounting."""
+    settings = load_config(EXAMPLE_CONFIG)
+    unix.ensure(unix.plan_from_config(settings))
+    previous = os.environ.get("SLURM_CONF")
+    os.environ.update(spec.slurm_env)
+    try:
+        accounts.sync(settings)
+    finally:
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +42,7 @@ def cluster() -> Iterator[ClusterSpec]:
     spec = ClusterSpec.load() or ClusterSpec()
     status = cluster_up(spec)
     assert status.healthy, status.as_dict()
+    set_up_tenancy(spec)
     previous = os.environ.get("SLURM_CONF")
     os.environ.update(spec.slurm_env)
     yield spec

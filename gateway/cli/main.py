@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from gateway.cli import jobs
+from gateway.cli import accounts, jobs
 from gateway.cli.serve import serve
 from gateway.cli.sweep import sweep
 
@@ -21,6 +21,7 @@ app = typer.Typer(
 for _plugin in entry_points(group="hpcgw.cli"):
     app.add_typer(_plugin.load(), name=_plugin.name)
 app.command()(serve)
+app.add_typer(accounts.app, name="accounts")
 jobs.register(app)
 app.command(context_settings={"allow_interspersed_args": False})(sweep)
 

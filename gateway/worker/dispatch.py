@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlmodel import Session, col, select
 
 from gateway.config import GatewayConfig
+from gateway.folders import FolderError, shared_folder, team_folder
 from gateway.jobs import active_counts, job_spec, record_state, sweep_comment
 from gateway.models import Job, Sweep, utcnow
 from gateway.worker.stats import WorkerStats
@@ -24,7 +25,10 @@ from launchers.submission import submit
 from launchers.sweeps import submit_array
 
 log = logging.getLogger(__name__)
-SUBMIT_ERRORS = (SubmitError, SpecError, CommandError, ValueError, OSError)
+SUBMIT_ERRORS = (SubmitError, SpecError, CommandError, FolderError, ValueError, OSError)
+# sbatch's refusal when the team's account holds all the jobs Slurm lets it submit (GrpSubmitJobs): the jobs
+# wait in the gateway, with that reason, until the account has room again.
+SUBMIT_LIMIT = "job submit limit"
 
 
 class Outcome(Enum):
@@ -44,10 +48,13 @@ def link(session: Session, job: Job, slurm_job_id: str) -> None:
     record_state(session, job, JobState.QUEUED, slurm_state="PENDING")
 
 
-def prepare_folders(job: Job) -> None:
-    """The trainer protocol promises existing directories for MODEL_OUTPUT_DIR and the METRICS_FILE."""
-    (Path(job.folder) / "model").mkdir(parents=True, exist_ok=True)
-    Path(job.submit_folder).mkdir(parents=True, exist_ok=True)
+def prepare_folders(config: GatewayConfig, job: Job) -> None:
+    """The trainer protocol promises existing directories for MODEL_OUTPUT_DIR and the METRICS_FILE; they sit
+    in the team's folder, which only the team and the gateway may enter (gateway.folders)."""
+    team_folder(config.job_root, job.team, config.unix_group_of(job.team))
+    shared_folder(Path(job.folder), sticky=True)
+    for folder in (Path(job.folder) / "model", Path(job.submit_folder)):
+        shared_folder(folder)
 
 
 class Dispatcher:
@@ -117,7 +124,7 @@ class Dispatcher:
         _mark_dispatching(session, tasks)
         try:
             for job in tasks:
-                prepare_folders(job)
+                prepare_folders(self.config, job)
             specs = [job_spec(self.config, job) for job in tasks]
             base = specs[0].model_copy(update={"comment": sweep_comment(sweep_id, attempt)})
             handles = submit_array(
@@ -145,7 +152,7 @@ class Dispatcher:
     def _single(self, session: Session, job: Job) -> Outcome:
         _mark_dispatching(session, [job])
         try:
-            prepare_folders(job)
+            prepare_folders(self.config, job)
             handle = submit(job_spec(self.config, job), backend="slurm", check=False)
         except SUBMIT_ERRORS as exc:
             return self.failed(session, [job], exc)
@@ -165,6 +172,8 @@ class Dispatcher:
         # sbatch through submitit arrives wrapped (SubmitError from CommandError): a time-out or a missing
         # command is told by the command's own error, not by the wrapper's text.
         unreachable = is_unreachable(exc) or (exc.__cause__ is not None and is_unreachable(exc.__cause__))
+        if SUBMIT_LIMIT in text:
+            return self._held(session, jobs)
         for job in jobs:
             job.dispatching = False
             job.dispatch_error = text[-2000:]
@@ -181,6 +190,15 @@ class Dispatcher:
             log.warning("Slurm unreachable; %d job(s) stay accepted: %s", len(jobs), self.stats.last_error)
             return Outcome.UNREACHABLE
         log.error("sbatch refused %d job(s): %s", len(jobs), text)
+        return Outcome.REFUSED
+
+    def _held(self, session: Session, jobs: list[Job]) -> Outcome:
+        for job in jobs:
+            job.dispatching = False
+            job.reason = f"waiting: Slurm's submit limit of account {job.account} is reached (GrpSubmitJobs)"
+            session.add(job)
+        session.commit()
+        log.info("%d job(s) wait: Slurm's submit limit of account %s is reached", len(jobs), jobs[0].account)
         return Outcome.REFUSED
 
 

@@ -127,8 +127,12 @@ class Worker:
             ).all()
             if not jobs:
                 return False
+            by_user: dict[str, list[str]] = {}
+            for j in jobs:  # scancel as each job's own user, as it was submitted
+                by_user.setdefault(self.config.unix_user_of(j.user), []).append(j.slurm_job_id or "")
             try:
-                commands.scancel(j.slurm_job_id for j in jobs if j.slurm_job_id)
+                for user, ids in by_user.items():
+                    commands.scancel(ids, as_user=user)
             except CommandError as exc:
                 log.warning("scancel failed, will retry: %s", str(exc).splitlines()[0])
                 return False

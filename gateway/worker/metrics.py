@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from launchers.files import read_job_file
+
 
 class MetricsReader:
     def __init__(self) -> None:
@@ -23,7 +25,11 @@ class MetricsReader:
         if self._seen.get(job_id) == key:
             return None
         epochs: list[dict[str, Any]] = []
-        for line in path.read_text(errors="replace").splitlines():
+        try:
+            text = read_job_file(path)  # a regular file only: never a symlink into another team's folder
+        except OSError:
+            return None
+        for line in text.splitlines():
             try:
                 value = json.loads(line)
             except json.JSONDecodeError:

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launchers.files import read_job_file
+
+MARKER_MAX_BYTES = 4096  # a marker is a few bytes of JSON or an exit code
+
 
 @dataclass(frozen=True)
 class JobMarkers:
@@ -61,8 +65,8 @@ class JobMarkers:
 
     def started(self) -> dict[str, Any] | None:
         try:
-            data = json.loads(self.started_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            data = json.loads(read_job_file(self.started_path, MARKER_MAX_BYTES))
+        except (OSError, json.JSONDecodeError):
             return None
         return data if isinstance(data, dict) else None
 
@@ -77,7 +81,9 @@ class JobMarkers:
         found = []
         for path in self.directory.glob(f"{self.job_id}.{restart}.exit.*"):
             try:
-                found.append((path.stat().st_mtime, int(path.name.rsplit(".", 1)[1]), int(path.read_text())))
+                found.append(
+                    (path.stat().st_mtime, int(path.name.rsplit(".", 1)[1]), int(read_job_file(path, MARKER_MAX_BYTES)))
+                )
             except (OSError, ValueError):
                 continue
         return sorted(found)

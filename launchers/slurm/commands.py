@@ -29,10 +29,10 @@ def sbatch(script: Path, args: Sequence[str] = ()) -> str:
     return job_id
 
 
-def scancel(job_ids: Iterable[str]) -> None:
+def scancel(job_ids: Iterable[str], *, as_user: str | None = None) -> None:
     ids = list(job_ids)
     if ids:
-        run(["scancel", *ids], timeout_s=TIMEOUT_S)
+        run(["scancel", *ids], timeout_s=TIMEOUT_S, as_user=as_user)
 
 
 def sacct(

@@ -48,13 +48,19 @@ def run(
     input_text: str | None = None,
     check: bool = True,
     cwd: str | os.PathLike[str] | None = None,
+    as_user: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` without a shell and return its completed process.
 
     ``env`` is merged over the current environment. With ``check`` (the default), a non-zero exit raises
-    :class:`CommandError`; callers that treat some exit codes as answers pass ``check=False``.
+    :class:`CommandError`; callers that treat some exit codes as answers pass ``check=False``. ``as_user`` runs
+    the command as that Unix user through the one privilege path (:mod:`launchers.slurm.privilege`).
     """
     args = tuple(str(a) for a in argv)
+    if as_user is not None:
+        from launchers.slurm.privilege import as_user_argv
+
+        args = as_user_argv(as_user, args)
     full_env = None if env is None else {**os.environ, **env}
     log.debug("run: %s", " ".join(args))
     try:

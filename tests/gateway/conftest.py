@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import grp
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -48,6 +50,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     admin.dispose()
 
 
+def unix_group(team: str) -> str:
+    """The team's own group where the development cluster has created it (tests on Slurm: jobs run as the
+    team's users), else this process's group (tests without Slurm, on a machine without those groups)."""
+    try:
+        return grp.getgrnam(team).gr_name
+    except KeyError:
+        return grp.getgrgid(os.getgid()).gr_name
+
+
 def make_config(tmp_path: Path, database_url: str, **overrides: object) -> GatewayConfig:
     data: dict[str, object] = {
         "dev_mode": True,
@@ -72,6 +83,8 @@ def make_config(tmp_path: Path, database_url: str, **overrides: object) -> Gatew
         ],
     }
     data.update(overrides)
+    for name, team in dict(data["teams"]).items():  # type: ignore[call-overload]
+        team.setdefault("unix_group", unix_group(name))
     (tmp_path / "datasets" / DATASET[0] / DATASET[1]).mkdir(parents=True, exist_ok=True)
     return GatewayConfig.model_validate(data).resolved(tmp_path)
 

@@ -37,7 +37,7 @@ team = "team-a"
 
 def test_the_shipped_example_loads_and_resolves_paths() -> None:
     config = load_config(REPO / "config" / "example.toml")
-    assert set(config.teams) == {"team-a", "team-b"}
+    assert set(config.teams) == {"team-a", "team-b", "team-c"}
     assert config.teams["team-b"].partitions == ["team-b"]
     assert config.dataset_root == (REPO / ".hpcgw" / "datasets").resolve()
     assert config.database_url == f"sqlite:///{(REPO / '.hpcgw' / 'gateway' / 'gateway.db').resolve()}"

@@ -17,6 +17,15 @@ from tests.gateway.conftest import auth
 from tests.slurm.support import CLASSIFIER, ENV_PRINTER, QUICK, SLEEPER, gateway_config
 
 
+@pytest.fixture(autouse=True)
+def _reachable_by_job_users(tmp_path: Path) -> None:
+    """Jobs run as their users (alice, bob), who must reach the test's folders; pytest makes them 0700."""
+    for folder in (tmp_path, *tmp_path.parents):
+        if str(folder) in ("/", "/tmp"):
+            break
+        folder.chmod(folder.stat().st_mode | 0o011)
+
+
 @pytest.fixture
 def dataset_hash(tmp_path: Path) -> str:
     staging = tmp_path / "staging"

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
+from devcluster.users import as_gateway, hand_over
 from examples.intent_classifier import TRAINER_DIR
 from gateway.config import GatewayConfig
 from gateway.models import JobEvent
@@ -147,3 +150,15 @@ def write_config(path: Path, root: Path, *, max_running_jobs: int = 4, max_queue
     """The configuration of a gateway that a test runs as `hpcgw serve`, its files under ``root``."""
     path.write_text(SERVE_CONFIG.format(root=root, max_running_jobs=max_running_jobs, max_queued_jobs=max_queued_jobs))
     return path
+
+
+def serve(argv: list[str], log: Any, *, path_prefix: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (an ``hpcgw serve`` command line) as the gateway's own user, as a deployment runs it: the
+    folder of its ``--config`` (its database, its job root) and the file itself become that user's first."""
+    config = Path(argv[argv.index("--config") + 1])
+    hand_over(config.parent, config)
+    kwargs = as_gateway()
+    env = dict(kwargs.pop("env", os.environ))
+    if path_prefix is not None:
+        env["PATH"] = f"{path_prefix}:{env['PATH']}"
+    return subprocess.Popen(argv, stdout=log, stderr=log, env=env, **kwargs)

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from gateway.client import Client, wait_healthy
-from tests.slurm.support import write_config
+from tests.slurm.support import serve, write_config
 
 pytestmark = pytest.mark.slurm
 HPCGW = str(Path(sys.executable).with_name("hpcgw"))
@@ -39,11 +39,8 @@ class Gateway:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [HPCGW, "serve", "--config", str(self.root / "gw.toml"), "--port", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        argv = [HPCGW, "serve", "--config", str(self.root / "gw.toml"), "--port", str(self.port)]
+        self.proc = serve(argv, subprocess.DEVNULL)
         wait_healthy(self.url, alive=lambda: self.proc is not None and self.proc.poll() is None)
 
     def stop(self) -> None:

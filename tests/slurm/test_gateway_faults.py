@@ -25,6 +25,7 @@ from tests.slurm.support import (
     classifier_job,
     gateway_config,
     history,
+    serve,
     sleeper_job,
     wait_for,
     write_config,
@@ -95,11 +96,7 @@ def test_crash_between_sbatch_and_the_database_leaves_exactly_one_job(
         "sys.exit(app(sys.argv[1:], prog_name='hpcgw'))\n"
     )
     log = open(tmp_path / "gateway.log", "ab")  # a file: an unread pipe fills up and blocks the gateway
-    first = subprocess.Popen(
-        [sys.executable, "-c", crashing, "serve", "--config", str(config_file), "--port", "18931"],
-        stdout=log,
-        stderr=log,
-    )
+    first = serve([sys.executable, "-c", crashing, "serve", "--config", str(config_file), "--port", "18931"], log)
     base = "http://127.0.0.1:18931"
     try:
         _wait_http(base)
@@ -124,7 +121,7 @@ def test_crash_between_sbatch_and_the_database_leaves_exactly_one_job(
     ):
         assert time.monotonic() < deadline, "the orphaned job did not finish"
         time.sleep(0.2)
-    second = subprocess.Popen([HPCGW, "serve", "--config", str(config_file), "--port", "18931"], stdout=log, stderr=log)
+    second = serve([HPCGW, "serve", "--config", str(config_file), "--port", "18931"], log)
     try:
         _wait_http(base)
         deadline = time.monotonic() + 120

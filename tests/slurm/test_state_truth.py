@@ -31,6 +31,7 @@ from gateway.app import create_app
 from gateway.client import wait_healthy
 from gateway.models import Job
 from launchers.slurm.hostlist import expand_hostlist
+from tests.conftest import set_up_tenancy
 from tests.gateway.conftest import auth
 from tests.slurm.support import (
     CLASSIFIER,
@@ -40,6 +41,7 @@ from tests.slurm.support import (
     classifier_job,
     gateway_config,
     history,
+    serve,
     sleeper_job,
     wait_for,
     write_config,
@@ -55,6 +57,7 @@ def three_nodes() -> Iterator[ClusterSpec]:
     root.chmod(0o755)
     spec = ClusterSpec(state_dir=root / "cluster", port_base=25800, cluster_name="hpcgwnf", nodes=3)
     assert cluster_up(spec).healthy
+    set_up_tenancy(spec)
     yield spec
     cluster_down(spec.state_dir)
 
@@ -214,8 +217,7 @@ def test_sigterm_stops_dispatching_at_once_and_leaves_nothing_half_done(
     cmd = [HPCGW, "serve", "--config", str(tmp_path / "gateway.toml"), "--port", "18932"]
     # The real sbatch behind a busy slurmctld's 0.3 s answer, so that a backlog exists when SIGTERM comes
     # (an idle local slurmctld answers faster than the jobs can be posted).
-    slow = slow_sbatch(tmp_path / "bin", delay_s=0.3)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, "PATH": f"{slow}:{os.environ['PATH']}"})
+    proc = serve(cmd, log, path_prefix=slow_submission(tmp_path / "bin", delay_s=0.3))
     base = "http://127.0.0.1:18932"
     try:
         wait_healthy(base)
@@ -252,11 +254,14 @@ def test_sigterm_stops_dispatching_at_once_and_leaves_nothing_half_done(
     assert all(ours.get(job_id) == slurm_id for job_id, slurm_id in in_slurm.items()), (in_slurm, ours)
 
 
-def slow_sbatch(folder: Path, delay_s: float) -> Path:
-    real = shutil.which("sbatch")
-    assert real is not None
+def slow_submission(folder: Path, delay_s: float) -> Path:
+    """sudo (the gateway submits through it, as the job's user) and sbatch, each answering ``delay_s`` late."""
     folder.mkdir()
-    script = folder / "sbatch"
-    script.write_text(f'#!/bin/sh\nsleep {delay_s}\nexec {shlex.quote(real)} "$@"\n')
-    script.chmod(0o755)
+    for command in ("sudo", "sbatch"):
+        real = shutil.which(command)
+        assert real is not None, command
+        script = folder / command
+        script.write_text(f'#!/bin/sh\nsleep {delay_s}\nexec {shlex.quote(real)} "$@"\n')
+        script.chmod(0o755)
+    folder.chmod(0o755)
     return folder

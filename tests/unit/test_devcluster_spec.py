@@ -10,7 +10,7 @@ from launchers.templates import render
 
 def test_defaults(tmp_path: Path) -> None:
     spec = ClusterSpec(state_dir=tmp_path)
-    assert spec.nodes == 2 and spec.partitions == ("team-a", "team-b")
+    assert spec.nodes == 2 and spec.partitions == ("team-a", "team-b", "team-c")
     assert spec.node_names == ["n1", "n2"]
     assert spec.slurm_env == {"SLURM_CONF": str(tmp_path / "etc" / "slurm.conf")}
 

@@ -62,6 +62,7 @@ class FakeSlurm:
         self.max_array_size = 1001
         self.jobs: dict[str, FakeJob] = {}
         self.calls: list[tuple[str, ...]] = []
+        self.run_as: list[tuple[str, str | None]] = []  # (command, the user it ran as through sudo)
         self.scripts: dict[str, str] = {}  # job id (an array's own id) -> the script sbatch was given
         self.on_sbatch: Callable[[tuple[str, ...], dict[str, str]], None] | None = None
         self.crash_after_sbatch = False
@@ -137,9 +138,11 @@ class FakeSlurm:
         input_text: str | None = None,
         check: bool = True,
         cwd: Any = None,
+        as_user: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         args = tuple(str(a) for a in argv)
         self.calls.append(args)
+        self.run_as.append((args[0], as_user))
         failed = self._maybe_fail(args, check)
         if failed is not None:
             return failed

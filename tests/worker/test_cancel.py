@@ -70,3 +70,14 @@ def test_cancelling_one_sweep_task_cancels_only_its_element(gw: Gateway, fake: F
     gw.cycle()
     assert fake.calls_of("scancel") == [("scancel", tasks[1].slurm_job_id)]
     assert [t.state for t in gw.tasks(sweep)] == ["queued", "cancelled", "queued"]
+
+
+def test_scancel_runs_as_each_jobs_own_user(gw: Gateway, fake: FakeSlurm) -> None:
+    mine, theirs = gw.submit("team-a"), gw.submit("team-b")
+    gw.cycle()
+    ask_cancel(gw, mine)
+    ask_cancel(gw, theirs)
+    gw.cycle()
+    assert sorted(
+        (user, call[1:]) for (command, user), call in zip(fake.run_as, fake.calls, strict=True) if command == "scancel"
+    ) == [("user-team-a", (gw.slurm_id(mine),)), ("user-team-b", (gw.slurm_id(theirs),))]

@@ -151,3 +151,13 @@ def test_dispatch_reports_whether_anything_changed(gw: Gateway, fake: FakeSlurm)
     assert gw.worker.dispatch() is False  # still accepted: nothing the API shows changed
     assert gw.worker.dispatch() is True
     assert gw.worker.stats.dispatched == 1
+
+
+def test_every_sbatch_runs_as_the_jobs_own_user(gw: Gateway, fake: FakeSlurm) -> None:
+    gw.sweep([0.1, 0.2], max_parallel=1, team="team-a")
+    single = gw.submit("team-a")
+    gw.submit("team-b")
+    gw.cycle()
+    assert sorted(user or "" for command, user in fake.run_as if command == "sbatch") == ["user-team-a", "user-team-b"]
+    # The sweep's two tasks in Slurm are team-a's quota of 2: its single job waits in the gateway.
+    assert gw.state(single) == "accepted"

@@ -135,3 +135,20 @@ def test_healthz_says_slurm_is_unreachable_and_the_api_shows_the_job_waiting(
     assert client.get("/healthz").json()["slurm_reachable"] is True
     shown = client.get(f"/v1/jobs/{job_id}", headers=auth("alice")).json()
     assert (shown["state"], shown["slurm_job_id"]) == ("queued", "100")
+
+
+def test_slurms_submit_limit_keeps_the_job_waiting_with_the_reason(gw: Gateway, fake: FakeSlurm) -> None:
+    """sbatch's words when the team's account holds GrpSubmitJobs jobs already (captured on the local cluster)."""
+    job_id = gw.submit()
+    limit = (
+        "sbatch: error: Batch job submission failed: "
+        "Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)"
+    )
+    fake.fail("sbatch", "refused", stderr=limit)
+    gw.cycle()
+    job = gw.job(job_id)
+    assert (job.state, job.dispatching, job.slurm_job_id) == ("accepted", False, None)
+    assert job.reason == "waiting: Slurm's submit limit of account team-a is reached (GrpSubmitJobs)"
+    fake.heal("sbatch")
+    gw.cycle()
+    assert gw.state(job_id) == "queued"

@@ -1,0 +1,299 @@
+"""On Slurm, with real Unix users: each job runs as its own user, teams cannot see each other's files nor the
+gateway's state, and Slurm itself holds each team to its share, whatever path the jobs take.
+
+The gateway runs as its own unprivileged user (``hpcgw``), started as a deployment starts it; alice (team-a),
+bob (team-b) and carol (team-c) are the users `hpcgw cluster users` creates from config/example.toml, whose
+teams' limits `hpcgw accounts sync` wrote into Slurm (team-a: GrpJobs 2).
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import pwd
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.client import wait_healthy
+from tests.conftest import EXAMPLE_CONFIG
+from tests.slurm.support import HPCGW, serve
+
+pytestmark = pytest.mark.slurm
+TOKENS = {
+    "alice": "team-a-dev-token",
+    "bob": "team-b-dev-token",
+    "carol": "team-c-dev-token",
+    "admin": "admin-dev-token",
+}
+PROBE = Path(__file__).parent.parent / "data" / "probe_files.py"
+
+CONFIG = """
+dev_mode = true
+database_url = "sqlite:///{root}/state/gw.db"
+dataset_root = "{root}/datasets"
+job_root = "{root}/jobs"
+container_runtime = "none"
+[poll]
+interval_s = 1.0
+floor_s = 0.2
+[teams.team-a]
+partitions = ["team-a"]
+account = "team-a"
+max_nodes = 2
+max_running_jobs = 2
+max_queued_jobs = 200
+[teams.team-b]
+partitions = ["team-b"]
+account = "team-b"
+max_nodes = 2
+max_running_jobs = 2
+[teams.team-c]
+partitions = ["team-c"]
+account = "team-c"
+max_nodes = 2
+max_running_jobs = 2
+[[tokens]]
+user = "alice"
+team = "team-a"
+token = "team-a-dev-token"
+[[tokens]]
+user = "bob"
+team = "team-b"
+token = "team-b-dev-token"
+[[tokens]]
+user = "carol"
+team = "team-c"
+token = "team-c-dev-token"
+[[tokens]]
+user = "admin"
+role = "admin"
+token = "admin-dev-token"
+"""
+
+
+class Gateway:
+    def __init__(self, base: str, root: Path) -> None:
+        self.base, self.root = base, root
+
+    def post(self, path: str, body: dict, user: str) -> dict:
+        response = httpx.post(f"{self.base}{path}", json=body, headers=auth(user), timeout=30)
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    def get(self, path: str, user: str) -> dict:
+        return httpx.get(f"{self.base}{path}", headers=auth(user), timeout=30).json()
+
+    def algorithm(self, name: str, team: str, code: str) -> None:
+        body = {"name": name, "version": "1", "image": f"/images/{name}.sif", "command": ["true"], "team": team}
+        self.post("/v1/algorithms", {**body, "local_command": [sys.executable, "-c", code]}, "admin")
+
+    def job(self, user: str, algorithm: str, **fields: object) -> dict:
+        body = {"algorithm": algorithm, "dataset_id": "d", "train_data_version_hash": "v1", "time_limit_min": 10}
+        return self.post("/v1/jobs", body | fields, user)
+
+    def wait(self, job_id: str, user: str, timeout_s: float = 180) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while (job := self.get(f"/v1/jobs/{job_id}", user))["state"] not in ("succeeded", "failed", "cancelled"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.5)
+        return job
+
+
+def auth(user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[user]}"}
+
+
+@pytest.fixture
+def gw(cluster, tmp_path: Path) -> Iterator[Gateway]:
+    (tmp_path / "datasets" / "d" / "v1").mkdir(parents=True)
+    (tmp_path / "state").mkdir()
+    config = tmp_path / "gw.toml"
+    config.write_text(CONFIG.format(root=tmp_path))
+    port = 18941
+    log = open(tmp_path / "gateway.log", "ab")
+    proc = serve([HPCGW, "serve", "--config", str(config), "--port", str(port)], log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, alive=lambda: proc.poll() is None)
+        yield Gateway(base, tmp_path)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def sacct(job_ids: list[str], fields: str) -> list[list[str]]:
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", fields], capture_output=True, text=True, check=True
+    ).stdout
+    return [line.split("|") for line in out.splitlines() if line]
+
+
+def test_a_team_cannot_read_another_teams_files_nor_the_gateways_state(gw: Gateway) -> None:
+    secret = (
+        "import json, os; from pathlib import Path\n"
+        "Path(os.environ['MODEL_OUTPUT_DIR'], 'model.bin').write_text('team-a weights')\n"
+        "Path(os.environ['METRICS_FILE']).write_text(json.dumps({'epoch': 1, 'accuracy': 0.9}) + '\\n')\n"
+        "print('team-a log line')\n"
+    )
+    gw.algorithm("secret", "team-a", secret)
+    gw.algorithm("probe", "team-b", f"import runpy; runpy.run_path({str(PROBE)!r}, run_name='__main__')")
+    alice = gw.wait(gw.job("alice", "secret")["id"], "alice")
+    assert alice["state"] == "succeeded", alice
+    a_folder = gw.root / "jobs" / "team-a" / alice["id"]
+    targets = {
+        "team-a's job folders": str(gw.root / "jobs" / "team-a"),
+        "team-a's model": str(a_folder / "model" / "model.bin"),
+        "team-a's metrics": str(a_folder / "metrics.jsonl"),
+        "team-a's logs": str(next((a_folder / "job").glob("*_0_log.out"))),
+        "the gateway's database": str(gw.root / "state" / "gw.db"),
+        "the gateway's configuration": str(gw.root / "gw.toml"),
+    }
+    probe = gw.job("bob", "probe", parameters={"PROBE_TARGETS": json.dumps(targets)})
+    bob = gw.wait(probe["id"], "bob")
+    assert bob["state"] == "succeeded", bob
+    found = json.loads(Path(gw.root / "jobs" / "team-b" / bob["id"] / "model" / "probe.json").read_text())
+    assert found["whoami"] == "bob" and "team-b" in found["groups"], found
+    assert set(found["results"]) == {f"{how} {what}" for what in targets for how in ("read", "write")}, found
+    assert {r for r, outcome in found["results"].items() if outcome != "permission denied"} == set(), found
+    # Slurm's accounting names the real user and the team's account of each job.
+    rows = sacct([alice["slurm_job_id"], bob["slurm_job_id"]], "JobIDRaw,User,Account")
+    assert sorted((user, account) for _, user, account in rows) == [("alice", "team-a"), ("bob", "team-b")], rows
+    # What alice's job wrote is hers and her team's: the gateway read it through the team's group.
+    model = (a_folder / "model" / "model.bin").stat()
+    assert (owner(model.st_uid), group(model.st_gid)) == ("alice", "team-a")
+    assert gw.get(f"/v1/jobs/{alice['id']}/metrics", "alice")["epochs"][0]["accuracy"] == 0.9
+
+
+def test_one_teams_flood_does_not_delay_the_others_and_slurm_holds_it_to_its_limit(gw: Gateway) -> None:
+    sleep = "import time; time.sleep(25)"
+    gw.algorithm("flood", "team-a", sleep)
+    gw.algorithm("one", "team-b", "print('b done')")
+    gw.algorithm("one", "team-c", "print('c done')")
+    flood = [gw.job("alice", "flood")["id"] for _ in range(4)]
+    sweeps = []
+    for _ in range(2):
+        body = {
+            "name": "s",
+            "max_parallel": 2,
+            "space": {"grid": {"LR": [0.1, 0.2, 0.3]}},
+            "base": {"algorithm": "flood", "dataset_id": "d", "train_data_version_hash": "v1", "time_limit_min": 10},
+        }
+        sweeps.append(gw.post("/v1/sweeps", body, "alice")["id"])
+    # alice on a login node, past the gateway: Slurm's limit on team-a's account holds these too.
+    direct = [
+        subprocess.run(
+            ["runuser", "-u", "alice", "--", "sbatch", "--parsable", "-p", "team-a", "-A", "team-a", "-n1",
+             "-o", "/dev/null", "--wrap", "sleep 25"],
+            capture_output=True, text=True, check=True, cwd="/tmp",
+        ).stdout.strip()
+        for _ in range(3)
+    ]  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(running_of("team-a")) < 2:  # team-a holds its whole share
+        assert time.monotonic() < deadline, "team-a never reached its 2 running jobs"
+        time.sleep(0.5)
+    b = gw.job("bob", "one")
+    c = gw.job("carol", "one")
+    done_b, done_c = gw.wait(b["id"], "bob"), gw.wait(c["id"], "carol")
+    assert done_b["state"] == done_c["state"] == "succeeded", (done_b, done_c)
+    a_ids = [*(gw.get(f"/v1/jobs/{j}", "alice")["slurm_job_id"] for j in flood), *direct]
+    for sweep_id in sweeps:
+        a_ids += [t["slurm_job_id"] for t in gw.get(f"/v1/sweeps/{sweep_id}", "alice")["tasks"] if t["slurm_job_id"]]
+    subprocess.run(["scancel", "-A", "team-a"], check=False)  # the rest of the flood is not needed
+    rows = sacct([done_b["slurm_job_id"], done_c["slurm_job_id"]], "JobIDRaw,Submit,Start")
+    others_started = {job: when(start) for job, _, start in rows}
+    # Every team-a job Slurm started after B and C had been submitted started after both of them.
+    first_b_or_c_submit = min(when(submit) for _, submit, _ in rows)
+    a_runs = [(when(s), when(e)) for _, s, e in sacct_runs(a_ids) if when(s) != float("inf")]  # those that ran
+    later = [start for start, _ in a_runs if start > first_b_or_c_submit]
+    assert all(start >= max(others_started.values()) for start in later), (others_started, later)
+    # team-a never had more than its 2 jobs running at once, gateway's, sweeps' and direct ones together.
+    assert max_concurrent(a_runs) <= 2, a_runs
+    accounts = {account for _, account in sacct(a_ids, "JobIDRaw,Account")}
+    assert accounts == {"team-a"}, accounts
+
+
+def test_drift_between_the_configuration_and_slurm_is_reported_and_synced(cluster) -> None:
+    check = [HPCGW, "accounts", "check", "--config", str(EXAMPLE_CONFIG)]
+    clean = subprocess.run(check, capture_output=True, text=True)
+    assert clean.returncode == 0 and "no drift" in clean.stdout, clean.stdout + clean.stderr
+    try:
+        subprocess.run(["sacctmgr", "-i", "modify", "account", "where", "name=team-b", "set", "GrpJobs=7"], check=True)
+        drifted = subprocess.run(check, capture_output=True, text=True)
+        assert drifted.returncode == 1, drifted.stdout + drifted.stderr
+        assert "account team-b: GrpJobs is 7 in Slurm, 2 in the configuration" in drifted.stdout, drifted.stdout
+    finally:
+        synced = subprocess.run(
+            [HPCGW, "accounts", "sync", "--config", str(EXAMPLE_CONFIG)], capture_output=True, text=True
+        )
+    assert synced.returncode == 0 and "grpjobs=2" in synced.stdout, synced.stdout + synced.stderr
+    again = subprocess.run(check, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout
+    assert (
+        "nothing to change"
+        in subprocess.run(
+            [HPCGW, "accounts", "sync", "--config", str(EXAMPLE_CONFIG)], capture_output=True, text=True
+        ).stdout
+    )
+
+
+def test_serve_refuses_a_user_without_an_account_or_association(cluster, tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    text = (
+        CONFIG.format(root=tmp_path)
+        + '[[tokens]]\nuser = "mallory"\nteam = "team-b"\ntoken = "mallory-dev-token-1234"\n'
+    )
+    text += '[teams.team-z]\npartitions = ["team-a"]\naccount = "team-z"\nunix_group = "team-a"\n'
+    config = tmp_path / "gw.toml"
+    config.write_text(text)
+    log = open(tmp_path / "serve.log", "ab")
+    proc = serve([HPCGW, "serve", "--config", str(config), "--port", "18942"], log)
+    assert proc.wait(timeout=60) == 2
+    log.close()
+    said = (tmp_path / "serve.log").read_text()
+    assert "user mallory: no Unix account 'mallory'" in said, said
+    assert "team account team-z: missing in Slurm" in said, said
+    assert "hpcgw accounts sync" in said, said
+
+
+# --- reading Slurm's record --------------------------------------------------------------------------------
+
+
+def running_of(account: str) -> list[str]:
+    out = subprocess.run(
+        ["squeue", "-h", "-A", account, "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True, check=True
+    )
+    return out.stdout.split()
+
+
+def sacct_runs(job_ids: list[str]) -> list[list[str]]:
+    return sacct(job_ids, "JobIDRaw,Start,End")
+
+
+def when(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp() if stamp not in ("Unknown", "None", "") else float("inf")
+
+
+def max_concurrent(runs: list[tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in runs] + [(e, -1) for _, e in runs])  # an end before a start at the same second
+    best = current = 0
+    for _, step in events:
+        current += step
+        best = max(best, current)
+    return best
+
+
+def owner(uid: int) -> str:
+    return pwd.getpwuid(uid).pw_name
+
+
+def group(gid: int) -> str:
+    return grp.getgrgid(gid).gr_name
