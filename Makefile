@@ -32,7 +32,7 @@ horovod: venv
 # The cluster, then the example configuration's Unix users and groups (and the gateway's own user with its one
 # sudoers rule), then its teams' Slurm accounts, limits and fair-share: all idempotent.
 cluster-up: venv
-	$(HPCGW) cluster up
+	$(HPCGW) cluster up --partitions team-a,team-b,team-c
 	$(HPCGW) cluster users --config config/example.toml
 	$(HPCGW) accounts sync --config config/example.toml
 

@@ -67,7 +67,7 @@ def _flood(base: str, sweeps: int, tasks: int, singles: int) -> None:
     job = {"algorithm": "work", "dataset_id": "d", "train_data_version_hash": "v1", "time_limit_min": 10}
     with httpx.Client(headers=TOKEN, timeout=60) as client:
         for _ in range(sweeps):
-            space = {"grid": {"LR": [i / 100 for i in range(tasks)]}}
+            space = {"kind": "grid", "grid": {"LR": [i / 100 for i in range(tasks)]}}
             client.post(f"{base}/v1/sweeps", json={"name": "s", "max_parallel": 2, "space": space, "base": job})
         for _ in range(singles):
             client.post(f"{base}/v1/jobs", json=job)

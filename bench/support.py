@@ -22,6 +22,7 @@ from devcluster.users import as_gateway, hand_over
 from examples.intent_classifier import ensure_dataset
 from gateway.client import wait_healthy
 from launchers.runtime.markers import JobMarkers
+from launchers.slurm.ids import master_id
 
 TOKEN = {"Authorization": "Bearer team-a-dev-token"}
 TEAM_B = {"Authorization": "Bearer team-b-dev-token"}
@@ -60,7 +61,8 @@ def sbatch_hold() -> str:
 
 def scancel_all() -> None:
     """Every job on the development cluster, whoever's (the gateway's jobs run as alice and bob)."""
-    ids = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    ids = sorted({master_id(i) for i in out})  # a pending range (12_[3-9%2]) is cancelled by its array's id
     if ids:
         subprocess.run(["scancel", *ids], check=False)
     for _ in range(120):

@@ -12,6 +12,8 @@ import grp
 import os
 import pwd
 import shutil
+import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +86,7 @@ def ensure(unix: UnixPlan) -> list[str]:
             extra = ["--user-group"] if primary == user else ["--gid", primary]
             _run(["useradd", "--create-home", "--shell", "/bin/bash", *extra, user])
             done.append(f"user {user}")
+    done += open_for_jobs([Path(sys.executable), Path(__file__)])
     for group, members in unix.groups.items():
         have = set(grp.getgrnam(group).gr_mem)
         for member in sorted(members - have):
@@ -120,6 +123,19 @@ def give_to_gateway(config_file: Path, database: Path | None, job_root: Path) ->
             os.chown(path, entry.pw_uid, -1)
             changed.append(path)
     return [f"{GATEWAY_USER} owns {p}" for p in changed]
+
+
+def open_for_jobs(paths: list[Path]) -> list[str]:
+    """Let every user traverse (o+x, never list) the folders above ``paths``: the jobs' users and the gateway's run
+    this project's Python (a pyenv interpreter under /root, mode 0700 on a fresh machine) and read its code."""
+    done = []
+    for path in paths:
+        for folder in reversed(path.resolve().parents):
+            mode = folder.stat().st_mode
+            if not mode & 0o001:
+                folder.chmod(stat.S_IMODE(mode) | 0o001)
+                done.append(f"others may traverse {folder} (o+x)")
+    return done
 
 
 def as_gateway() -> dict[str, Any]:

@@ -148,27 +148,38 @@ def sync_commands(wanted: Associations, actual: Associations, cluster: str | Non
     return commands
 
 
-def cluster_name() -> str | None:
+def slurm_env(config: GatewayConfig) -> dict[str, str] | None:
+    """The cluster the configuration names (``slurm_conf``), for Slurm's commands; None: the environment's."""
+    return None if config.slurm_conf is None else {"SLURM_CONF": str(config.slurm_conf)}
+
+
+def cluster_name(env: Mapping[str, str] | None = None) -> str | None:
     """The cluster this machine's Slurm configuration names (associations are per cluster)."""
-    return parse_config_value(run(SHOW_CONFIG_ARGV, timeout_s=TIMEOUT_S).stdout, "ClusterName")
+    return parse_config_value(run(SHOW_CONFIG_ARGV, timeout_s=TIMEOUT_S, env=env).stdout, "ClusterName")
 
 
-def read(cluster: str | None) -> Associations:
-    return parse_assocs(run(ASSOC_ARGV, timeout_s=TIMEOUT_S).stdout, cluster)
+def read(cluster: str | None, env: Mapping[str, str] | None = None) -> Associations:
+    return parse_assocs(run(ASSOC_ARGV, timeout_s=TIMEOUT_S, env=env).stdout, cluster)
+
+
+def plan(config: GatewayConfig) -> list[list[str]]:
+    """The sacctmgr calls ``sync`` would make (read-only)."""
+    env = slurm_env(config)
+    cluster = cluster_name(env)
+    return sync_commands(desired(config), read(cluster, env), cluster)
 
 
 def sync(config: GatewayConfig) -> list[list[str]]:
     """Write the configuration's associations into Slurm; returns the sacctmgr calls it made."""
-    cluster = cluster_name()
-    commands = sync_commands(desired(config), read(cluster), cluster)
+    commands = plan(config)
     for argv in commands:
-        run(argv, timeout_s=TIMEOUT_S)
+        run(argv, timeout_s=TIMEOUT_S, env=slurm_env(config))
     return commands
 
 
 def check(config: GatewayConfig) -> list[str]:
-    cluster = cluster_name()
-    return drift(desired(config), read(cluster))
+    env = slurm_env(config)
+    return drift(desired(config), read(cluster_name(env), env))
 
 
 def _fields(want: AccountLimits, got: AccountLimits) -> list[tuple[str, object, object]]:

@@ -34,8 +34,11 @@ class FolderError(RuntimeError):
 
 def team_folder(job_root: Path, team: str, group: str) -> Path:
     """``<job_root>/<team>``, created or repaired to the team's group and mode 3770."""
+    if not job_root.exists():
+        job_root.mkdir(parents=True)
+        job_root.chmod(0o711)  # every team's users pass through it; no one lists it (the gateway's umask is 007)
     folder = job_root / team
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(exist_ok=True)
     try:
         gid = grp.getgrnam(group).gr_gid
     except KeyError:

@@ -49,8 +49,8 @@ def problems(config: GatewayConfig, *, slurm: bool = True) -> list[str]:
         found.append("sudo is not installed: jobs cannot be submitted as their users (see docs/security.md)")
     if slurm:
         try:
-            cluster = accounts.cluster_name()
-            have = accounts.read(cluster)
+            env = accounts.slurm_env(config)
+            have = accounts.read(accounts.cluster_name(env), env)
         except CommandError as exc:
             found.append(f"cannot read Slurm's associations: {str(exc).splitlines()[0]}")
         else:

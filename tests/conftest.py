@@ -25,15 +25,7 @@ def set_up_tenancy(spec: ClusterSpec) -> None:
     (idempotent), and its teams' accounts, limits and users in this cluster's Slurm accounting."""
     settings = load_config(EXAMPLE_CONFIG)
     unix.ensure(unix.plan_from_config(settings))
-    previous = os.environ.get("SLURM_CONF")
-    os.environ.update(spec.slurm_env)
-    try:
-        accounts.sync(settings)
-    finally:
-        if previous is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = previous
+    accounts.sync(settings.model_copy(update={"slurm_conf": spec.paths.slurm_conf}))  # this cluster's accounting
 
 
 @pytest.fixture(scope="session")

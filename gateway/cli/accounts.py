@@ -58,11 +58,7 @@ def sync(
 
     settings = _load(config, "sync")
     try:
-        if dry_run:
-            cluster = accounts.cluster_name()
-            commands = accounts.sync_commands(accounts.desired(settings), accounts.read(cluster), cluster)
-        else:
-            commands = accounts.sync(settings)
+        commands = accounts.plan(settings) if dry_run else accounts.sync(settings)
     except CommandError as exc:
         typer.echo(f"hpcgw accounts sync: error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -49,19 +49,22 @@ def test_cancel_reaches_slurm(gateway: TestClient, dataset_hash: str) -> None:
 def test_parameters_with_shell_syntax_reach_the_trainer_literally(
     gateway: TestClient, dataset_hash: str, tmp_path: Path
 ) -> None:
+    out = tmp_path / "out"  # the job runs as alice: a folder she may write in
+    out.mkdir(mode=0o1777)
+    out.chmod(0o1777)
     values = {
-        "A": f"$(touch {tmp_path}/pwned)",
-        "B": f"`touch {tmp_path}/pwned`",
+        "A": f"$(touch {out}/pwned)",
+        "B": f"`touch {out}/pwned`",
         "C": "x; touch pwned",
         "D": "a\n#SBATCH --nodes=99\nb",
-        "REPORT_FILE": str(tmp_path / "env.json"),
+        "REPORT_FILE": str(out / "env.json"),
         "SEED": "5",
     }
     body = sleeper_job(dataset_hash, algorithm="env-printer", parameters=values)
     job = gateway.post("/v1/jobs", json=body, headers=auth("alice")).json()
     done = wait_for(gateway, job["id"], {"succeeded", "failed"})
     assert done["state"] == "succeeded", done
-    seen = json.loads((tmp_path / "env.json.0").read_text())
+    seen = json.loads((out / "env.json.0").read_text())
     assert seen == {
         "A": values["A"],
         "B": values["B"],
@@ -70,7 +73,7 @@ def test_parameters_with_shell_syntax_reach_the_trainer_literally(
         "JOB_ID": job["id"],
         "SEED": "5",
     }
-    assert not list(tmp_path.glob("pwned*"))
+    assert not list(out.glob("pwned*"))  # alice could write there: a shell would have
     assert sacct_row(done["slurm_job_id"], "NNodes") == ["1"]
 
 

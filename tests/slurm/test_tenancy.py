@@ -36,7 +36,7 @@ PROBE = Path(__file__).parent.parent / "data" / "probe_files.py"
 
 CONFIG = """
 dev_mode = true
-database_url = "sqlite:///{root}/state/gw.db"
+database_url = "sqlite:///{root}/gw.db"
 dataset_root = "{root}/datasets"
 job_root = "{root}/jobs"
 container_runtime = "none"
@@ -113,7 +113,6 @@ def auth(user: str) -> dict[str, str]:
 @pytest.fixture
 def gw(cluster, tmp_path: Path) -> Iterator[Gateway]:
     (tmp_path / "datasets" / "d" / "v1").mkdir(parents=True)
-    (tmp_path / "state").mkdir()
     config = tmp_path / "gw.toml"
     config.write_text(CONFIG.format(root=tmp_path))
     port = 18941
@@ -153,7 +152,7 @@ def test_a_team_cannot_read_another_teams_files_nor_the_gateways_state(gw: Gatew
         "team-a's model": str(a_folder / "model" / "model.bin"),
         "team-a's metrics": str(a_folder / "metrics.jsonl"),
         "team-a's logs": str(next((a_folder / "job").glob("*_0_log.out"))),
-        "the gateway's database": str(gw.root / "state" / "gw.db"),
+        "the gateway's database": str(gw.root / "gw.db"),
         "the gateway's configuration": str(gw.root / "gw.toml"),
     }
     probe = gw.job("bob", "probe", parameters={"PROBE_TARGETS": json.dumps(targets)})
@@ -173,17 +172,17 @@ def test_a_team_cannot_read_another_teams_files_nor_the_gateways_state(gw: Gatew
 
 
 def test_one_teams_flood_does_not_delay_the_others_and_slurm_holds_it_to_its_limit(gw: Gateway) -> None:
-    sleep = "import time; time.sleep(25)"
+    sleep = "import time; time.sleep(8)"
     gw.algorithm("flood", "team-a", sleep)
-    gw.algorithm("one", "team-b", "print('b done')")
-    gw.algorithm("one", "team-c", "print('c done')")
+    gw.algorithm("one-b", "team-b", "print('b done')")
+    gw.algorithm("one-c", "team-c", "print('c done')")
     flood = [gw.job("alice", "flood")["id"] for _ in range(4)]
     sweeps = []
     for _ in range(2):
         body = {
             "name": "s",
             "max_parallel": 2,
-            "space": {"grid": {"LR": [0.1, 0.2, 0.3]}},
+            "space": {"kind": "grid", "grid": {"LR": [0.1, 0.2, 0.3]}},
             "base": {"algorithm": "flood", "dataset_id": "d", "train_data_version_hash": "v1", "time_limit_min": 10},
         }
         sweeps.append(gw.post("/v1/sweeps", body, "alice")["id"])
@@ -191,7 +190,7 @@ def test_one_teams_flood_does_not_delay_the_others_and_slurm_holds_it_to_its_lim
     direct = [
         subprocess.run(
             ["runuser", "-u", "alice", "--", "sbatch", "--parsable", "-p", "team-a", "-A", "team-a", "-n1",
-             "-o", "/dev/null", "--wrap", "sleep 25"],
+             "-o", "/dev/null", "--wrap", "sleep 8"],
             capture_output=True, text=True, check=True, cwd="/tmp",
         ).stdout.strip()
         for _ in range(3)
@@ -200,20 +199,32 @@ def test_one_teams_flood_does_not_delay_the_others_and_slurm_holds_it_to_its_lim
     while len(running_of("team-a")) < 2:  # team-a holds its whole share
         assert time.monotonic() < deadline, "team-a never reached its 2 running jobs"
         time.sleep(0.5)
-    b = gw.job("bob", "one")
-    c = gw.job("carol", "one")
+    b = gw.job("bob", "one-b")
+    c = gw.job("carol", "one-c")
     done_b, done_c = gw.wait(b["id"], "bob"), gw.wait(c["id"], "carol")
     assert done_b["state"] == done_c["state"] == "succeeded", (done_b, done_c)
-    a_ids = [*(gw.get(f"/v1/jobs/{j}", "alice")["slurm_job_id"] for j in flood), *direct]
-    for sweep_id in sweeps:
-        a_ids += [t["slurm_job_id"] for t in gw.get(f"/v1/sweeps/{sweep_id}", "alice")["tasks"] if t["slurm_job_id"]]
+    submitted = min(
+        when(submit) for _, submit in sacct([done_b["slurm_job_id"], done_c["slurm_job_id"]], "JobIDRaw,Submit")
+    )
+
+    def team_a_ids() -> list[str]:
+        ids = [i for j in flood if (i := gw.get(f"/v1/jobs/{j}", "alice")["slurm_job_id"])] + direct  # some wait
+        for sweep_id in sweeps:
+            ids += [t["slurm_job_id"] for t in gw.get(f"/v1/sweeps/{sweep_id}", "alice")["tasks"] if t["slurm_job_id"]]
+        return ids
+
+    deadline = time.monotonic() + 120
+    while not [s for _, s in sacct(team_a_ids(), "JobIDRaw,Start") if submitted < when(s) < float("inf")]:
+        assert time.monotonic() < deadline, "none of team-a's later work started"  # the evidence to compare with
+        time.sleep(1)
+    a_ids = team_a_ids()
     subprocess.run(["scancel", "-A", "team-a"], check=False)  # the rest of the flood is not needed
-    rows = sacct([done_b["slurm_job_id"], done_c["slurm_job_id"]], "JobIDRaw,Submit,Start")
-    others_started = {job: when(start) for job, _, start in rows}
+    rows = sacct([done_b["slurm_job_id"], done_c["slurm_job_id"]], "JobIDRaw,Start")
+    others_started = {job: when(start) for job, start in rows}
     # Every team-a job Slurm started after B and C had been submitted started after both of them.
-    first_b_or_c_submit = min(when(submit) for _, submit, _ in rows)
     a_runs = [(when(s), when(e)) for _, s, e in sacct_runs(a_ids) if when(s) != float("inf")]  # those that ran
-    later = [start for start, _ in a_runs if start > first_b_or_c_submit]
+    later = [start for start, _ in a_runs if start > submitted]
+    assert later, a_runs
     assert all(start >= max(others_started.values()) for start in later), (others_started, later)
     # team-a never had more than its 2 jobs running at once, gateway's, sweeps' and direct ones together.
     assert max_concurrent(a_runs) <= 2, a_runs
@@ -246,7 +257,6 @@ def test_drift_between_the_configuration_and_slurm_is_reported_and_synced(cluste
 
 
 def test_serve_refuses_a_user_without_an_account_or_association(cluster, tmp_path: Path) -> None:
-    (tmp_path / "state").mkdir()
     text = (
         CONFIG.format(root=tmp_path)
         + '[[tokens]]\nuser = "mallory"\nteam = "team-b"\ntoken = "mallory-dev-token-1234"\n'

@@ -108,7 +108,13 @@ def trim_metrics(path: Path, last_epoch: int) -> None:
     """Keep one line per epoch across a requeue: drop lines past the checkpoint's epoch."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["epoch"] <= last_epoch]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["epoch"] <= last_epoch:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short when the run stopped
     path.write_text("".join(f"{line}\n" for line in kept))
 
 
@@ -181,10 +187,6 @@ def main() -> int:
         totals = hvd.allreduce(torch.tensor([loss_sum, seen], dtype=torch.float64), op=hvd.Sum, name="loss_sum")
         accuracy = evaluate(model, eval_loader, device)
         if rank == 0:
-            cfg.output.mkdir(parents=True, exist_ok=True)
-            save_atomic(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}, checkpoint_path
-            )
             line = {
                 "epoch": epoch + 1,
                 "loss": round(float(totals[0] / totals[1]), 6),
@@ -195,6 +197,12 @@ def main() -> int:
             cfg.metrics.parent.mkdir(parents=True, exist_ok=True)
             with open(cfg.metrics, "a") as fh:
                 fh.write(json.dumps(line) + "\n")
+            # The metrics line first, then the checkpoint: a run stopped between the two resumes from the epoch
+            # before and trims the line it is about to write again (the other order loses the epoch's line).
+            cfg.output.mkdir(parents=True, exist_ok=True)
+            save_atomic(
+                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}, checkpoint_path
+            )
             print(f"epoch {epoch + 1}/{cfg.epochs}: {json.dumps(line)}", flush=True)
         hvd.allreduce(torch.zeros(1), name=f"epoch_barrier_{epoch}")  # nobody races ahead of the checkpoint
 
