@@ -60,7 +60,7 @@ def problems(config: GatewayConfig, *, slurm: bool = True) -> list[str]:
                 f"user {user}: Slurm has no association with account {account}"
                 for account, user in sorted(wanted.users - have.users)
             ]
-            if len(found) and any("Slurm" in line for line in found):
+            if any("Slurm" in line for line in found):
                 found.append("run `hpcgw accounts sync --config …` as a Slurm administrator")
     return found
 

@@ -14,9 +14,6 @@ def serve(
     config: Annotated[Path, typer.Option("--config", "-c", help="The gateway's TOML configuration")],
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
-    allow_root: Annotated[
-        bool, typer.Option("--allow-root", help="Run as root anyway (tests only: jobs still run as their users)")
-    ] = False,
 ) -> None:
     """Start the HTTP gateway and its Slurm worker. SIGTERM or Ctrl-C: the worker stops dispatching at once,
     finishes the row it is writing, and the server drains its connections (at most 10 s)."""
@@ -42,7 +39,7 @@ def serve(
     except (ConfigError, FolderError) as exc:
         typer.echo(f"hpcgw serve: error: {exc}", err=True)
         raise typer.Exit(2) from None
-    if os.geteuid() == 0 and not allow_root:
+    if os.geteuid() == 0:
         typer.echo(
             "hpcgw serve: error: the gateway never runs as root; run it as its own user "
             "(the development cluster's is `hpcgw`: runuser -u hpcgw -- hpcgw serve …), see docs/security.md",
