@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.cases import bench_get, bench_submission, bench_sweep, bench_time_to_running, bench_tracking
 from bench.fairness import bench_fairness
+from bench.load import bench_load
 from bench.report import table
 from bench.support import gateway, register, scancel_all
 from devcluster import use_local_cluster
@@ -35,6 +36,7 @@ def main() -> int:
     parser.add_argument("--tracked", default="10,100,1000", help="active job counts for the tracking bench")
     parser.add_argument("--sweep-tasks", type=int, default=1000)
     parser.add_argument("--get-jobs", type=int, default=1000)
+    parser.add_argument("--load-duration", type=float, default=300.0, help="seconds of the load case")
     args = parser.parse_args()
 
     use_local_cluster()
@@ -60,6 +62,8 @@ def main() -> int:
         (fair / "datasets" / "d" / "v1").mkdir(parents=True)
         fair.chmod(0o711)
         results["fairness"] = bench_fairness(fair)
+        scancel_all()
+        results["load"] = bench_load(root / "load", duration_s=args.load_duration)
     finally:
         scancel_all()
         accounts.sync(load_config(REPO / "config" / "example.toml"))  # the development cluster's own limits again

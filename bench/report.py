@@ -69,10 +69,27 @@ def table(results: dict[str, Any]) -> str:
                 _mark(f["ratio"] <= 2, "<= 2x"),
             )
         )
+    if "load" in results:
+        load = results["load"]
+        polls, posts, cycle = load["polls"], load["submissions"], load["worker_cycle"]
+        rows.append(
+            (
+                f"load, {load['pollers']} pollers + {load['offered_submissions_per_s']:g} submissions/s: "
+                "errors, GET p50/p99, POST p50/p99 (ms), cycle p50/p99 (ms)",
+                f"{polls['errors'] + posts['errors']} of {polls['requests'] + posts['requests']}, "
+                f"{_ms(polls['p50_ms'])}/{_ms(polls['p99_ms'])}, {_ms(posts['p50_ms'])}/{_ms(posts['p99_ms'])}, "
+                f"{_ms(cycle['p50_ms'])}/{_ms(cycle['p99_ms'])}",
+                "",
+            )
+        )
     width = max(len(row[0]) for row in rows)
     lines = [f"{'measure'.ljust(width)} | figure | target", f"{'-' * width}-|--------|-------"]
     lines += [f"{name.ljust(width)} | {value} | {target}" for name, value, target in rows]
     return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _mark(ok: bool, target: str) -> str:

@@ -82,6 +82,7 @@ container_runtime = "none"
 [poll]
 interval_s = 2.0
 floor_s = 0.2
+{rate_limits}
 [teams.team-a]
 partitions = ["team-a"]
 account = "team-a"
@@ -109,10 +110,16 @@ token = "admin-dev-token"
 """
 
 
+# Far above any case's rate: the benches measure the gateway's cost, not its rate limits.
+ROOMY_RATE_LIMITS = """[rate_limits]
+per_token = { per_min = 1000000, burst = 100000 }
+per_team = { per_min = 1000000, burst = 100000 }"""
+
+
 @contextmanager
-def gateway(root: Path, teams: str | None = None) -> Iterator[str]:
+def gateway(root: Path, teams: str | None = None, rate_limits: str = ROOMY_RATE_LIMITS) -> Iterator[str]:
     """``hpcgw serve`` as the gateway's own user; ``teams`` replaces the teams' tables of CONFIG."""
-    text = CONFIG.format(root=root)
+    text = CONFIG.format(root=root, rate_limits=rate_limits)
     if teams is not None:
         head, _, rest = text.partition("[teams.team-a]")
         text = head + teams + rest[rest.index("[[tokens]]") :]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from anyio import to_thread
+from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.api import algorithms, jobs, sweeps, system
+from gateway.api import algorithms, jobs, problems, sweeps, system
 from gateway.config import GatewayConfig
-from gateway.db import make_engine, migrate
-from gateway.errors import GatewayError
+from gateway.db import API_THREADS, make_engine, migrate
+from gateway.ratelimit import RateLimiter
 from gateway.worker.loop import Worker
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ def create_app(config: GatewayConfig, *, run_worker: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        to_thread.current_default_thread_limiter().total_tokens = API_THREADS  # what the pool is sized for
         if run_worker:
             worker.start()
         try:
@@ -40,24 +43,30 @@ def create_app(config: GatewayConfig, *, run_worker: bool = True) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         description="Training requests in, multi-node Horovod jobs on each team's Slurm partition out.",
+        generate_unique_id_function=lambda route: route.name,  # operationIds a generated client can live with
     )
     app.state.config, app.state.engine, app.state.worker = config, engine, worker
+    app.state.limiter = RateLimiter(config)
     for module in (jobs, sweeps, algorithms, system):
         app.include_router(module.router)
+    problems.install(app)
 
-    @app.exception_handler(GatewayError)
-    async def _gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
-        body: dict[str, object] = {"detail": exc.detail}
-        if exc.field:
-            body["field"] = exc.field
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return JSONResponse(body, status_code=exc.status_code, headers=headers)
-
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > config.max_body_bytes):
-            return JSONResponse({"detail": f"request body larger than {config.max_body_bytes} bytes"}, status_code=413)
-        return await call_next(request)
-
+    app.add_middleware(_BodyLimit, max_bytes=config.max_body_bytes)
     return app
+
+
+class _BodyLimit:
+    """413 for a declared body over ``max_bytes``, before anything reads it. Plain ASGI: Starlette's
+    BaseHTTPMiddleware runs each request through an extra task and stream, a cost paid on every request."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = Headers(scope=scope).get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+                response = problems.error_response(413, f"request body larger than {self.max_bytes} bytes")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

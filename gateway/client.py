@@ -1,8 +1,9 @@
 """``Client(url, token)``: the gateway from Python, with the API's own models as results.
 
-It retries with back-off on 503 and on connection errors (a gateway restarting, a proxy in between), never on
-a 4xx: those are answers. Errors carry the server's detail. URL and token come from the arguments, else from
-HPCGW_URL / HPCGW_TOKEN, else from ~/.config/hpcgw/config.toml (``url = …``, ``token = …``).
+It retries with back-off on 502/503/504 and on connection errors (a gateway restarting, a proxy in between),
+and on 429 (a rate limit, a full backlog); where the answer has ``Retry-After``, it waits that long. It never
+retries another 4xx: those are answers. Errors carry the server's detail. URL and token come from the arguments,
+else from HPCGW_URL / HPCGW_TOKEN, else from ~/.config/hpcgw/config.toml (``url = …``, ``token = …``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from launchers.states import JobState
 
 T = TypeVar("T")
 CONFIG_FILE = Path("~/.config/hpcgw/config.toml")
-RETRY_STATUS = frozenset({502, 503, 504})
+RETRY_STATUS = frozenset({429, 502, 503, 504})
+MAX_RETRY_AFTER_S = 300.0  # a longer Retry-After is an answer: the caller sees the 429/503
 
 
 class ClientError(RuntimeError):
@@ -119,8 +121,16 @@ class Client:
                 if attempt == self.retries:
                     raise ClientError(f"{method} {self.url}{path}: gateway unreachable: {exc}") from exc
             else:
-                if response.status_code not in RETRY_STATUS or attempt == self.retries:
+                wait = _retry_after(response)
+                if (
+                    response.status_code not in RETRY_STATUS
+                    or attempt == self.retries
+                    or (wait is not None and wait > MAX_RETRY_AFTER_S)
+                ):
                     return _decode(method, path, response)
+                if wait is not None:
+                    time.sleep(wait)  # the server said when: no guessing, and no doubling on top of it
+                    continue
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
         raise AssertionError("unreachable")
@@ -212,6 +222,16 @@ class Client:
 
 def _body(request: BaseModel | dict[str, Any]) -> Any:
     return request.model_dump(mode="json", exclude_none=True) if isinstance(request, BaseModel) else request
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (the delay form; an HTTP date is taken as no advice)."""
+    value = response.headers.get("retry-after", "").strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def _decode(method: str, path: str, response: httpx.Response) -> Any:

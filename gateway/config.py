@@ -29,6 +29,24 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+class RateConfig(BaseModel):
+    """A token bucket: ``burst`` requests at once, refilled at ``per_min`` a minute."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_min: float = Field(gt=0, le=1_000_000)
+    burst: int = Field(ge=1, le=1_000_000)
+
+
+class RateLimitConfig(BaseModel):
+    """How fast requests that create jobs (submissions, reruns, sweeps, retries) may come; none: no limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_token: RateConfig | None = RateConfig(per_min=120, burst=120)
+    per_team: RateConfig | None = RateConfig(per_min=600, burst=600)
+
+
 class TeamConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -45,6 +63,8 @@ class TeamConfig(BaseModel):
     fairshare: int = Field(1, ge=1, le=1_000_000)
     # The Unix group whose members are the team; its job folders belong to it. Default: the team's name.
     unix_group: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    # This team's own rate of submissions (its bucket), instead of [rate_limits] per_team.
+    submit_rate: RateConfig | None = None
 
 
 class TokenConfig(BaseModel):
@@ -101,6 +121,7 @@ class GatewayConfig(BaseSettings):
     job_root: Path
     container_runtime: Literal["apptainer", "none"] = "apptainer"
     poll: PollConfig = PollConfig()
+    rate_limits: RateLimitConfig = RateLimitConfig()
     teams: dict[str, TeamConfig] = Field(min_length=1)
     tokens: list[TokenConfig] = Field(min_length=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)

@@ -14,13 +14,22 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# FastAPI runs sync routes, and the exit of the session dependency that returns each connection, in one thread
+# pool (anyio's, 40 threads). A connection pool smaller than that deadlocks under load: every thread waits for a
+# connection while the exits that would free them wait for a thread (found by bench/load.py: throughput fell to
+# nothing and every request timed out). So the pool always has a connection for every thread, and the worker's.
+API_THREADS = 40
+POOL_SIZE = 10
+POOL_OVERFLOW = API_THREADS + 10 - POOL_SIZE
 
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        in_memory = url in ("sqlite://", "sqlite:///:memory:")  # one connection, shared: no pool to size
+        sizes = {} if in_memory else {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **sizes)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
@@ -33,7 +42,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
 
 def alembic_config(url: str) -> AlembicConfig:

@@ -6,10 +6,11 @@ from __future__ import annotations
 class GatewayError(Exception):
     status_code = 500
 
-    def __init__(self, detail: str, field: str | None = None) -> None:
+    def __init__(self, detail: str, field: str | None = None, *, retry_after_s: float | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
+        self.retry_after_s = retry_after_s  # sent as Retry-After: when trying again can succeed
 
 
 class InvalidRequestError(GatewayError):
@@ -30,6 +31,12 @@ class ConflictError(GatewayError):
 
 class QueueFullError(GatewayError):
     """The team's backlog in the gateway (max_queued_jobs) is full."""
+
+    status_code = 429
+
+
+class RateLimitedError(GatewayError):
+    """The token or its team submitted faster than its rate limit allows."""
 
     status_code = 429
 

@@ -114,7 +114,10 @@ def create_job(
         .where(Job.team == team_name, Job.state == JobState.ACCEPTED.value, col(Job.sweep_id).is_(None))
     ).one()
     if backlog >= team.max_queued_jobs:
-        raise QueueFullError(f"team {team_name} already has {backlog} jobs waiting (max_queued_jobs)")
+        raise QueueFullError(
+            f"team {team_name} already has {backlog} jobs waiting (max_queued_jobs)",
+            retry_after_s=max(5.0, 2 * config.poll.interval_s),  # the worker dispatches from it every cycle
+        )
     job = build_job(config, team_name, principal.user, request, version, partition, rerun_of=rerun_of)
     job.folder = str(config.job_root / team_name / job.id)
     job.submit_folder = str(Path(job.folder) / "job")
@@ -210,9 +213,11 @@ def build_job(
 
 
 def rerun_request(job: Job) -> JobCreate:
-    """Exactly the recorded inputs: the same algorithm version, dataset version, parameters and resources."""
+    """Exactly the recorded inputs: the same algorithm version, dataset version, parameters and resources. A sweep
+    task's name (``sweep[3]``) is not a request's name: its brackets become ``sweep-3``."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", job.name).strip("-_.")[:64] or "train"
     return JobCreate(
-        name=job.name,
+        name=name,
         team=job.team,
         algorithm=job.algorithm,
         algorithm_version=job.algorithm_version,

@@ -41,7 +41,38 @@ def validate_parameters(params: dict[str, ParamValue]) -> dict[str, str]:
     return out
 
 
+class Problem(BaseModel):
+    field: str | None = Field(description="where in the request, dotted (`parameters.LR`, `offset`)")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error the gateway answers, 4xx and 5xx alike."""
+
+    detail: str = Field(description="what went wrong, for people")
+    field: str | None = Field(None, description="the first field at fault, when one is")
+    problems: list[Problem] = Field(default_factory=list, description="each validation problem, when several")
+
+
 class JobCreate(Resources):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "intents-lr03",
+                    "algorithm": "intent-classifier",
+                    "dataset_id": "intents",
+                    "train_data_version_hash": "3f2a9c",
+                    "nodes": 2,
+                    "tasks_per_node": 2,
+                    "time_limit_min": 30,
+                    "parameters": {"LR": 0.3, "EPOCHS": 5, "SEED": 7},
+                    "idempotency_key": "nightly-2026-11-23",
+                }
+            ]
+        }
+    )
+
     name: Name = "train"
     team: str | None = Field(None, description="admins only; others get their token's team")
     algorithm: Name

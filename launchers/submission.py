@@ -8,6 +8,7 @@ that exit with the first failing trainer's code (see :mod:`launchers.runtime.mar
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -68,8 +69,8 @@ class HpcgwSlurmExecutor(submitit.SlurmExecutor):
         folder = submitit_utils.JobPaths.get_first_id_independent_folder(self.folder)
         folder.mkdir(parents=True, exist_ok=True)
         pickles = []
-        for delayed in delayed_submissions:
-            path = folder / f"{uuid.uuid4().hex}.pkl"
+        for index, delayed in enumerate(delayed_submissions):
+            path = folder / f"{ARRAY_PICKLE_PREFIX}{index}-{uuid.uuid4().hex}.pkl"  # its task, should we crash
             delayed.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
             delayed.dump(path)
             pickles.append(path)
@@ -86,6 +87,38 @@ class HpcgwSlurmExecutor(submitit.SlurmExecutor):
         for job, path in zip(jobs, pickles, strict=True):
             job.paths.move_temporary_file(path, "submitted_pickle")
         return jobs
+
+
+ARRAY_PICKLE_PREFIX = "task"
+_SINGLE_PICKLE = re.compile(r"^[0-9a-f]{32}\.pkl$")  # submitit's temporary name of a job's pickle
+_TASK_PICKLE = re.compile(rf"^{ARRAY_PICKLE_PREFIX}(\d+)-[0-9a-f]{{32}}\.pkl$")
+
+
+def finish_interrupted_submission(folder: Path, slurm_job_id: str) -> bool:
+    """submitit renames a job's pickle to ``<id>_submitted.pkl`` right after sbatch answers. A submitter killed
+    between the two leaves it under its temporary name; the job, when it starts, waits 60 s for the pickle and
+    fails. This finishes that step in a single job's own folder; returns whether there was one to finish."""
+    if (folder / f"{slurm_job_id}_submitted.pkl").exists():
+        return False
+    temporary = [p for p in folder.glob("*.pkl") if _SINGLE_PICKLE.match(p.name)]
+    if not temporary:
+        return False
+    # Several: earlier attempts died before their sbatch. Each holds the same job; the newest went with it.
+    max(temporary, key=lambda p: p.stat().st_mtime_ns).rename(folder / f"{slurm_job_id}_submitted.pkl")
+    return True
+
+
+def finish_interrupted_array(folder: Path, master_id: str) -> int:
+    """The same for an array's folder: each task's pickle carries its index (``task<i>-<uuid>.pkl``), and becomes
+    ``<master>_<i>_submitted.pkl``. Returns how many were finished."""
+    finished = 0
+    for path in folder.glob(f"{ARRAY_PICKLE_PREFIX}*.pkl"):
+        match = _TASK_PICKLE.match(path.name)
+        target = folder / f"{master_id}_{match.group(1)}_submitted.pkl" if match else None
+        if target is not None and not target.exists():
+            path.rename(target)
+            finished += 1
+    return finished
 
 
 def slurm_parameters(spec: JobSpec) -> dict[str, Any]:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from sqlmodel import Session, col, select
 
-from gateway.api.deps import PrincipalDep, SessionDep
+from gateway.api.deps import NamePath, PrincipalDep, ReleasingRoute, SessionDep
+from gateway.api.problems import AUTHENTICATED, BODY, declare
 from gateway.auth import Principal
 from gateway.errors import ConflictError, InvalidRequestError, NotFoundError
 from gateway.jobs import image_digest
 from gateway.models import Algorithm, AlgorithmVersion
 from gateway.schemas import AlgorithmCreate, AlgorithmPublic, AlgorithmVersionCreate, AlgorithmVersionPublic
 
-router = APIRouter(prefix="/v1/algorithms", tags=["algorithms"])
+router = APIRouter(prefix="/v1/algorithms", tags=["algorithms"], route_class=ReleasingRoute)
 
 
 def _public(session: Session, algorithm: Algorithm) -> AlgorithmPublic:
@@ -51,7 +52,12 @@ def _add_version(session: Session, name: str, body: AlgorithmVersionCreate) -> N
     )
 
 
-@router.post("", response_model=AlgorithmPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=AlgorithmPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=declare(*AUTHENTICATED, 409, *BODY),
+)
 def create_algorithm(body: AlgorithmCreate, session: SessionDep, principal: PrincipalDep) -> AlgorithmPublic:
     team = _owner(principal, body.team)
     if session.get(Algorithm, body.name) is not None:
@@ -64,9 +70,14 @@ def create_algorithm(body: AlgorithmCreate, session: SessionDep, principal: Prin
     return _public(session, algorithm)
 
 
-@router.post("/{name}/versions", response_model=AlgorithmPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{name}/versions",
+    response_model=AlgorithmPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=declare(*AUTHENTICATED, 404, 409, *BODY),
+)
 def add_version(
-    name: str, body: AlgorithmVersionCreate, session: SessionDep, principal: PrincipalDep
+    name: NamePath, body: AlgorithmVersionCreate, session: SessionDep, principal: PrincipalDep
 ) -> AlgorithmPublic:
     algorithm = session.get(Algorithm, name)
     if algorithm is None or not principal.can_see(algorithm.team):
@@ -83,7 +94,7 @@ def add_version(
     return _public(session, algorithm)
 
 
-@router.get("", response_model=list[AlgorithmPublic])
+@router.get("", response_model=list[AlgorithmPublic], responses=declare(401, 503))
 def list_algorithms(session: SessionDep, principal: PrincipalDep) -> list[AlgorithmPublic]:
     """Every team may run every registered algorithm; the owning team alone adds versions."""
     return [_public(session, a) for a in session.exec(select(Algorithm).order_by(col(Algorithm.name))).all()]

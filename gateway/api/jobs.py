@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from gateway.api.deps import ConfigDep, PrincipalDep, SessionDep, WorkerDep
+from gateway.api.deps import ConfigDep, JobIdPath, LimiterDep, PrincipalDep, ReleasingRoute, SessionDep, WorkerDep
+from gateway.api.problems import AUTHENTICATED, BODY, declare
 from gateway.errors import ConflictError, InvalidRequestError
 from gateway.jobs import (
     create_job,
@@ -25,19 +26,32 @@ from gateway.schemas import AttemptPublic, JobCreate, JobList, JobPublic, LogTai
 from launchers.states import JobState
 from launchers.submission import render_script
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=ReleasingRoute)
 MAX_LOG_LINES = 10_000
+MAX_OFFSET = 1_000_000_000  # far beyond any listing; bounded so that no integer overflows the database's
 
 
-@router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=JobPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=declare(
+        *AUTHENTICATED,
+        *BODY,
+        429,
+        also={200: {"model": JobPublic, "description": "The job this idempotency key made."}},
+    ),
+)
 def submit_job(
     body: JobCreate,
     session: SessionDep,
     config: ConfigDep,
     principal: PrincipalDep,
     worker: WorkerDep,
+    limiter: LimiterDep,
     response: Response,
 ) -> JobPublic:
+    limiter.admit(principal.user, body.team if principal.admin else principal.team)
     job, created = create_job(session, config, principal, body, worker.partition_sizes)
     if created:
         worker.wake()
@@ -46,7 +60,7 @@ def submit_job(
     return to_public(job)
 
 
-@router.post("/render")
+@router.post("/render", responses=declare(*AUTHENTICATED, *BODY))
 def render_job(
     body: JobCreate, session: SessionDep, config: ConfigDep, principal: PrincipalDep, worker: WorkerDep
 ) -> dict[str, str]:
@@ -55,13 +69,13 @@ def render_job(
     return {"job_id": job.id, "script": render_script(job_spec(config, job))}
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList, responses=declare(*AUTHENTICATED))
 def list_jobs(
     session: SessionDep,
     principal: PrincipalDep,
-    team: str | None = None,
+    team: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = None,
     state: JobState | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JobList:
     query = select(Job)
@@ -76,13 +90,13 @@ def list_jobs(
     return JobList(items=[to_public(j) for j in rows], total=total, offset=offset, limit=limit)
 
 
-@router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPublic:
+@router.get("/{job_id:hexid}", response_model=JobPublic, responses=declare(*AUTHENTICATED, 404))
+def get_job(job_id: JobIdPath, session: SessionDep, principal: PrincipalDep) -> JobPublic:
     return to_public(get_visible_job(session, principal, job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep, worker: WorkerDep) -> JobPublic:
+@router.post("/{job_id:hexid}/cancel", response_model=JobPublic, responses=declare(*AUTHENTICATED, 404, 409))
+def cancel_job(job_id: JobIdPath, session: SessionDep, principal: PrincipalDep, worker: WorkerDep) -> JobPublic:
     job = get_visible_job(session, principal, job_id)
     if JobState(job.state).is_terminal:
         raise ConflictError(f"job {job_id} already {job.state}")
@@ -92,8 +106,8 @@ def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep, worker
     return to_public(job)
 
 
-@router.get("/{job_id}/attempts", response_model=list[AttemptPublic])
-def job_attempts(job_id: str, session: SessionDep, principal: PrincipalDep) -> list[AttemptPublic]:
+@router.get("/{job_id:hexid}/attempts", response_model=list[AttemptPublic], responses=declare(*AUTHENTICATED, 404))
+def job_attempts(job_id: JobIdPath, session: SessionDep, principal: PrincipalDep) -> list[AttemptPublic]:
     """Each run of the job in Slurm, first to last: a node failure or preemption that Slurm requeued shows
     as a run that ended (with its nodes and state) followed by the next."""
     job = get_visible_job(session, principal, job_id)
@@ -101,12 +115,12 @@ def job_attempts(job_id: str, session: SessionDep, principal: PrincipalDep) -> l
     return [AttemptPublic.model_validate(row, from_attributes=True) for row in rows]
 
 
-@router.get("/{job_id}/logs", response_model=list[LogTail])
+@router.get("/{job_id:hexid}/logs", response_model=list[LogTail], responses=declare(*AUTHENTICATED, 404))
 def job_logs(
-    job_id: str,
+    job_id: JobIdPath,
     session: SessionDep,
     principal: PrincipalDep,
-    rank: Annotated[int | None, Query(ge=0)] = None,
+    rank: Annotated[int | None, Query(ge=0, le=100_000)] = None,
     lines: Annotated[int, Query(ge=1, le=MAX_LOG_LINES)] = 100,
 ) -> list[LogTail]:
     job = get_visible_job(session, principal, job_id)
@@ -120,17 +134,28 @@ def job_logs(
     return tails
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPublic)
-def job_metrics(job_id: str, session: SessionDep, principal: PrincipalDep) -> MetricsPublic:
+@router.get("/{job_id:hexid}/metrics", response_model=MetricsPublic, responses=declare(*AUTHENTICATED, 404))
+def job_metrics(job_id: JobIdPath, session: SessionDep, principal: PrincipalDep) -> MetricsPublic:
     job = get_visible_job(session, principal, job_id)
     return MetricsPublic(job_id=job.id, epochs=job.metrics)
 
 
-@router.post("/{job_id}/rerun", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{job_id:hexid}/rerun",
+    response_model=JobPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=declare(*AUTHENTICATED, 404, 429),
+)
 def rerun_job(
-    job_id: str, session: SessionDep, config: ConfigDep, principal: PrincipalDep, worker: WorkerDep
+    job_id: JobIdPath,
+    session: SessionDep,
+    config: ConfigDep,
+    principal: PrincipalDep,
+    worker: WorkerDep,
+    limiter: LimiterDep,
 ) -> JobPublic:
     original = get_visible_job(session, principal, job_id)
+    limiter.admit(principal.user, original.team)
     request = rerun_request(original)
     if not principal.admin:
         request.team = None

@@ -2,33 +2,51 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
 
-from gateway.api.deps import ConfigDep, PrincipalDep, SessionDep, WorkerDep
+from fastapi import APIRouter, Query, status
+
+from gateway.api.deps import ConfigDep, LimiterDep, PrincipalDep, ReleasingRoute, SessionDep, SweepIdPath, WorkerDep
+from gateway.api.problems import AUTHENTICATED, BODY, declare
 from gateway.jobs import request_cancel
 from gateway.schemas import SweepCreate, SweepPublic
 from gateway.sweeps import create_sweep, get_visible_sweep, latest_tasks, retry_failed, to_public
 
-router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], route_class=ReleasingRoute)
 
 
-@router.post("", response_model=SweepPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "", response_model=SweepPublic, status_code=status.HTTP_201_CREATED, responses=declare(*AUTHENTICATED, *BODY, 429)
+)
 def submit_sweep(
-    body: SweepCreate, session: SessionDep, config: ConfigDep, principal: PrincipalDep, worker: WorkerDep
+    body: SweepCreate,
+    session: SessionDep,
+    config: ConfigDep,
+    principal: PrincipalDep,
+    worker: WorkerDep,
+    limiter: LimiterDep,
 ) -> SweepPublic:
+    limiter.admit(principal.user, body.base.team if principal.admin else principal.team)
     sweep = create_sweep(session, config, principal, body, worker.partition_sizes)
     worker.wake()
     return to_public(session, sweep)
 
 
-@router.get("/{sweep_id}", response_model=SweepPublic)
-def get_sweep(sweep_id: str, session: SessionDep, principal: PrincipalDep, best: str | None = None) -> SweepPublic:
+@router.get("/{sweep_id:hexid}", response_model=SweepPublic, responses=declare(*AUTHENTICATED, 404))
+def get_sweep(
+    sweep_id: SweepIdPath,
+    session: SessionDep,
+    principal: PrincipalDep,
+    best: Annotated[
+        str | None, Query(pattern=r"^[^:]{1,64}:(max|min)$", description="METRIC:max or METRIC:min")
+    ] = None,
+) -> SweepPublic:
     """Per-task states, counts by state, and with ``?best=METRIC:max|min`` the best task by its last metrics."""
     return to_public(session, get_visible_sweep(session, principal, sweep_id), best=best)
 
 
-@router.post("/{sweep_id}/cancel", response_model=SweepPublic)
-def cancel_sweep(sweep_id: str, session: SessionDep, principal: PrincipalDep, worker: WorkerDep) -> SweepPublic:
+@router.post("/{sweep_id:hexid}/cancel", response_model=SweepPublic, responses=declare(*AUTHENTICATED, 404))
+def cancel_sweep(sweep_id: SweepIdPath, session: SessionDep, principal: PrincipalDep, worker: WorkerDep) -> SweepPublic:
     sweep = get_visible_sweep(session, principal, sweep_id)
     for job in latest_tasks(session, sweep).values():
         request_cancel(session, job, principal.user)
@@ -37,12 +55,20 @@ def cancel_sweep(sweep_id: str, session: SessionDep, principal: PrincipalDep, wo
     return to_public(session, sweep)
 
 
-@router.post("/{sweep_id}/retry-failed", response_model=SweepPublic)
+@router.post(
+    "/{sweep_id:hexid}/retry-failed", response_model=SweepPublic, responses=declare(*AUTHENTICATED, 404, 409, 429)
+)
 def retry_failed_tasks(
-    sweep_id: str, session: SessionDep, config: ConfigDep, principal: PrincipalDep, worker: WorkerDep
+    sweep_id: SweepIdPath,
+    session: SessionDep,
+    config: ConfigDep,
+    principal: PrincipalDep,
+    worker: WorkerDep,
+    limiter: LimiterDep,
 ) -> SweepPublic:
     """Resubmit only the tasks whose latest attempt failed, as one new array linked to the sweep."""
     sweep = get_visible_sweep(session, principal, sweep_id)
+    limiter.admit(principal.user, sweep.team)
     retry_failed(session, config, principal, sweep)
     worker.wake()
     return to_public(session, sweep)

@@ -12,17 +12,18 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from gateway.api.deps import ConfigDep, PrincipalDep, SessionDep, WorkerDep
+from gateway.api.deps import ConfigDep, PrincipalDep, ReleasingRoute, SessionDep, WorkerDep
+from gateway.api.problems import declare
 from gateway.config import GatewayConfig
 from gateway.models import Job
 from gateway.schemas import TeamPublic
 from gateway.worker.loop import Worker
 from launchers.states import JobState
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=ReleasingRoute)
 
 
-@router.get("/v1/teams", response_model=list[TeamPublic])
+@router.get("/v1/teams", response_model=list[TeamPublic], responses=declare(401, 503))
 def list_teams(session: SessionDep, config: ConfigDep, principal: PrincipalDep) -> list[TeamPublic]:
     counts: dict[str, dict[str, int]] = defaultdict(dict)
     for team, state, n in session.exec(select(Job.team, Job.state, func.count()).group_by(Job.team, Job.state)):
@@ -44,14 +45,20 @@ def list_teams(session: SessionDep, config: ConfigDep, principal: PrincipalDep) 
     ]
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=declare(503))
 def healthz(session: SessionDep, worker: WorkerDep) -> dict[str, object]:
     session.exec(select(1)).one()  # the database answers
     health = worker.health()
     return {"status": "ok" if health["worker_alive"] else "degraded", "database": "ok", **health}
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses=declare(
+        503, also={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}}
+    ),
+)
 def metrics(session: SessionDep, config: ConfigDep, worker: WorkerDep) -> Response:
     """Prometheus text, gathered at scrape time from the database and the worker's counters."""
     registry = CollectorRegistry(auto_describe=False)

@@ -88,6 +88,10 @@ class Worker:
                 busy = self.run_cycle()
             except Exception:  # the worker must survive anything one cycle throws
                 log.exception("worker cycle failed")
+                # It may have died between an sbatch and the database's record of it (a full disk, PostgreSQL
+                # restarting): such rows stay marked dispatching, and the next cycle looks for them in Slurm
+                # before sending anything, as at start-up.
+                self._reconciled = False
             floor, ceiling = self.config.poll.floor_s, self.config.poll.interval_s
             self.stats.interval_s = floor if busy else min(max(self.stats.interval_s, floor) * 2, ceiling)
             self._wake.wait(self.stats.interval_s)

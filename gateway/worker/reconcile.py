@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -14,6 +15,7 @@ from gateway.worker.dispatch import link
 from launchers.slurm.commands import find_by_comment
 from launchers.slurm.ids import element_id
 from launchers.slurm.shell import CommandError
+from launchers.submission import finish_interrupted_array, finish_interrupted_submission
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ def reconcile(engine: Engine) -> bool:
             if slurm_id is not None:
                 log.warning("adopting Slurm job %s for job %s (submitted before a crash)", slurm_id, job.id)
                 link(session, job, slurm_id)
+                if finish_interrupted_submission(Path(job.submit_folder), slurm_id):
+                    log.warning("job %s: its pickle was left under its temporary name; renamed", job.id)
             else:
                 job.dispatching = False  # never reached Slurm: submit it again
                 session.add(job)
@@ -61,6 +65,8 @@ def _adopt_array(session: Session, sweep_id: str, attempt: int, tasks: list[Job]
             session.add(job)
     if master is not None:
         log.warning("adopting Slurm array %s for sweep %s attempt %d", master, sweep_id, attempt)
+        if tasks and (renamed := finish_interrupted_array(Path(tasks[0].submit_folder), master)):
+            log.warning("sweep %s: %d task pickles were left under their temporary names; renamed", sweep_id, renamed)
         sweep = session.get(Sweep, sweep_id)
         if sweep is not None and master not in sweep.array_ids:
             sweep.array_ids = [*sweep.array_ids, master]

@@ -32,6 +32,17 @@ def test_a_sweep_stores_one_task_job_per_point(client: TestClient, algorithm: di
     assert client.get(f"/v1/sweeps/{sweep['id']}", headers=auth("bob")).status_code == 404
 
 
+def test_a_task_reruns_alone_as_a_plain_job(client: TestClient, algorithm: dict) -> None:
+    """Found by schemathesis: a task's name (``grid[4]``) is not a valid request name, and rerun answered 500."""
+    sweep = client.post("/v1/sweeps", json=sweep_body(), headers=auth("alice")).json()
+    task = sweep["tasks"][4]
+    response = client.post(f"/v1/jobs/{task['job_id']}/rerun", headers=auth("alice"))
+    assert response.status_code == 201, response.text
+    rerun = response.json()
+    assert rerun["name"] == "grid-4" and rerun["rerun_of"] == task["job_id"]
+    assert rerun["parameters"] == task["parameters"]
+
+
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [

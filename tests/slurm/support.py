@@ -146,9 +146,13 @@ token = "admin-dev-token"
 """
 
 
-def write_config(path: Path, root: Path, *, max_running_jobs: int = 4, max_queued_jobs: int = 100) -> Path:
-    """The configuration of a gateway that a test runs as `hpcgw serve`, its files under ``root``."""
-    path.write_text(SERVE_CONFIG.format(root=root, max_running_jobs=max_running_jobs, max_queued_jobs=max_queued_jobs))
+def write_config(
+    path: Path, root: Path, *, max_running_jobs: int = 4, max_queued_jobs: int = 100, extra: str = ""
+) -> Path:
+    """The configuration of a gateway that a test runs as `hpcgw serve`, its files under ``root``; ``extra``:
+    more TOML tables."""
+    text = SERVE_CONFIG.format(root=root, max_running_jobs=max_running_jobs, max_queued_jobs=max_queued_jobs)
+    path.write_text(text + extra)
     return path
 
 

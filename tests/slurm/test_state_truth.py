@@ -125,6 +125,7 @@ def wait_epochs(client: TestClient, job_id: str, count: int, timeout_s: float = 
         time.sleep(0.5)
 
 
+@pytest.mark.faults  # one slurmd killed while a 2-node job runs
 def test_a_failed_node_is_requeued_and_the_job_resumes_from_its_checkpoint(
     on_three_nodes: ClusterSpec, tmp_path: Path, dataset_hash: str
 ) -> None:
@@ -166,6 +167,7 @@ def test_a_failed_node_is_requeued_and_the_job_resumes_from_its_checkpoint(
     assert resumed_at >= 2 and set(restarts[:resumed_at]) == {0} and set(restarts[resumed_at:]) == {1}, restarts
 
 
+@pytest.mark.faults  # one slurmd killed while a 2-node job runs
 def test_a_job_slurm_does_not_requeue_fails_naming_the_node(
     on_three_nodes: ClusterSpec, tmp_path: Path, dataset_hash: str
 ) -> None:

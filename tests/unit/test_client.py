@@ -103,3 +103,22 @@ def test_slurm_time_formats(text: str, minutes: int) -> None:
 
 def test_memory_sizes() -> None:
     assert parse_mem_gb("16G") == 16 and parse_mem_gb("2048") == 2 and parse_mem_gb("1T") == 1024
+
+
+def test_429_and_503_wait_what_retry_after_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("gateway.client.time.sleep", slept.append)
+    limited = httpx.Response(429, headers={"Retry-After": "7"}, json={"detail": "rate limit", "field": None})
+    busy = httpx.Response(503, headers={"Retry-After": "2"}, json={"detail": "database", "field": None})
+    transport, seen = scripted([limited, busy, httpx.Response(200, json=JOB)])
+    with Client("http://gw", "t", transport=transport, backoff_s=0.5) as c:
+        assert c.job("j1").id == "j1"
+    assert len(seen) == 3 and slept == [7.0, 2.0]  # the server's advice, not the back-off
+
+
+def test_a_retry_after_beyond_the_clients_patience_is_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.client.time.sleep", lambda _s: None)
+    transport, seen = scripted([httpx.Response(429, headers={"Retry-After": "3600"}, json={"detail": "full"})])
+    with Client("http://gw", "t", transport=transport) as c, pytest.raises(ClientError) as info:
+        c.submit({"algorithm": "x"})
+    assert len(seen) == 1 and info.value.status_code == 429
