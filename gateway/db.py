@@ -14,10 +14,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-# FastAPI runs sync routes, and the exit of the session dependency that returns each connection, in one thread
-# pool (anyio's, 40 threads). A connection pool smaller than that deadlocks under load: every thread waits for a
-# connection while the exits that would free them wait for a thread (found by bench/load.py: throughput fell to
-# nothing and every request timed out). So the pool always has a connection for every thread, and the worker's.
+# FastAPI runs sync routes in one thread pool (anyio's, set to API_THREADS at start-up). Each route holds at most
+# one connection, and gives it back as its endpoint returns (gateway.api.deps.ReleasingRoute: without that, under
+# bench/load.py every connection was held by a finished request waiting for a thread to serialise its answer, and
+# the gateway stopped answering). The pool has a connection for every thread, and some for the worker and spare.
 API_THREADS = 40
 POOL_SIZE = 10
 POOL_OVERFLOW = API_THREADS + 10 - POOL_SIZE
