@@ -16,25 +16,30 @@ from gateway.config import GatewayConfig
 from gateway.db import API_THREADS, make_engine, migrate
 from gateway.ratelimit import RateLimiter
 from gateway.worker.loop import Worker
+from gateway.worker.status import WorkerView
 
 log = logging.getLogger(__name__)
 
 
-def create_app(config: GatewayConfig, *, run_worker: bool = True) -> FastAPI:
-    """``run_worker=False`` leaves Slurm alone entirely (service tests drive ``app.state.worker`` by hand)."""
+def create_app(config: GatewayConfig, *, run_worker: bool = True, external_worker: bool = False) -> FastAPI:
+    """One process with its worker as a thread (tests, and the simplest deployment), or, with
+    ``external_worker``, an API process that reads the worker's status from the database (`hpcgw serve`, where
+    the worker is a process of its own). ``run_worker=False`` leaves Slurm alone entirely (service tests drive
+    ``app.state.worker`` by hand)."""
     engine = make_engine(config.database_url)
     migrate(engine)
-    worker = Worker(engine, config)
+    worker = None if external_worker else Worker(engine, config)
+    run_worker = run_worker and worker is not None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         to_thread.current_default_thread_limiter().total_tokens = API_THREADS  # what the pool is sized for
-        if run_worker:
+        if run_worker and worker is not None:
             worker.start()
         try:
             yield
         finally:
-            if run_worker:
+            if run_worker and worker is not None:
                 worker.stop()
             engine.dispose()
 
@@ -46,6 +51,7 @@ def create_app(config: GatewayConfig, *, run_worker: bool = True) -> FastAPI:
         generate_unique_id_function=lambda route: route.name,  # operationIds a generated client can live with
     )
     app.state.config, app.state.engine, app.state.worker = config, engine, worker
+    app.state.worker_view = WorkerView(engine, worker, config.poll.interval_s)
     app.state.limiter = RateLimiter(config)
     for module in (jobs, sweeps, algorithms, system):
         app.include_router(module.router)
@@ -70,3 +76,14 @@ class _BodyLimit:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def from_environment() -> FastAPI:
+    """The app of one of `hpcgw serve --workers N`'s processes: uvicorn imports it in each, by name, and the
+    configuration's path comes through the environment (HPCGW_SERVE_CONFIG, set by `hpcgw serve`)."""
+    import os
+    from pathlib import Path
+
+    from gateway.config import load_config
+
+    return create_app(load_config(Path(os.environ["HPCGW_SERVE_CONFIG"])), external_worker=True)

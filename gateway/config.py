@@ -105,6 +105,9 @@ class PollConfig(BaseModel):
     # A job neither accounting nor slurmctld has heard of is declared lost only after this long: slurmdbd
     # can lag behind slurmctld, and a job that ended leaves slurmctld after MinJobAge.
     lost_after_s: float = Field(600.0, ge=10, le=86400)
+    # A worker killed during sbatch leaves sbatch running; the rows it marked are resubmitted only after this
+    # long without a trace in Slurm (sbatch's own retries to slurmctld last MessageTimeout, 10 s by default).
+    dispatch_grace_s: float = Field(30.0, ge=0, le=3600)
 
 
 class GatewayConfig(BaseSettings):

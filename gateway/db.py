@@ -21,6 +21,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 API_THREADS = 40
 POOL_SIZE = 10
 POOL_OVERFLOW = API_THREADS + 10 - POOL_SIZE
+MIGRATION_LOCK = 0x6870636D67  # a PostgreSQL advisory lock key ("hpcmg"), held while migrating
 
 
 def make_engine(url: str) -> Engine:
@@ -58,6 +59,10 @@ def migrate(engine: Engine) -> None:
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            # Several gateways starting at once on a new database would each create the tables; one at a time,
+            # the later ones find the schema at head. Released with the connection.
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
         if sqlite:
             # SQLite alters a table by copying it and dropping the old one; with foreign keys enforced, the drop
             # fails as soon as other tables reference rows (a database with jobs in it). Off for the migration only.
@@ -65,6 +70,9 @@ def migrate(engine: Engine) -> None:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
         connection.commit()
+        if engine.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+            connection.commit()
         if sqlite:
             connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 

@@ -277,9 +277,16 @@ def sweep_comment(sweep_id: str, attempt: int) -> str:
     return f"hpcgw:sweep:{sweep_id}:{attempt}"
 
 
+def batch_comment(batch_id: str) -> str:
+    """One comment per coalesced array (its elements share it); reconciliation finds the array by it."""
+    return f"hpcgw:batch:{batch_id}"
+
+
 def expected_comment(job: Job) -> str:
-    """The comment the job's Slurm job carries: its own, or its sweep attempt's (one per array)."""
-    return sweep_comment(job.sweep_id, job.attempt) if job.sweep_id else slurm_comment(job.id)
+    """The comment the job's Slurm job carries: its own, its sweep attempt's or its batch's (one per array)."""
+    if job.sweep_id:
+        return sweep_comment(job.sweep_id, job.attempt)
+    return batch_comment(job.batch_id) if job.batch_id else slurm_comment(job.id)
 
 
 def job_id_from_comment(comment: str) -> str | None:
@@ -369,6 +376,7 @@ def request_cancel(session: Session, job: Job, by: str) -> None:
         job.end_time = utcnow()
     else:
         job.cancel_requested = True
+        job.updated_at = utcnow()  # the worker wakes for cancellations asked since its last cycle
         session.add(job)
 
 

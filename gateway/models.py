@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -14,6 +14,15 @@ from launchers.states import JobState
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@overload
+def aware(value: datetime) -> datetime: ...
+@overload
+def aware(value: None) -> None: ...
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without their zone; the gateway stores UTC."""
+    return value if value is None or value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def new_id() -> str:
@@ -60,6 +69,8 @@ class Sweep(SQLModel, table=True):
 class Job(SQLModel, table=True):
     __table_args__ = (
         Index("ix_job_team_state", "team", "state"),
+        # The worker's wake-up check: "accepted since my last cycle" reads this index, never the table.
+        Index("ix_job_state_submit_time", "state", "submit_time"),
         UniqueConstraint("team", "user", "idempotency_key"),
     )
 
@@ -77,6 +88,7 @@ class Job(SQLModel, table=True):
     restarts: int = 0
     # times (aware, UTC)
     submit_time: datetime = Field(default_factory=utcnow)
+    dispatch_time: datetime | None = None  # when `dispatching` was set: a crash's sbatch may still land until later
     slurm_submit_time: datetime | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
@@ -106,6 +118,9 @@ class Job(SQLModel, table=True):
     sweep_id: str | None = Field(default=None, foreign_key="sweep.id", max_length=32, index=True)
     task_index: int | None = None
     attempt: int = 0
+    # coalesced dispatch: jobs of one shape sent in one cycle share a batch, one Slurm job array, element batch_index
+    batch_id: str | None = Field(default=None, max_length=32, index=True)
+    batch_index: int | None = None
     # bookkeeping: `folder` holds the model and metrics, `submit_folder` submitit's pickles, logs and markers
     folder: str = Field(max_length=1024)
     submit_folder: str = Field(default="", max_length=1024)
@@ -113,7 +128,7 @@ class Job(SQLModel, table=True):
     dispatching: bool = False
     dispatch_error: str | None = Field(default=None, max_length=2000)
     # Asked over HTTP, carried out by the worker (HTTP handlers never call Slurm).
-    cancel_requested: bool = False
+    cancel_requested: bool = Field(default=False, index=True)
     metrics: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -148,3 +163,16 @@ class JobEvent(SQLModel, table=True):
     slurm_state: str | None = Field(default=None, max_length=32)
     reason: str | None = Field(default=None, max_length=256)
     at: datetime = Field(default_factory=utcnow)
+
+
+class WorkerStatus(SQLModel, table=True):
+    """The active worker's lease and what it last saw, for every API process and every replica to read: the
+    worker runs in its own process, so the API's health and partition sizes come from here, not from memory."""
+
+    name: str = Field(default="worker", primary_key=True, max_length=32)
+    holder: str = Field(default="", max_length=256)  # host:pid of the active worker
+    epoch: int = 0  # one more at each take-over: what a worker did under an older epoch is no longer its to finish
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    partitions: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    stats: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -62,10 +62,21 @@ def submit_array(
     *,
     check: bool = True,
     array_size: int | None = None,
+    commands: Sequence[Sequence[str]] | None = None,
+    chain: bool = True,
 ) -> list[Job]:
-    """One array element per environment in ``envs``, all else from ``spec``; split past MaxArraySize."""
-    for env in envs:  # the same rules as a single job's environment, checked before anything reaches Slurm
-        JobSpec.model_validate({**spec.model_dump(), "env": dict(env)})
+    """One array element per environment in ``envs``, all else from ``spec``; split past MaxArraySize.
+
+    ``commands`` gives each element its own command line (the gateway's coalesced dispatch: unrelated jobs of one
+    shape in one array); ``chain=False`` lets the split arrays run side by side, since there is no sweep-wide
+    throttle to keep."""
+    if commands is not None and len(commands) != len(envs):
+        raise SpecError("commands", f"{len(commands)} commands for {len(envs)} array elements")
+    for i, env in enumerate(
+        envs
+    ):  # the same rules as a single job's environment, checked before anything reaches Slurm
+        command = spec.command if commands is None else tuple(commands[i])
+        JobSpec.model_validate({**spec.model_dump(), "env": dict(env), "command": command})
     if check:
         check_partition(spec)
     size = array_size or max_array_size()
@@ -74,13 +85,17 @@ def submit_array(
     previous: str | None = None
     for part in chunks(len(envs), size):
         params = slurm_parameters(spec) | {"array_parallelism": max_parallel}
-        if previous is not None:
+        if previous is not None and chain:
             params["additional_parameters"] = {**params["additional_parameters"], "dependency": f"afterany:{previous}"}
         executor = slurm_executor(spec, params)
         tasks = [
             DelayedSubmission(
                 TrainerTask(
-                    list(spec.command), dict(envs[i]), str(spec.folder), spec.rendezvous_timeout_s, spec.controller
+                    list(spec.command if commands is None else commands[i]),
+                    dict(envs[i]),
+                    str(spec.folder),
+                    spec.rendezvous_timeout_s,
+                    spec.controller,
                 )
             )
             for i in part

@@ -16,7 +16,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from gateway.auth import Principal, authenticate
 from gateway.config import GatewayConfig
 from gateway.ratelimit import RateLimiter
-from gateway.worker.loop import Worker
+from gateway.worker.status import WorkerView
 
 # Declares the bearer scheme in the OpenAPI document; the 401 itself comes from ``authenticate``, in the one
 # error shape (the scheme's own error would be a 403 in FastAPI's).
@@ -58,8 +58,8 @@ def get_config(request: Request) -> GatewayConfig:
     return request.app.state.config  # type: ignore[no-any-return]
 
 
-def get_worker(request: Request) -> Worker:
-    return request.app.state.worker  # type: ignore[no-any-return]
+def get_worker(request: Request) -> WorkerView:
+    return request.app.state.worker_view  # type: ignore[no-any-return]
 
 
 def get_limiter(request: Request) -> RateLimiter:
@@ -74,7 +74,7 @@ def get_principal(
 
 SessionDep = Annotated[Session, Depends(get_session)]
 ConfigDep = Annotated[GatewayConfig, Depends(get_config)]
-WorkerDep = Annotated[Worker, Depends(get_worker)]
+WorkerDep = Annotated[WorkerView, Depends(get_worker)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
 

@@ -17,7 +17,7 @@ from gateway.api.problems import declare
 from gateway.config import GatewayConfig
 from gateway.models import Job
 from gateway.schemas import TeamPublic
-from gateway.worker.loop import Worker
+from gateway.worker.status import WorkerView
 from launchers.states import JobState
 
 router = APIRouter(tags=["system"], route_class=ReleasingRoute)
@@ -74,7 +74,7 @@ class _Snapshot(Collector):
         return iter(self.families)
 
 
-def _families(session: Session, config: GatewayConfig, worker: Worker) -> Iterator[Metric]:
+def _families(session: Session, config: GatewayConfig, worker: WorkerView) -> Iterator[Metric]:
     counts = {
         (t, s): n for t, s, n in session.exec(select(Job.team, Job.state, func.count()).group_by(Job.team, Job.state))
     }

@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 import typer
 
 from gateway.cli import accounts, jobs
-from gateway.cli.serve import serve
+from gateway.cli.serve import serve, worker
 from gateway.cli.sweep import sweep
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app = typer.Typer(
 for _plugin in entry_points(group="hpcgw.cli"):
     app.add_typer(_plugin.load(), name=_plugin.name)
 app.command()(serve)
+app.command()(worker)
 app.add_typer(accounts.app, name="accounts")
 jobs.register(app)
 app.command(context_settings={"allow_interspersed_args": False})(sweep)
@@ -30,3 +31,8 @@ app.command(context_settings={"allow_interspersed_args": False})(sweep)
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what is being run")) -> None:
     level = logging.DEBUG if verbose or os.environ.get("HPCGW_DEBUG") else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugins log a line each as it is imported
+
+
+if __name__ == "__main__":  # `python -m gateway.cli.main`: how `hpcgw serve` starts its worker
+    app()

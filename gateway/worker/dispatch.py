@@ -1,9 +1,15 @@
 """Releasing accepted jobs to Slurm: oldest first per team while the team is under its quota, sweeps as job
 arrays. A job is marked ``dispatching`` (and committed) before sbatch runs, so that after a crash
-reconciliation looks in Slurm before submitting it again."""
+reconciliation looks in Slurm before submitting it again.
+
+Coalescing: the jobs a cycle releases that share a shape (everything the sbatch script holds: user, partition,
+account, QoS, resources, time limit, container) go out as one job array, one element per job with its own
+command and environment. One sbatch then carries fifty jobs, which is what lets the gateway outrun a client
+that calls Slurm once per job. The fair order and the quotas are decided before the grouping, job by job."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from enum import Enum
@@ -13,16 +19,17 @@ from sqlmodel import Session, col, select
 
 from gateway.config import GatewayConfig
 from gateway.folders import FolderError, shared_folder, team_folder
-from gateway.jobs import active_counts, job_spec, record_state, sweep_comment
-from gateway.models import Job, Sweep, utcnow
+from gateway.jobs import active_counts, batch_comment, job_spec, record_state, sweep_comment
+from gateway.models import Job, Sweep, new_id, utcnow
 from gateway.worker.stats import WorkerStats
 from launchers.errors import SpecError, SubmitError
 from launchers.slurm.commands import is_unreachable
 from launchers.slurm.ids import master_id
 from launchers.slurm.shell import CommandError
+from launchers.spec import JobSpec
 from launchers.states import JobState
 from launchers.submission import submit
-from launchers.sweeps import submit_array
+from launchers.sweeps import chunks, submit_array
 
 log = logging.getLogger(__name__)
 SUBMIT_ERRORS = (SubmitError, SpecError, CommandError, FolderError, ValueError, OSError)
@@ -53,8 +60,19 @@ def prepare_folders(config: GatewayConfig, job: Job) -> None:
     in the team's folder, which only the team and the gateway may enter (gateway.folders)."""
     team_folder(config.job_root, job.team, config.unix_group_of(job.team))
     shared_folder(Path(job.folder), sticky=True)
+    if job.batch_id is not None:  # the batch's submitit folder sits beside the jobs' folders
+        shared_folder(Path(job.submit_folder).parent)
     for folder in (Path(job.folder) / "model", Path(job.submit_folder)):
         shared_folder(folder)
+
+
+# What may differ between the elements of one array: the rest is the sbatch script's, and must be equal.
+PER_ELEMENT = frozenset({"name", "command", "env", "folder", "comment"})
+
+
+def shape(spec: JobSpec) -> str:
+    """Jobs with the same shape can share an sbatch script; the key is everything else in their spec."""
+    return json.dumps(spec.model_dump(mode="json", exclude=set(PER_ELEMENT)), sort_keys=True)
 
 
 class Dispatcher:
@@ -63,6 +81,8 @@ class Dispatcher:
         self.stats = stats
         self.stopping = stopping  # checked before every sbatch: a shutdown waits for one submission at most
         self.max_array_size: int | None = None
+        # per account: the largest array its GrpSubmitJobs took lately (halved at each refusal of an array)
+        self.batch_cap: dict[str, int] = {}
 
     def run(self, session: Session) -> Outcome:
         """Sweeps first (each is one array), then single jobs within each team's quota."""
@@ -83,17 +103,25 @@ class Dispatcher:
             if not waiting:
                 continue
             running, gpus = active_counts(session, team_name)
-            for job in waiting:
-                if self.stopping():
-                    return outcome
+            admitted: list[Job] = []
+            for job in waiting:  # in order: a later, smaller job does not overtake
                 if running >= team.max_running_jobs or gpus + job.gpus > team.max_gpus:
-                    break  # in order: a later, smaller job does not overtake
-                one = self._single(session, job)
-                if one is Outcome.UNREACHABLE:
-                    return one
-                outcome = one if outcome is Outcome.NOTHING else outcome
-                if one is Outcome.QUEUED:
-                    running, gpus = running + 1, gpus + job.gpus
+                    break
+                admitted.append(job)
+                running, gpus = running + 1, gpus + job.gpus
+            groups: dict[str, list[Job]] = {}
+            for job in admitted:
+                groups.setdefault(shape(job_spec(self.config, job)), []).append(job)
+            for group in groups.values():
+                size = min(self.max_array_size or len(group), self.batch_cap.get(group[0].account, len(group)))
+                for part in chunks(len(group), size):
+                    if self.stopping():
+                        return outcome
+                    jobs = group[part.start : part.stop]
+                    one = self._single(session, jobs[0]) if len(jobs) == 1 else self._batch(session, jobs)
+                    if one is Outcome.UNREACHABLE:
+                        return one
+                    outcome = one if outcome is Outcome.NOTHING else outcome
         return outcome
 
     def _sweeps(self, session: Session) -> Outcome:
@@ -149,6 +177,44 @@ class Dispatcher:
         )
         return Outcome.QUEUED
 
+    def _batch(self, session: Session, jobs: list[Job]) -> Outcome:
+        """Same-shape jobs as one array. The batch, each job's element and the shared submitit folder are
+        committed with ``dispatching`` before sbatch, so that reconciliation can adopt the array after a crash."""
+        batch_id = new_id()
+        first = jobs[0]
+        folder = Path(self.config.job_root) / first.team / "batches" / batch_id
+        for index, job in enumerate(jobs):
+            job.batch_id, job.batch_index, job.submit_folder = batch_id, index, str(folder)
+        _mark_dispatching(session, jobs)
+        try:
+            for job in jobs:
+                prepare_folders(self.config, job)
+            specs = [job_spec(self.config, job) for job in jobs]
+            base = specs[0].model_copy(update={"comment": batch_comment(batch_id), "name": f"hpcgw-batch-{batch_id}"})
+            handles = submit_array(
+                base,
+                [s.env for s in specs],
+                len(jobs),
+                check=False,
+                array_size=len(jobs),
+                commands=[s.command for s in specs],
+                chain=False,
+            )
+        except SUBMIT_ERRORS as exc:
+            return self.failed(session, jobs, exc)
+        for job, handle in zip(jobs, handles, strict=True):
+            link(session, job, handle.job_id)
+        session.commit()
+        self._reached(len(jobs))
+        log.info(
+            "%d jobs of team %s (user %s) submitted as array %s",
+            len(jobs),
+            first.team,
+            first.user,
+            master_id(handles[0].job_id),
+        )
+        return Outcome.QUEUED
+
     def _single(self, session: Session, job: Job) -> Outcome:
         _mark_dispatching(session, [job])
         try:
@@ -172,7 +238,11 @@ class Dispatcher:
         # sbatch through submitit arrives wrapped (SubmitError from CommandError): a time-out or a missing
         # command is told by the command's own error, not by the wrapper's text.
         unreachable = is_unreachable(exc) or (exc.__cause__ is not None and is_unreachable(exc.__cause__))
+        for job in jobs:
+            unbatch(job)
         if SUBMIT_LIMIT in text:
+            if len(jobs) > 1:  # an array counts each element against GrpSubmitJobs: send fewer at once
+                self.batch_cap[jobs[0].account] = max(1, len(jobs) // 2)
             return self._held(session, jobs)
         for job in jobs:
             job.dispatching = False
@@ -202,8 +272,17 @@ class Dispatcher:
         return Outcome.REFUSED
 
 
+def unbatch(job: Job) -> None:
+    """Back to a job of its own: the batch never reached Slurm, and the next cycle groups it afresh."""
+    if job.batch_id is not None:
+        job.batch_id = job.batch_index = None
+        job.submit_folder = str(Path(job.folder) / "job")
+
+
 def _mark_dispatching(session: Session, jobs: list[Job]) -> None:
+    now = utcnow()
     for job in jobs:
         job.dispatching = True
+        job.dispatch_time = now
         session.add(job)
     session.commit()

@@ -1,8 +1,11 @@
-"""The single background worker: releases accepted jobs to Slurm within each team's quota, carries out
+"""The single active worker: releases accepted jobs to Slurm within each team's quota, carries out
 cancellations, and tracks every active job with one sacct call per cycle (plus at most one squeue).
 
-HTTP handlers never call Slurm; they read what this worker wrote. The interval adapts: a submission wakes the
-worker at once and drops the interval to the floor, and quiet cycles double it up to the configured interval.
+HTTP handlers never call Slurm; they read what this worker wrote. It runs in its own process (`hpcgw worker`),
+or as a thread of a one-process gateway (tests). Only the holder of the lease (gateway.worker.lease) works;
+another waits as a standby and takes over when the lease is free. The interval adapts: new work (a row accepted
+or a cancellation asked since the last cycle, seen by an indexed query every WAKE_CHECK_S) wakes the worker at
+once and drops the interval to the floor, and quiet cycles double it up to the configured interval.
 """
 
 from __future__ import annotations
@@ -11,18 +14,21 @@ import logging
 import os
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
 from gateway.config import GatewayConfig
 from gateway.jobs import ACTIVE_IN_SLURM, expected_comment, record_state
-from gateway.models import Job, JobAttempt, utcnow
+from gateway.models import Job, JobAttempt, aware, utcnow
+from gateway.worker import status
 from gateway.worker.apply import Evidence, Transition, decide
 from gateway.worker.dispatch import Dispatcher, Outcome
+from gateway.worker.lease import Lease, holder_name, lease_for
 from gateway.worker.metrics import MetricsReader
 from gateway.worker.observe import Identity, JobObservation, Observations, observe
 from gateway.worker.reconcile import reconcile
@@ -35,6 +41,8 @@ from launchers.states import JobState, from_slurm
 
 log = logging.getLogger(__name__)
 PARTITION_REFRESH_S = 300.0
+WAKE_CHECK_S = 0.2  # how often a sleeping worker asks the database for new work
+STANDBY_RETRY_S = 1.0  # how often a standby asks for the lease: the take-over delay after a kill
 
 
 class Worker:
@@ -43,7 +51,9 @@ class Worker:
         self.config = config
         self.stats = WorkerStats(interval_s=config.poll.floor_s)
         self._stop = threading.Event()
-        self.dispatcher = Dispatcher(config, self.stats, stopping=self._stop.is_set)
+        self.lease: Lease = lease_for(engine)
+        self.epoch = 0  # the lease's epoch while this worker is active, 0 while it stands by
+        self.dispatcher = Dispatcher(config, self.stats, stopping=self._must_not_submit)
         self.metrics = MetricsReader()
         self.partition_sizes: dict[str, PartitionSize] = {}
         self._partitions_at = 0.0
@@ -52,16 +62,35 @@ class Worker:
         self._last_seen: dict[str, datetime] = {}  # Slurm id -> when this worker last saw it in Slurm
         self._attempts_seen: dict[str, tuple[object, ...]] = {}
         self._reconciled = False  # rows left dispatching by a crash were looked for in Slurm
+        self._since = utcnow()  # the start of the last cycle: newer rows are new work
 
     # --- life cycle ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Raises WorkerConflictError where a second worker may not run at all (SQLite)."""
         if self.config.slurm_conf is not None:  # this process's Slurm commands talk to the configured cluster
             os.environ["SLURM_CONF"] = str(self.config.slurm_conf)
-        self.refresh_partitions()
-        self._reconciled = reconcile(self.engine)
+        if self.lease.acquire():
+            self._become_active()
+        else:
+            log.info("another worker is active; standing by (asking every %.0f s)", STANDBY_RETRY_S)
         self._thread = threading.Thread(target=self._loop, name="hpcgw-worker", daemon=True)
         self._thread.start()
+
+    def _become_active(self) -> None:
+        self.epoch = status.take_over(self.engine, holder_name())
+        log.info("worker %s is active (epoch %d)", holder_name(), self.epoch)
+        self.refresh_partitions()
+        self._reconciled = reconcile(self.engine, self.config.poll.dispatch_grace_s)
+
+    def _must_not_submit(self) -> bool:
+        """Checked before every sbatch: stopping, or no longer the lease's holder (another may be active now).
+        A worker driven by hand (run_cycle without start, as tests do) holds no lease and checks none."""
+        return self._stop.is_set() or (self.active and not self.lease.held())
+
+    @property
+    def active(self) -> bool:
+        return self.epoch > 0
 
     def request_stop(self) -> None:
         """From a signal handler: no further sbatch, no further row; :meth:`stop` then waits for the thread."""
@@ -75,6 +104,7 @@ class Worker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self.lease.release()
 
     def wake(self) -> None:
         """Called after a submission or cancellation: poll soon, and quickly for a while."""
@@ -83,9 +113,17 @@ class Worker:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            if not self.active:
+                self._stand_by()
+                continue
             busy = False
             try:
+                if not self.lease.held():
+                    log.error("worker epoch %d lost its lease: standing by", self.epoch)
+                    self.epoch = 0
+                    continue
                 busy = self.run_cycle()
+                status.publish(self.engine, self.epoch, self.stats, self.partition_sizes)
             except Exception:  # the worker must survive anything one cycle throws
                 log.exception("worker cycle failed")
                 # It may have died between an sbatch and the database's record of it (a full disk, PostgreSQL
@@ -94,14 +132,54 @@ class Worker:
                 self._reconciled = False
             floor, ceiling = self.config.poll.floor_s, self.config.poll.interval_s
             self.stats.interval_s = floor if busy else min(max(self.stats.interval_s, floor) * 2, ceiling)
-            self._wake.wait(self.stats.interval_s)
-            self._wake.clear()
+            self._sleep(self.stats.interval_s)
+
+    def _stand_by(self) -> None:
+        try:
+            if self.lease.acquire():
+                self._become_active()
+                return
+        except Exception:
+            log.exception("standby worker: taking over failed")
+            self.epoch = 0
+        self._wake.wait(STANDBY_RETRY_S)
+        self._wake.clear()
+
+    def _sleep(self, seconds: float) -> None:
+        """Until the interval is over, or new work arrives (woken in-process, or seen in the database)."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._wake.wait(min(left, WAKE_CHECK_S)):
+                break
+            try:
+                if self.has_new_work():
+                    break
+            except DBAPIError:
+                pass  # the database is away: the cycle at the deadline reports it
+        self._wake.clear()
+
+    def has_new_work(self) -> bool:
+        """Accepted since the last cycle began, or a cancellation asked since: through indexes, no scan."""
+        with Session(self.engine) as session:
+            accepted = session.exec(
+                select(Job.id).where(Job.state == JobState.ACCEPTED.value, col(Job.submit_time) > self._since).limit(1)
+            ).first()
+            if accepted is not None:
+                return True
+            cancel = session.exec(
+                select(Job.id).where(col(Job.cancel_requested).is_(True), col(Job.updated_at) > self._since).limit(1)
+            ).first()
+            return cancel is not None
 
     # --- one cycle -----------------------------------------------------------------------------------------
 
     def run_cycle(self) -> bool:
         """Cancel, dispatch, then poll. Returns whether anything changed (which keeps the interval at its floor)."""
         started = time.perf_counter()
+        # Rows committed during this cycle are new work; a row created just before it began may commit after
+        # its queries ran, hence the margin.
+        self._since = utcnow() - timedelta(seconds=0.5)
         if time.monotonic() - self._partitions_at > PARTITION_REFRESH_S:
             self.refresh_partitions()
         changed = self.cancel_requested()
@@ -147,8 +225,8 @@ class Worker:
             return True
 
     def dispatch(self) -> bool:
-        if not self._reconciled:  # Slurm did not answer at start-up: look for the crash's jobs before sending any
-            self._reconciled = reconcile(self.engine)
+        if not self._reconciled:  # Slurm did not answer, or a crash's sbatch may still land: look again
+            self._reconciled = reconcile(self.engine, self.config.poll.dispatch_grace_s)
         with Session(self.engine, expire_on_commit=False) as session:
             return self.dispatcher.run(session) in (Outcome.QUEUED, Outcome.REFUSED)
 
@@ -163,7 +241,7 @@ class Worker:
             # The gateway accepted the job before any sbatch (or adoption after a crash): a record of the same id
             # from before then belongs to another job.
             wanted = {
-                j.slurm_job_id: Identity(expected_comment(j), _aware(j.submit_time)) for j in active if j.slurm_job_id
+                j.slurm_job_id: Identity(expected_comment(j), aware(j.submit_time)) for j in active if j.slurm_job_id
             }
             overdue = {j.slurm_job_id for j in active if j.slurm_job_id and self._overdue(j, now)}
             obs = observe(
@@ -183,7 +261,7 @@ class Worker:
 
     def _overdue(self, job: Job, now: datetime) -> bool:
         """In Slurm for longer than the lost grace, and never seen in accounting or in the queue since."""
-        submitted = _aware(job.slurm_submit_time)
+        submitted = aware(job.slurm_submit_time)
         return submitted is not None and (now - submitted).total_seconds() > self.config.poll.lost_after_s
 
     def _record_health(self, obs: Observations) -> None:
@@ -212,7 +290,7 @@ class Worker:
             and slurm_id not in self._last_seen
             and self._overdue(job, now)
         )
-        submitted = _aware(job.slurm_submit_time)
+        submitted = aware(job.slurm_submit_time)
         evidence = Evidence(
             seen=seen,
             pending=pending,
@@ -266,6 +344,8 @@ class Worker:
         s = self.stats
         return {
             "worker_alive": self._thread is not None and self._thread.is_alive(),
+            "worker": holder_name() if self.active else None,
+            "worker_epoch": self.epoch,
             "accounting": "ok" if s.accounting_ok else "unavailable: tracking through squeue and scontrol",
             "tracking_source": s.source,
             "slurm_reachable": s.slurm_reachable,
@@ -275,8 +355,3 @@ class Worker:
             "interval_s": s.interval_s,
             "last_error": s.last_error,
         }
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back without their zone; the gateway stores UTC."""
-    return value if value is None or value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -1,5 +1,10 @@
-"""At start-up: adopt the Slurm jobs that carry our id in their comment but were never linked to their row
-(the gateway died between sbatch and the database update), and release the rows that never reached Slurm."""
+"""At start-up and at each take-over: adopt the Slurm jobs that carry our id in their comment but were never
+linked to their row (a worker died between sbatch and the database update), and release the rows that never
+reached Slurm.
+
+A row is released only once its sbatch cannot land any more: a worker killed by SIGKILL leaves its sbatch child
+running, and that child may still reach Slurm a moment after another worker has looked. Until ``grace_s`` after
+the row was marked, an orphan that Slurm does not show is looked for again at the next cycle, not resubmitted."""
 
 from __future__ import annotations
 
@@ -9,9 +14,9 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from gateway.jobs import job_id_from_comment, slurm_comment, sweep_comment
-from gateway.models import Job, Sweep
-from gateway.worker.dispatch import link
+from gateway.jobs import batch_comment, job_id_from_comment, slurm_comment, sweep_comment
+from gateway.models import Job, Sweep, aware, utcnow
+from gateway.worker.dispatch import link, unbatch
 from launchers.slurm.commands import find_by_comment
 from launchers.slurm.ids import element_id
 from launchers.slurm.shell import CommandError
@@ -20,8 +25,9 @@ from launchers.submission import finish_interrupted_array, finish_interrupted_su
 log = logging.getLogger(__name__)
 
 
-def reconcile(engine: Engine) -> bool:
-    """Returns False when Slurm could not be asked: the rows stay marked, and the caller asks again later."""
+def reconcile(engine: Engine, grace_s: float = 0.0) -> bool:
+    """Returns False when Slurm could not be asked, or when some rows are still within their grace: those stay
+    marked, and the caller asks again at its next cycle."""
     with Session(engine, expire_on_commit=False) as session:
         orphans = session.exec(select(Job).where(col(Job.dispatching).is_(True), col(Job.slurm_job_id).is_(None))).all()
         if not orphans:
@@ -31,10 +37,24 @@ def reconcile(engine: Engine) -> bool:
         except CommandError as exc:
             log.warning("reconciliation could not ask Slurm (%s); will retry", str(exc).splitlines()[0])
             return False
+        now = utcnow()
+        waiting = False  # some rows are within their grace: look again next cycle
+
+        def settled(jobs: list[Job]) -> bool:
+            nonlocal waiting
+            marked = [j.dispatch_time for j in jobs if j.dispatch_time is not None]
+            recent = any((now - aware(t)).total_seconds() < grace_s for t in marked)
+            waiting |= recent
+            return not recent
+
         arrays: dict[tuple[str, int], list[Job]] = {}
+        batches: dict[str, list[Job]] = {}
         for job in orphans:
             if job.sweep_id is not None:
                 arrays.setdefault((job.sweep_id, job.attempt), []).append(job)
+                continue
+            if job.batch_id is not None:
+                batches.setdefault(job.batch_id, []).append(job)
                 continue
             slurm_id = found.get(slurm_comment(job.id))
             if slurm_id is not None:
@@ -42,18 +62,46 @@ def reconcile(engine: Engine) -> bool:
                 link(session, job, slurm_id)
                 if finish_interrupted_submission(Path(job.submit_folder), slurm_id):
                     log.warning("job %s: its pickle was left under its temporary name; renamed", job.id)
-            else:
-                job.dispatching = False  # never reached Slurm: submit it again
+            elif settled([job]):
+                _release(job)  # never reached Slurm: submit it again
                 session.add(job)
             session.commit()
         for (sweep_id, attempt), tasks in arrays.items():
-            _adopt_array(session, sweep_id, attempt, tasks, found.get(sweep_comment(sweep_id, attempt)))
+            master = found.get(sweep_comment(sweep_id, attempt))
+            if master is not None or settled(tasks):
+                _adopt_array(session, sweep_id, attempt, tasks, master)
+        for batch_id, jobs in batches.items():
+            master = found.get(batch_comment(batch_id))
+            if master is not None or settled(jobs):
+                _adopt_batch(session, batch_id, jobs, master)
         unknown = [c for c in found if (i := job_id_from_comment(c)) and session.get(Job, i) is None]
         if unknown:  # another gateway's jobs, or a database that was replaced: worth one line, not thousands
             log.warning(
                 "%d Slurm jobs carry hpcgw comments this database does not know (e.g. %s)", len(unknown), unknown[0]
             )
-        return True
+        return not waiting
+
+
+def _release(job: Job) -> None:
+    job.dispatching = False
+    unbatch(job)
+
+
+def _adopt_batch(session: Session, batch_id: str, jobs: list[Job], master: str | None) -> None:
+    """A coalesced array: element k is the job with batch_index k."""
+    for job in jobs:
+        if master is not None:
+            link(session, job, element_id(master, job.batch_index or 0))
+        else:
+            _release(job)
+            session.add(job)
+    if master is not None:
+        log.warning(
+            "adopting Slurm array %s for batch %s (%d jobs, submitted before a crash)", master, batch_id, len(jobs)
+        )
+        if renamed := finish_interrupted_array(Path(jobs[0].submit_folder), master):
+            log.warning("batch %s: %d pickles were left under their temporary names; renamed", batch_id, renamed)
+    session.commit()
 
 
 def _adopt_array(session: Session, sweep_id: str, attempt: int, tasks: list[Job], master: str | None) -> None:

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from launchers.slurm.ids import master_id
 
 DELIMITER = "\x1f"  # comments are user text; the unit separator cannot be typed into one
-PENDING_ARGV = ["squeue", "-h", "-t", "PENDING", "--sort=-p,i", "-o", f"%i{DELIMITER}%r{DELIMITER}%P"]
+# -r: one line per pending array element (without it they collapse to ``100_[0-49]``), so that each element of a
+# coalesced array or a sweep gets its own reason and queue position.
+PENDING_ARGV = ["squeue", "-h", "-r", "-t", "PENDING", "--sort=-p,i", "-o", f"%i{DELIMITER}%r{DELIMITER}%P"]
 COMMENTS_ARGV = ["squeue", "-h", "-t", "all", "-o", f"%i{DELIMITER}%k"]
 IDS_ARGV = ["squeue", "-h", "-o", "%A"]
 

@@ -5,15 +5,17 @@ Every test here ends with its Slurm jobs cancelled (tests/conftest.py), pass or 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
 
 from examples.intent_classifier import ensure_dataset
 from gateway.app import create_app
-from tests.gateway.conftest import auth
+from tests.gateway.conftest import auth, postgres_url  # noqa: F401  (the fixture)
 from tests.slurm.support import CLASSIFIER, ENV_PRINTER, QUICK, SLEEPER, gateway_config
 
 
@@ -45,3 +47,16 @@ def gateway(cluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator
             response = client.post("/v1/algorithms", json={**algorithm, "team": "team-a"}, headers=auth("admin"))
             assert response.status_code == 201, response.text
         yield client
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str) -> Iterator[str]:
+    name = f"slurm_{random.randrange(1 << 32):08x}"
+    for statement in (f'CREATE DATABASE "{name}"', None, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'):
+        if statement is None:
+            yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+            continue
+        admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")  # a new one: the server restarted
+        with admin.connect() as connection:
+            connection.execute(text(statement))
+        admin.dispose()

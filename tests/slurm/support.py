@@ -7,16 +7,25 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from devcluster import ClusterSpec
 from devcluster.users import as_gateway, hand_over
 from examples.intent_classifier import TRAINER_DIR
-from gateway.config import GatewayConfig
-from gateway.models import JobEvent
+from gateway import accounts
+from gateway.config import GatewayConfig, load_config
+from gateway.models import Job, JobEvent
+from tests.conftest import set_up_tenancy
 from tests.gateway.conftest import auth, make_config
 
 DATA = Path(__file__).parent.parent / "data"
@@ -106,6 +115,37 @@ def history(client: TestClient, job_id: str) -> list[JobEvent]:
         return list(session.exec(select(JobEvent).where(JobEvent.job_id == job_id).order_by(col(JobEvent.id))))
 
 
+def slurm_copies(engine: Engine, ids: set[str], since: datetime, timeout_s: float = 180) -> Counter[str]:
+    """How many Slurm jobs each gateway job became, once accounting has heard of all of them, counted from sacct
+    by comment: a job's own (``hpcgw:<id>``), or its coalesced array's (``hpcgw:batch:<b>``) at element ``i``,
+    which the database maps back to the job it holds at (b, i). An array element submitted since ``since`` that
+    no job claims (a batch sent twice: its jobs were sent again in another) counts under ``?<b>_<i>``."""
+    with Session(engine) as session:
+        rows = session.exec(select(Job.id, Job.batch_id, Job.batch_index).where(col(Job.batch_id).is_not(None)))
+        element_of = {(b, i): job_id for job_id, b, i in rows}
+    start = since.astimezone().strftime("%Y-%m-%dT%H:%M:%S")  # sacct reads local time
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-a", "-S", start, "-o", "JobID,Comment"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        seen: Counter[str] = Counter()
+        for line in out.splitlines():
+            slurm_id, _, comment = line.partition("|")
+            if comment.startswith("hpcgw:batch:"):
+                batch, index = comment.removeprefix("hpcgw:batch:"), slurm_id.partition("_")[2]
+                if index.isdigit():
+                    seen[element_of.get((batch, int(index)), f"?{batch}_{index}")] += 1
+            elif comment.removeprefix("hpcgw:") in ids:
+                seen[comment.removeprefix("hpcgw:")] += 1
+        if ids <= set(seen) or time.monotonic() > deadline:
+            return seen
+        time.sleep(1)
+
+
 def sacct_row(slurm_job_id: str, fields: str = "State,Partition,NNodes,ExitCode") -> list[str]:
     out = subprocess.run(
         ["sacct", "-X", "-n", "-P", "-j", slurm_job_id, "-o", fields], capture_output=True, text=True, check=True
@@ -166,3 +206,52 @@ def serve(argv: list[str], log: Any, *, path_prefix: Path | None = None) -> subp
     if path_prefix is not None:
         env["PATH"] = f"{path_prefix}:{env['PATH']}"
     return subprocess.Popen(argv, stdout=log, stderr=log, env=env, **kwargs)
+
+
+NO_RATE_LIMIT = (
+    "[rate_limits]\nper_token = { per_min = 100000, burst = 100000 }\nper_team = { per_min = 100000, burst = 100000 }\n"
+)
+
+
+def quick_job(dataset_hash: str, key: str | None = None) -> dict[str, object]:
+    return sleeper_job(dataset_hash, algorithm="quick", time_limit_min=5, idempotency_key=key)
+
+
+ENDED = {"succeeded", "failed", "cancelled", "timeout"}
+
+
+def wait_all_ended(get: Callable[[str], dict[str, Any]], ids: list[str], timeout_s: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout_s
+    states: dict[str, str] = {}
+    while True:
+        states = {i: get(i)["state"] for i in ids if states.get(i) not in ENDED} | {
+            i: s for i, s in states.items() if s in ENDED
+        }
+        if all(s in ENDED for s in states.values()) or time.monotonic() > deadline:
+            return states
+        time.sleep(1)
+
+
+@contextmanager
+def roomy_accounts(config: Path) -> Iterator[None]:
+    """Slurm's limits for the teams of ``config`` (the example's allow 2 running jobs a team: 300 jobs would take
+    minutes), then the example's again."""
+    accounts.sync(load_config(config))
+    try:
+        yield
+    finally:
+        set_up_tenancy(ClusterSpec.load() or ClusterSpec())
+
+
+def submit_until_answered(base: str, body: dict[str, object], deadline: float) -> tuple[int, str]:
+    """POST until the gateway answers with a job (through its kills); returns the final status and the job id."""
+    while True:
+        try:
+            response = httpx.post(f"{base}/v1/jobs", json=body, headers=auth("alice"), timeout=10)
+            if response.status_code in (200, 201):
+                return response.status_code, response.json()["id"]
+            assert response.status_code in (429, 503), response.text
+        except httpx.TransportError:
+            pass  # killed mid-request: the same key again
+        assert time.monotonic() < deadline, f"no answer for {body['idempotency_key']}"
+        time.sleep(0.1)

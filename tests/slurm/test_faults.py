@@ -16,9 +16,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +30,30 @@ from sqlalchemy import create_engine, text
 
 from devcluster import ClusterSpec, cluster_up
 from devcluster.cluster import daemons
-from gateway import accounts
 from gateway.app import create_app
 from gateway.client import wait_healthy
-from gateway.config import load_config
-from tests.conftest import set_up_tenancy
+from gateway.db import make_engine
 from tests.gateway.conftest import REPO, auth, postgres_url  # noqa: F401  (the fixture)
-from tests.slurm.support import QUICK, gateway_config, history, serve, sleeper_job, wait_for, write_config
+from tests.slurm.support import (
+    ENDED,
+    NO_RATE_LIMIT,
+    QUICK,
+    gateway_config,
+    history,
+    quick_job,
+    roomy_accounts,
+    serve,
+    sleeper_job,
+    slurm_copies,
+    submit_until_answered,
+    wait_all_ended,
+    wait_for,
+    write_config,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.faults]
 
 HPCGW = str(Path(sys.executable).with_name("hpcgw"))
-ENDED = {"succeeded", "failed", "cancelled", "timeout"}
 NAPPER = {
     "name": "napper",
     "version": "1",
@@ -48,48 +61,6 @@ NAPPER = {
     "command": ["sleep", "20"],
     "local_command": [sys.executable, "-c", "import os, time; time.sleep(float(os.environ['NAP_S']))"],
 }
-NO_RATE_LIMIT = (
-    "[rate_limits]\nper_token = { per_min = 100000, burst = 100000 }\nper_team = { per_min = 100000, burst = 100000 }\n"
-)
-
-
-def quick_job(dataset_hash: str, key: str | None = None) -> dict[str, object]:
-    return sleeper_job(dataset_hash, algorithm="quick", time_limit_min=5, idempotency_key=key)
-
-
-def sacct_comments(ids: set[str], timeout_s: float = 180) -> Counter[str]:
-    """How many Slurm jobs carry each gateway id in their comment, once accounting has heard of all of them."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        out = subprocess.run(
-            ["sacct", "-X", "-n", "-P", "-a", "-S", "now-2hours", "-o", "JobIDRaw,Comment"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        seen = Counter(
-            comment.removeprefix("hpcgw:")
-            for _, _, comment in (line.partition("|") for line in out.splitlines())
-            if comment.removeprefix("hpcgw:") in ids
-        )
-        if set(seen) == ids or time.monotonic() > deadline:
-            return seen
-        time.sleep(1)
-
-
-def wait_all_ended(get: Callable[[str], dict[str, Any]], ids: list[str], timeout_s: float) -> dict[str, str]:
-    deadline = time.monotonic() + timeout_s
-    states: dict[str, str] = {}
-    while True:
-        states = {i: get(i)["state"] for i in ids if states.get(i) not in ENDED} | {
-            i: s for i, s in states.items() if s in ENDED
-        }
-        if all(s in ENDED for s in states.values()) or time.monotonic() > deadline:
-            return states
-        time.sleep(1)
-
-
-# --- 1. SIGKILL of the gateway, 10 times, in a burst of 300 submissions ------------------------------------
 
 
 class Gateway:
@@ -116,31 +87,6 @@ class Gateway:
             self.proc.wait(timeout=60)
 
 
-@contextmanager
-def roomy_accounts(config: Path) -> Iterator[None]:
-    """Slurm's limits for the teams of ``config`` (the example's allow 2 running jobs a team: 300 jobs would take
-    minutes), then the example's again."""
-    accounts.sync(load_config(config))
-    try:
-        yield
-    finally:
-        set_up_tenancy(ClusterSpec.load() or ClusterSpec())
-
-
-def _submit_until_answered(base: str, body: dict[str, object], deadline: float) -> tuple[int, str]:
-    """POST until the gateway answers with a job (through its kills); returns the final status and the job id."""
-    while True:
-        try:
-            response = httpx.post(f"{base}/v1/jobs", json=body, headers=auth("alice"), timeout=10)
-            if response.status_code in (200, 201):
-                return response.status_code, response.json()["id"]
-            assert response.status_code in (429, 503), response.text
-        except httpx.TransportError:
-            pass  # killed mid-request: the same key again
-        assert time.monotonic() < deadline, f"no answer for {body['idempotency_key']}"
-        time.sleep(0.1)
-
-
 def test_ten_sigkills_in_a_burst_of_300_lose_and_duplicate_nothing(
     cluster: ClusterSpec, tmp_path: Path, dataset_hash: str
 ) -> None:
@@ -149,6 +95,7 @@ def test_ten_sigkills_in_a_burst_of_300_lose_and_duplicate_nothing(
     )
     keys = [f"burst-{i:03d}" for i in range(300)]
     rng = random.Random(20261123)
+    began = datetime.now(UTC)
     with roomy_accounts(config), open(tmp_path / "gateway.log", "ab") as log:
         gateway = Gateway(config, 18961, log)
         try:
@@ -160,7 +107,7 @@ def test_ten_sigkills_in_a_burst_of_300_lose_and_duplicate_nothing(
             kills = 0
             with ThreadPoolExecutor(6) as pool:
                 futures = {
-                    key: pool.submit(_submit_until_answered, gateway.base, quick_job(dataset_hash, key), deadline)
+                    key: pool.submit(submit_until_answered, gateway.base, quick_job(dataset_hash, key), deadline)
                     for key in keys
                 }
                 while kills < 10:  # at random moments: while the requests come, and while the worker dispatches
@@ -168,7 +115,7 @@ def test_ten_sigkills_in_a_burst_of_300_lose_and_duplicate_nothing(
                     gateway.kill_and_restart()
                     kills += 1
                 answers = {key: future.result() for key, future in futures.items()}
-            again = {key: _submit_until_answered(gateway.base, quick_job(dataset_hash, key), deadline) for key in keys}
+            again = {key: submit_until_answered(gateway.base, quick_job(dataset_hash, key), deadline) for key in keys}
             ids = {job_id for _, job_id in answers.values()}
             listed = httpx.get(f"{gateway.base}/v1/jobs?limit=1000", headers=auth("alice")).json()
 
@@ -179,7 +126,7 @@ def test_ten_sigkills_in_a_burst_of_300_lose_and_duplicate_nothing(
         finally:
             gateway.stop()
     counts = Counter(states.values())
-    in_slurm = sacct_comments(ids)
+    in_slurm = slurm_copies(make_engine(f"sqlite:///{tmp_path}/gw.db"), ids, began)
     summary = (
         f"{kills} kills; {len(answers)} keys answered with {len(ids)} jobs (201: "
         f"{sum(s == 201 for s, _ in answers.values())}, "
@@ -191,7 +138,7 @@ def test_ten_sigkills_in_a_burst_of_300_lose_and_duplicate_nothing(
     assert len(ids) == 300 and listed["total"] == 300, summary
     assert all(again[key] == (200, answers[key][1]) for key in keys), summary  # every key: one job, for good
     assert counts == Counter({"succeeded": 300}), summary
-    assert set(in_slurm) == ids and set(in_slurm.values()) == {1}, summary
+    assert set(in_slurm) == ids and set(in_slurm.values()) == {1}, summary  # no unclaimed array element either
 
 
 # --- 2. and 3. slurmctld, then slurmdbd, stopped for 60 s ---------------------------------------------------
@@ -212,6 +159,7 @@ def stopped(cluster: ClusterSpec, name: str, seconds: float) -> Iterator[float]:
 
 def test_slurmctld_stopped_for_60s_during_submissions(cluster: ClusterSpec, tmp_path: Path, dataset_hash: str) -> None:
     app = create_app(gateway_config(tmp_path, **{"team-a": {"max_running_jobs": 4, "max_queued_jobs": 100}}))
+    began = datetime.now(UTC)
     with TestClient(app) as client:
         client.post("/v1/algorithms", json={**QUICK, "team": "team-a"}, headers=auth("admin"))
         jobs = [client.post("/v1/jobs", json=quick_job(dataset_hash), headers=auth("alice")) for _ in range(5)]
@@ -226,7 +174,7 @@ def test_slurmctld_stopped_for_60s_during_submissions(cluster: ClusterSpec, tmp_
             }
         ids = [j.json()["id"] for j in jobs]
         done = {i: wait_for(client, i, ENDED, timeout_s=300)["state"] for i in ids}
-    in_slurm = sacct_comments(set(ids))
+    in_slurm = slurm_copies(app.state.engine, set(ids), began)
     summary = (
         f"{len(jobs)} submissions, HTTP {dict(Counter(j.status_code for j in jobs))}; during the outage: states "
         f"{dict(Counter(j['state'] for j in during.values()))}, health said unreachable {reachable.count(False)} "
@@ -298,7 +246,9 @@ def _check_refusals(answers: dict[str, httpx.Response]) -> list[str]:
     return refused
 
 
-def _recovered_and_ran(client: TestClient, dataset_hash: str, answers: dict[str, httpx.Response]) -> str:
+def _recovered_and_ran(
+    client: TestClient, dataset_hash: str, answers: dict[str, httpx.Response], began: datetime
+) -> str:
     """The refused keys were not written; sent again, each makes one job; all jobs run once. Returns a summary."""
     refused = _check_refusals(answers)
     stored = {j["idempotency_key"] for j in client.get("/v1/jobs?limit=1000", headers=auth("alice")).json()["items"]}
@@ -314,7 +264,7 @@ def _recovered_and_ran(client: TestClient, dataset_hash: str, answers: dict[str,
     )
     ids = {(answers[k] if k not in retried else retried[k]).json()["id"] for k in answers}
     done = {i: wait_for(client, i, ENDED, timeout_s=300)["state"] for i in ids}
-    in_slurm = sacct_comments(ids)
+    in_slurm = slurm_copies(client.app.state.engine, ids, began)
     summary = (
         f"{len(answers)} submissions: {len(answers) - len(refused)} accepted, {len(refused)} refused with 503 "
         f"({len(half_written)} of them stored anyway); "
@@ -339,6 +289,7 @@ def test_a_full_disk_under_the_database_answers_503_and_the_gateway_recovers(
         config = gateway_config(tmp_path, **{"team-a": {"max_running_jobs": 4, "max_queued_jobs": 100}})
         config = config.model_copy(update={"database_url": f"sqlite:///{disk}/gw.db"})
         app = create_app(config)
+        began = datetime.now(UTC)
         with TestClient(app, raise_server_exceptions=False) as client:
             client.post("/v1/algorithms", json={**QUICK, "team": "team-a"}, headers=auth("admin"))
             answers = _burst(client, dataset_hash, [f"before-{i}" for i in range(3)])
@@ -352,7 +303,7 @@ def test_a_full_disk_under_the_database_answers_503_and_the_gateway_recovers(
                     pass  # the disk is full
             answers |= _burst(client, dataset_hash, [f"full-{i}" for i in range(10)])
             filler.unlink()  # an operator clears the disk
-            summary = _recovered_and_ran(client, dataset_hash, answers)
+            summary = _recovered_and_ran(client, dataset_hash, answers, began)
         engine = create_engine(config.database_url)
         with engine.connect() as connection:
             integrity = connection.execute(text("PRAGMA integrity_check")).scalar()
@@ -370,6 +321,7 @@ def test_a_postgresql_restart_answers_503_and_the_gateway_recovers(
     app = create_app(config.model_copy(update={"database_url": postgres_database}))
     script = ["bash", str(REPO / "scripts" / "postgres-dev.sh")]
     state = str(REPO / ".hpcgw" / "postgres")
+    began = datetime.now(UTC)
     with TestClient(app, raise_server_exceptions=False) as client:
         client.post("/v1/algorithms", json={**QUICK, "team": "team-a"}, headers=auth("admin"))
         answers = _burst(client, dataset_hash, [f"before-{i}" for i in range(3)])
@@ -378,18 +330,5 @@ def test_a_postgresql_restart_answers_503_and_the_gateway_recovers(
             answers |= _burst(client, dataset_hash, [f"down-{i}" for i in range(10)])
         finally:
             subprocess.run([*script, "up", state], check=True, capture_output=True)
-        summary = _recovered_and_ran(client, dataset_hash, answers)
+        summary = _recovered_and_ran(client, dataset_hash, answers, began)
     print(summary)
-
-
-@pytest.fixture
-def postgres_database(postgres_url: str) -> Iterator[str]:
-    name = f"faults_{random.randrange(1 << 32):08x}"
-    for statement in (f'CREATE DATABASE "{name}"', None, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'):
-        if statement is None:
-            yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
-            continue
-        admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")  # a new one: the server restarted
-        with admin.connect() as connection:
-            connection.execute(text(statement))
-        admin.dispose()

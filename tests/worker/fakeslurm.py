@@ -30,11 +30,13 @@ PATCHED_MODULES = (shell, commands, submission)
 
 UNREACHABLE = "Unable to contact slurm controller (connect failure)"
 REFUSED = "Invalid account or account/partition combination specified"
+SUBMIT_LIMIT = "Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)"
 FAILURES = {  # kind -> (exception class, exit code, stderr: {cmd} the command, {what} sbatch's prefix)
     "unreachable": (CommandError, 1, "{cmd}: error: {what}" + UNREACHABLE),
     "refused": (CommandError, 1, "{cmd}: error: {what}" + REFUSED),
     "timeout": (CommandTimeoutError, 124, "\ntimed out after 60 s"),
     "missing": (CommandNotFoundError, 127, "[Errno 2] No such file or directory: '{cmd}'"),
+    "submit_limit": (CommandError, 1, "{cmd}: error: {what}" + SUBMIT_LIMIT),
     "down": (CommandError, 1, "{cmd}: error: Problem talking to the database: Connection refused"),
 }
 SBATCH_UNREACHABLE = "sbatch: error: Batch job submission failed: " + UNREACHABLE

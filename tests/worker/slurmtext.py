@@ -166,11 +166,11 @@ def scontrol_jobs(jobs: Iterable[FakeJob]) -> str:
 
 
 def squeue_pending(jobs: Iterable[FakeJob]) -> str:
-    """``squeue -t PENDING --sort=-p,i -o %i|%r|%P``: highest priority first, then lowest id."""
-    waiting = [g for g in grouped(jobs) if g[1].pending]
-    waiting.sort(key=lambda g: (-g[1].priority, int(g[1].raw_id)))
+    """``squeue -r -t PENDING --sort=-p,i -o %i|%r|%P``: highest priority first, then lowest id; one line per
+    array element (-r)."""
+    waiting = sorted((j for j in jobs if j.pending), key=lambda j: (-j.priority, int(j.raw_id)))
     d = squeue.DELIMITER
-    return "".join(f"{printed}{d}{job.run.reason}{d}{job.partition}\n" for printed, job, _ in waiting)
+    return "".join(f"{job.job_id}{d}{job.run.reason}{d}{job.partition}\n" for job in waiting)
 
 
 def squeue_comments(jobs: Iterable[FakeJob]) -> str:

@@ -51,7 +51,7 @@ def test_controller_unreachable_message_is_sbatchs_own(gw: Gateway, fake: FakeSl
 
 
 def test_a_refusal_fails_the_job_with_sbatchs_reason(gw: Gateway, fake: FakeSlurm) -> None:
-    refused, later = gw.submit(), gw.submit()
+    refused, later = gw.submit(), gw.submit(time_limit_min=30)  # two shapes: two sbatch calls
     fake.fail("sbatch", "refused", times=1)
     gw.cycle()
     job = gw.job(refused)

@@ -73,7 +73,7 @@ def test_squeue_scontrol_sinfo_read_back(fake: FakeSlurm) -> None:
     fake.pend(single, "Resources", priority=5)
     fake.start(f"{array}_1")
     pending = commands.pending()
-    assert list(pending) == [single, f"{array}_[0,2]"]
+    assert list(pending) == [single, f"{array}_0", f"{array}_2"]  # -r: one line per element
     assert (pending[single].reason, pending[single].position) == ("Resources", 1)
     records = commands.scontrol_jobs()
     assert [job_ids(r) for r in records] == [[f"{array}_0", f"{array}_2"], [f"{array}_1"], [single]]

@@ -29,14 +29,16 @@ def test_one_sacct_call_per_cycle(make_gateway: Callable[..., Gateway], fake: Fa
     gw.cycle()
     assert fake.count("sacct") == 2
     assert fake.count("squeue") == 2  # pending reasons: one squeue per cycle while some are queued
-    assert fake.sacct_queries()[-1] == ",".join(str(100 + i) for i in range(count))
+    assert fake.count("sbatch") == 1  # one job, or fifty of one shape as one array
+    assert fake.sacct_queries()[-1] == "100"  # an array is asked for by its own id
     assert {gw.state(i) for i in ids[: count // 2 + 1]} == {"launching"}
 
 
 def test_sacct_is_chunked(make_gateway: Callable[..., Gateway], fake: FakeSlurm) -> None:
     gw = make_gateway({"team_a": {"max_running_jobs": 50}}, poll={"sacct_chunk": 20})
-    queued(gw, 50)
-    assert [len(q.split(",")) for q in fake.sacct_queries()] == [20, 20, 10]
+    for _ in range(50):  # one per cycle: fifty Slurm jobs, not one array
+        queued(gw, 1)
+    assert [len(q.split(",")) for q in fake.sacct_queries()[-3:]] == [20, 20, 10]
 
 
 def test_the_sacct_call_asks_for_every_run_without_steps(gw: Gateway, fake: FakeSlurm) -> None:

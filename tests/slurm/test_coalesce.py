@@ -1,0 +1,259 @@
+"""Coalesced dispatch and the elected worker, on the real cluster: fifty same-shape jobs are one Slurm array
+whose elements each keep their own state, exit code, log and metrics; other shapes and users go out apart; and
+with two gateways and standby workers on PostgreSQL, SIGKILLs of the active worker in a burst lose and
+duplicate nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from devcluster import ClusterSpec
+from gateway import accounts
+from gateway.app import create_app
+from gateway.client import wait_healthy
+from gateway.db import make_engine
+from gateway.models import WorkerStatus
+from tests.conftest import set_up_tenancy
+from tests.gateway.conftest import auth
+from tests.slurm.support import (
+    DATA,
+    ENDED,
+    HPCGW,
+    NO_RATE_LIMIT,
+    QUICK,
+    gateway_config,
+    quick_job,
+    roomy_accounts,
+    serve,
+    slurm_copies,
+    submit_until_answered,
+    wait_all_ended,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.slurm
+TELLER = {
+    "name": "teller",
+    "version": "1",
+    "image": "/images/teller.sif",
+    "command": ["python", "t.py"],
+    "local_command": [sys.executable, str(DATA / "coalesced_task.py")],
+}
+
+
+def teller_job(dataset_hash: str, value: int, **parameters: object) -> dict[str, object]:
+    return {
+        "name": f"teller-{value}",
+        "algorithm": "teller",
+        "dataset_id": "intents",
+        "train_data_version_hash": dataset_hash,
+        "time_limit_min": 5,
+        "parameters": {"VALUE": value, **parameters},
+    }
+
+
+def sacct_elements(master: str) -> dict[str, tuple[str, str]]:
+    """{A_i: (state, exit code)} of an array, from accounting, once every element has ended there."""
+    deadline = time.monotonic() + 120
+    while True:
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-j", master, "-o", "JobID,State,ExitCode"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        rows = {i: (s.split()[0], e) for i, s, e in (line.split("|") for line in out.splitlines())}
+        if all(s not in ("PENDING", "RUNNING") for s, _ in rows.values()) or time.monotonic() > deadline:
+            return rows
+        time.sleep(1)
+
+
+def test_fifty_same_shape_jobs_are_one_array_and_each_keeps_its_own_outcome(
+    cluster: ClusterSpec, tmp_path: Path, dataset_hash: str
+) -> None:
+    config = gateway_config(tmp_path, **{"team-a": {"max_running_jobs": 60, "max_queued_jobs": 100}})
+    accounts.sync(config)  # room for fifty at once in Slurm too (the example's account runs 2)
+    app = create_app(config, run_worker=False)
+    try:
+        with TestClient(app) as client:
+            client.post("/v1/algorithms", json={**TELLER, "team": "team-a"}, headers=auth("admin"))
+            bodies = [teller_job(dataset_hash, i) for i in range(50)]
+            bodies[7]["parameters"]["EXIT_CODE"] = 3  # type: ignore[index]
+            bodies[10]["parameters"]["SLEEP_S"] = 120  # type: ignore[index]  # (cancelled while it sleeps)
+            ids = [client.post("/v1/jobs", json=b, headers=auth("alice")).json()["id"] for b in bodies]
+            app.state.worker.start()  # all fifty are waiting when the first cycle runs: "sent at once"
+            try:
+                queued = {i: wait_for(client, i, {"queued", "launching", "running", *ENDED}) for i in ids}
+                slurm_ids = [queued[i]["slurm_job_id"] for i in ids]
+                master = slurm_ids[0].partition("_")[0]
+                wait_for(client, ids[10], {"launching", "running"})  # running in Slurm
+                client.post(f"/v1/jobs/{ids[10]}/cancel", headers=auth("alice"))
+                final = {i: wait_for(client, i, ENDED, timeout_s=300) for i in ids}
+                logs = {i: client.get(f"/v1/jobs/{i}/logs", headers=auth("alice")).text for i in (ids[0], ids[33])}
+                metrics = {i: client.get(f"/v1/jobs/{i}/metrics", headers=auth("alice")).json() for i in ids}
+            finally:
+                app.state.worker.stop()
+    finally:
+        set_up_tenancy(ClusterSpec.load() or ClusterSpec())
+    in_sacct = sacct_elements(master)
+    states = Counter(j["state"] for j in final.values())
+    summary = f"array {master}; sacct {Counter(s for s, _ in in_sacct.values())}; gateway {dict(states)}"
+    assert slurm_ids == [f"{master}_{k}" for k in range(50)], summary
+    assert len(in_sacct) == 50, summary
+    assert in_sacct[f"{master}_7"] == ("FAILED", "3:0") and final[ids[7]]["exit_code"] == 3, summary
+    assert in_sacct[f"{master}_10"][0] == "CANCELLED" and final[ids[10]]["state"] == "cancelled", summary
+    others = [k for k in range(50) if k not in (7, 10)]
+    assert all(in_sacct[f"{master}_{k}"] == ("COMPLETED", "0:0") for k in others), summary
+    assert all(final[ids[k]]["state"] == "succeeded" and final[ids[k]]["exit_code"] == 0 for k in others), summary
+    assert final[ids[7]]["state"] == "failed", summary
+    for k in (0, 33):
+        assert f"job {ids[k]} value {k} element {k}" in logs[ids[k]], logs[ids[k]][-500:]
+    assert all(metrics[ids[k]]["epochs"][0]["value"] == k for k in others), summary
+
+
+def test_other_shapes_and_users_in_one_cycle_go_out_as_separate_arrays(
+    cluster: ClusterSpec, tmp_path: Path, dataset_hash: str
+) -> None:
+    roomy = {"max_running_jobs": 20, "max_queued_jobs": 20}
+    config = gateway_config(tmp_path, **{"team-a": roomy, "team-b": roomy})
+    app = create_app(config, run_worker=False)
+    with TestClient(app) as client:
+        for team in ("team-a", "team-b"):
+            client.post("/v1/algorithms", json={**QUICK, "name": f"quick-{team}", "team": team}, headers=auth("admin"))
+        groups: dict[str, list[str]] = {}
+
+        def send(label: str, user: str, count: int, **overrides: object) -> None:
+            team = "team-b" if user == "bob" else "team-a"
+            body = quick_job(dataset_hash) | {"algorithm": f"quick-{team}", **overrides}
+            if user == "admin":
+                body["team"] = "team-a"
+            answers = [client.post("/v1/jobs", json=body, headers=auth(user)) for _ in range(count)]
+            assert all(a.status_code == 201 for a in answers), [a.text for a in answers]
+            groups[label] = [a.json()["id"] for a in answers]
+
+        send("alice 5 min", "alice", 3)
+        send("alice 6 min", "alice", 2, time_limit_min=6)
+        send("admin 5 min", "admin", 2)
+        send("bob 5 min", "bob", 2)
+        app.state.worker.start()
+        try:
+            final = {i: wait_for(client, i, ENDED, user="admin") for ids in groups.values() for i in ids}
+        finally:
+            app.state.worker.stop()
+    arrays = {label: {final[i]["slurm_job_id"].partition("_")[0] for i in ids} for label, ids in groups.items()}
+    users = {}
+    for label, masters in arrays.items():
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-j", ",".join(masters), "-o", "JobID,User,Timelimit"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        users[label] = {tuple(line.split("|")[1:]) for line in out.splitlines()}
+    summary = f"arrays {arrays}; sacct (user, time limit) {users}"
+    assert all(len(m) == 1 for m in arrays.values()) and len(set.union(*arrays.values())) == 4, summary
+    assert users == {
+        "alice 5 min": {("alice", "00:05:00")},
+        "alice 6 min": {("alice", "00:06:00")},
+        "admin 5 min": {("admin", "00:05:00")},
+        "bob 5 min": {("bob", "00:05:00")},
+    }, summary
+    assert {j["state"] for j in final.values()} == {"succeeded"}, summary
+
+
+def _active_worker(engine: Any) -> tuple[int, int]:
+    """(epoch, pid) of the active worker, from its status row."""
+    with Session(engine) as session:
+        row = session.get(WorkerStatus, "worker")
+        assert row is not None
+        return row.epoch, int(row.holder.rpartition(":")[2])
+
+
+def test_two_gateways_on_postgresql_survive_sigkills_of_the_active_worker(
+    cluster: ClusterSpec, tmp_path: Path, dataset_hash: str, postgres_database: str
+) -> None:
+    config = write_config(
+        tmp_path / "gateway.toml", tmp_path, max_running_jobs=200, max_queued_jobs=400, extra=NO_RATE_LIMIT
+    )
+    config.write_text(config.read_text().replace(f'"sqlite:///{tmp_path}/gw.db"', f'"{postgres_database}"'))
+    engine = make_engine(postgres_database)
+    began = datetime.now(UTC)
+    procs: list[subprocess.Popen[bytes]] = []
+    takeovers: list[float] = []
+    with roomy_accounts(config), open(tmp_path / "gateway.log", "ab") as log:
+        try:
+            bases = []
+            for port in (18971, 18972):  # two gateways, API only
+                procs.append(serve([HPCGW, "serve", "--config", str(config), "--port", str(port), "--no-worker"], log))
+                bases.append(f"http://127.0.0.1:{port}")
+            for base, proc in zip(bases, procs, strict=True):
+                wait_healthy(base, alive=lambda p=proc: p.poll() is None)  # type: ignore[misc]
+            workers = [serve([HPCGW, "worker", "--config", str(config)], log) for _ in range(2)]
+            procs += workers
+            deadline = time.monotonic() + 60
+            while _worker_epoch(engine) == 0:
+                assert time.monotonic() < deadline, "no worker became active"
+                time.sleep(0.2)
+            registered = httpx.post(
+                f"{bases[0]}/v1/algorithms", json={**QUICK, "team": "team-a"}, headers=auth("admin")
+            )
+            assert registered.status_code == 201, registered.text
+            keys = [f"pg-burst-{i:03d}" for i in range(120)]
+            deadline = time.monotonic() + 600
+            answers: dict[str, tuple[int, str]] = {}
+            for n, key in enumerate(keys):
+                answers[key] = submit_until_answered(bases[n % 2], quick_job(dataset_hash, key), deadline)
+                if n in (30, 70, 100):  # SIGKILL the active worker mid-burst; a supervisor restarts it
+                    epoch, pid = _active_worker(engine)
+                    killed_at = time.monotonic()
+                    os.kill(pid, 9)
+                    while _worker_epoch(engine) == epoch:
+                        assert time.monotonic() < killed_at + 60, "no standby took over"
+                        time.sleep(0.05)
+                    takeovers.append(time.monotonic() - killed_at)
+                    dead = next(w for w in workers if w.pid == pid or w.poll() is not None)
+                    dead.wait(timeout=30)
+                    workers[workers.index(dead)] = fresh = serve([HPCGW, "worker", "--config", str(config)], log)
+                    procs.append(fresh)
+            ids = {job_id for _, job_id in answers.values()}
+
+            def get(job_id: str) -> dict[str, Any]:
+                return httpx.get(f"{bases[1]}/v1/jobs/{job_id}", headers=auth("alice"), timeout=10).json()
+
+            states = wait_all_ended(get, sorted(ids), timeout_s=600)
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=60)
+    in_slurm = slurm_copies(engine, ids, began)
+    engine.dispose()
+    summary = (
+        f"{len(keys)} keys, {len(ids)} jobs, states {dict(Counter(states.values()))}; take-overs after "
+        f"{[round(t, 2) for t in takeovers]} s; in sacct {len(in_slurm)} entries, "
+        f"{sum(n > 1 for n in in_slurm.values())} more than once, unclaimed {[k for k in in_slurm if k[0] == '?']}"
+    )
+    print(summary)
+    assert len(takeovers) == 3 and len(ids) == len(keys), summary
+    assert set(states.values()) == {"succeeded"}, summary
+    assert set(in_slurm) == ids and set(in_slurm.values()) == {1}, summary
+
+
+def _worker_epoch(engine: Any) -> int:
+    with Session(engine) as session:
+        row = session.get(WorkerStatus, "worker")
+        return 0 if row is None else row.epoch
