@@ -8,6 +8,7 @@ HPCGW := $(VENV)/bin/hpcgw
 TORCH_SPEC ?= torch==2.13.0
 BUILD_DEBS := cmake g++ make libopenmpi-dev openmpi-bin
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: all venv system-deps horovod cluster-up cluster-down postgres-up demo demo-direct test lint bench clean
 
@@ -52,8 +53,10 @@ postgres-up:
 test: horovod cluster-up postgres-up
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: horovod cluster-up
-	$(PY) -m bench.bench
+# slurmrestd (Debian's) runs beside the gateway in the comparison; PostgreSQL holds the failover case's database.
+bench: horovod cluster-up postgres-up
+	@scripts/install-system-deps.sh slurmrestd
+	$(PY) -m bench.bench $(BENCH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

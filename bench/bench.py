@@ -21,7 +21,8 @@ from typing import Any
 from bench.cases import bench_get, bench_submission, bench_sweep, bench_time_to_running, bench_tracking
 from bench.fairness import bench_fairness
 from bench.load import bench_load
-from bench.report import table
+from bench.report import restd_table, table
+from bench.restd import bench_restd
 from bench.support import gateway, register, scancel_all
 from devcluster import use_local_cluster
 from gateway import accounts
@@ -37,6 +38,11 @@ def main() -> int:
     parser.add_argument("--sweep-tasks", type=int, default=1000)
     parser.add_argument("--get-jobs", type=int, default=1000)
     parser.add_argument("--load-duration", type=float, default=300.0, help="seconds of the load case")
+    parser.add_argument(
+        "--only", choices=("all", "restd"), default="all", help="restd: only the slurmrestd comparison (issue 13)"
+    )
+    parser.add_argument("--api-processes", type=int, default=2, help="`hpcgw serve --processes` in the restd case")
+    parser.add_argument("--tracked-get", type=int, default=10_000, help="tracked jobs for the restd case's GETs")
     args = parser.parse_args()
 
     use_local_cluster()
@@ -48,6 +54,10 @@ def main() -> int:
     root.chmod(0o711)  # the gateway's jobs run as alice and bob, who must reach their folders
     try:
         scancel_all()
+        results["restd"] = bench_restd(root / "restd", api_processes=args.api_processes, tracked=args.tracked_get)
+        scancel_all()
+        if args.only == "restd":
+            return _report(results)
         with gateway(root) as base:
             accounts.sync(load_config(root / "gateway.toml"))  # Slurm's limits as roomy as the bench's teams
             digest = register(base, root)
@@ -68,11 +78,18 @@ def main() -> int:
         scancel_all()
         accounts.sync(load_config(REPO / "config" / "example.toml"))  # the development cluster's own limits again
         shutil.rmtree(root, ignore_errors=True)
+    return _report(results)
+
+
+def _report(results: dict[str, Any]) -> int:
     out_dir = REPO / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{results['started'].replace(':', '')}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
+    if "submission" in results:
+        print(table(results))
+        print()
+    print(restd_table(results["restd"]))
     print(f"\nraw figures: {out}")
     return 0
 

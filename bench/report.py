@@ -88,6 +88,55 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def restd_table(r: dict[str, Any]) -> str:
+    """The slurmrestd comparison (bench/restd.py), with issue 13's targets as ratios from the same run."""
+    one, sixteen, tracked, fail = r["1_clients"], r["16_clients"], r["tracked"], r["failover"]
+    raw = r["raw_sbatch_1_client"]["p50_ms"]
+    reach_ratio = sixteen["gateway"]["reaching_slurm_per_s"] / sixteen["slurmrestd"]["accepted_per_s"]
+    rows = [
+        (
+            "submit p50 / p99, 1 client: raw sbatch / slurmrestd / gateway (ms)",
+            f"{raw:.1f} / {r['raw_sbatch_1_client']['p99_ms']:.1f}, {_pp(one['slurmrestd'])}, {_pp(one['gateway'])}",
+            _mark(one["gateway"]["p50_ms"] <= 1.5 * raw, "gateway p50 <= 1.5x raw sbatch"),
+        ),
+        (
+            "submit p50 / p99, 16 clients: slurmrestd / gateway (ms)",
+            f"{_pp(sixteen['slurmrestd'])}, {_pp(sixteen['gateway'])}",
+            _mark(sixteen["gateway"]["p50_ms"] <= sixteen["slurmrestd"]["p50_ms"], "gateway p50 <= slurmrestd's"),
+        ),
+        (
+            "16 clients: slurmrestd accepted/s; gateway accepted/s, reaching Slurm/s",
+            f"{sixteen['slurmrestd']['accepted_per_s']:.0f}; {sixteen['gateway']['accepted_per_s']:.0f}, "
+            f"{sixteen['gateway']['reaching_slurm_per_s']:.0f} ({reach_ratio:.2f}x)",
+            _mark(reach_ratio >= 2, "reaching Slurm >= 2x slurmrestd"),
+        ),
+        (
+            f"GET p50 / p99 with {tracked['tracked_in_slurm']} jobs tracked "
+            f"({tracked['worker_polls_during_gets']} polls meanwhile, ms)",
+            f"{tracked['get']['p50_ms']:.2f} / {tracked['get']['p99_ms']:.2f}",
+            _mark(tracked["get"]["p99_ms"] < 10, "p99 < 10 ms"),
+        ),
+        (
+            f"failover: {fail['kills']} SIGKILLs of the active worker, {fail['jobs']} jobs: take-over max (s), "
+            "lost, duplicated",
+            f"{fail['takeover_max_s']:.2f} (poll interval {fail['poll_interval_s']:g}), {fail['lost']}, "
+            f"{fail['duplicated']}",
+            _mark(
+                fail["takeover_max_s"] <= 2 * fail["poll_interval_s"] and fail["lost"] == fail["duplicated"] == 0,
+                "<= 2 intervals, 0 lost, 0 duplicated",
+            ),
+        ),
+    ]
+    width = max(len(row[0]) for row in rows)
+    lines = [f"{'slurmrestd comparison'.ljust(width)} | figure | target", f"{'-' * width}-|--------|-------"]
+    lines += [f"{name.ljust(width)} | {value} | {target}" for name, value, target in rows]
+    return "\n".join(lines)
+
+
+def _pp(figures: dict[str, Any]) -> str:
+    return f"{figures['p50_ms']:.1f}/{figures['p99_ms']:.1f}"
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 

@@ -11,16 +11,21 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
 
 from devcluster.users import as_gateway, hand_over
 from examples.intent_classifier import ensure_dataset
 from gateway.client import wait_healthy
+from gateway.models import Job
 from launchers.runtime.markers import JobMarkers
 from launchers.slurm.ids import master_id
 
@@ -117,9 +122,19 @@ per_team = { per_min = 1000000, burst = 100000 }"""
 
 
 @contextmanager
-def gateway(root: Path, teams: str | None = None, rate_limits: str = ROOMY_RATE_LIMITS) -> Iterator[str]:
+def gateway(
+    root: Path,
+    teams: str | None = None,
+    rate_limits: str = ROOMY_RATE_LIMITS,
+    *,
+    api_processes: int = 1,
+    database_url: str | None = None,
+    with_worker: bool = True,
+) -> Iterator[str]:
     """``hpcgw serve`` as the gateway's own user; ``teams`` replaces the teams' tables of CONFIG."""
     text = CONFIG.format(root=root, rate_limits=rate_limits)
+    if database_url is not None:
+        text = text.replace(f'"sqlite:///{root}/bench.db"', f'"{database_url}"')
     if teams is not None:
         head, _, rest = text.partition("[teams.team-a]")
         text = head + teams + rest[rest.index("[[tokens]]") :]
@@ -137,6 +152,9 @@ def gateway(root: Path, teams: str | None = None, rate_limits: str = ROOMY_RATE_
             str(root / "gateway.toml"),
             "--port",
             str(port),
+            "--processes",
+            str(api_processes),
+            "--with-worker" if with_worker else "--no-worker",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -241,3 +259,34 @@ def _wait_idle() -> None:
 
 
 # --- report ----------------------------------------------------------------------------------------------------
+
+
+def slurm_copies(engine: Engine, ids: set[str], since: datetime, timeout_s: float = 180) -> Counter[str]:
+    """How many Slurm jobs each gateway job became, once accounting has heard of all of them, counted from sacct
+    by comment: a job's own (``hpcgw:<id>``), or its coalesced array's (``hpcgw:batch:<b>``) at element ``i``,
+    which the database maps back to the job it holds at (b, i). An array element submitted since ``since`` that
+    no job claims (a batch sent twice: its jobs were sent again in another) counts under ``?<b>_<i>``."""
+    with Session(engine) as session:
+        rows = session.exec(select(Job.id, Job.batch_id, Job.batch_index).where(col(Job.batch_id).is_not(None)))
+        element_of = {(b, i): job_id for job_id, b, i in rows}
+    start = since.astimezone().strftime("%Y-%m-%dT%H:%M:%S")  # sacct reads local time
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-a", "-S", start, "-o", "JobID,Comment"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        seen: Counter[str] = Counter()
+        for line in out.splitlines():
+            slurm_id, _, comment = line.partition("|")
+            if comment.startswith("hpcgw:batch:"):
+                batch, index = comment.removeprefix("hpcgw:batch:"), slurm_id.partition("_")[2]
+                if index.isdigit():
+                    seen[element_of.get((batch, int(index)), f"?{batch}_{index}")] += 1
+            elif comment.removeprefix("hpcgw:") in ids:
+                seen[comment.removeprefix("hpcgw:")] += 1
+        if ids <= set(seen) or time.monotonic() > deadline:
+            return seen
+        time.sleep(1)

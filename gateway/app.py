@@ -79,7 +79,7 @@ class _BodyLimit:
 
 
 def from_environment() -> FastAPI:
-    """The app of one of `hpcgw serve --workers N`'s processes: uvicorn imports it in each, by name, and the
+    """The app of one of `hpcgw serve --processes N`'s processes: uvicorn imports it in each, by name, and the
     configuration's path comes through the environment (HPCGW_SERVE_CONFIG, set by `hpcgw serve`)."""
     import os
     from pathlib import Path

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 from gateway.auth import Principal
 from gateway.config import GatewayConfig, TeamConfig
 from gateway.errors import InvalidRequestError, NotFoundError, QueueFullError
-from gateway.models import Algorithm, AlgorithmVersion, Job, JobEvent, utcnow
+from gateway.models import Algorithm, AlgorithmVersion, Job, JobEvent, new_id, utcnow
 from gateway.schemas import JobCreate, JobPublic, validate_parameters
 from launchers.errors import SpecError
 from launchers.resources import RESOURCE_FIELDS, Resources, check_fit
@@ -122,7 +122,7 @@ def create_job(
     job.folder = str(config.job_root / team_name / job.id)
     job.submit_folder = str(Path(job.folder) / "job")
     session.add(job)
-    session.add(JobEvent(job_id=job.id, state=job.state))
+    session.add(JobEvent(job_id=job.id, state=job.state, at=job.submit_time))
     session.commit()
     return job, True
 
@@ -189,7 +189,12 @@ def build_job(
                 field="algorithm_version",
             )
         command = version.local_command
-    return Job(
+    now = utcnow()
+    return Job(  # every defaulted field given: pydantic inspects a default factory's signature at each call
+        id=new_id(),
+        submit_time=now,
+        updated_at=now,
+        metrics=[],
         name=request.name,
         team=team_name,
         user=user,

@@ -75,8 +75,11 @@ def serve(
     config: ConfigOption,
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
-    workers: Annotated[
-        int, typer.Option("--workers", "-w", min=1, max=64, help="HTTP processes (uvicorn workers) serving the API")
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes", "--workers", min=1, max=64, help="HTTP processes serving the API (uvicorn's workers)"
+        ),
     ] = 1,
     with_worker: Annotated[
         bool,
@@ -90,7 +93,7 @@ def serve(
     """Serve the HTTP API. The API never calls Slurm: it stores requests and reads what the worker wrote.
     SIGTERM or Ctrl-C: the worker stops dispatching at once, then the server drains its connections (at most 10 s).
 
-    Example: hpcgw serve -c gateway.toml --workers 4
+    Example: hpcgw serve -c gateway.toml --processes 4 --no-worker
     """
     settings = _prepare(config, "serve")
     import uvicorn
@@ -108,12 +111,17 @@ def serve(
         factory=True,
         host=host,
         port=port,
-        workers=workers,
+        workers=processes,
         log_level="info",
         timeout_graceful_shutdown=10,
     )
+    # uvicorn re-raises the signal that stopped it, once it has shut down, to the handler that was there before
+    # it: this one, so that the worker (which dies with this process) is waited for first.
+    received: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda sig, _frame: received.append(sig))
     try:
-        if workers == 1:
+        if processes == 1:
             server = uvicorn.Server(server_config)
             drain = server.handle_exit
 
@@ -132,6 +140,9 @@ def serve(
     finally:
         if child is not None:
             _stop_worker(child)
+    if received:  # exit as the signal asked, as uvicorn would have
+        signal.signal(received[-1], signal.SIG_DFL)
+        signal.raise_signal(received[-1])
 
 
 def _start_worker(config: Path) -> subprocess.Popen[bytes]:

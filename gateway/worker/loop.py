@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select as columns
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
@@ -42,7 +43,23 @@ from launchers.states import JobState, from_slurm
 log = logging.getLogger(__name__)
 PARTITION_REFRESH_S = 300.0
 WAKE_CHECK_S = 0.2  # how often a sleeping worker asks the database for new work
+WAITING_IN_SLURM = frozenset({JobState.QUEUED.value, JobState.REQUEUED.value})
 STANDBY_RETRY_S = 1.0  # how often a standby asks for the lease: the take-over delay after a kill
+LOAD_CHUNK = 500  # jobs loaded whole per query in a poll (SQLite allows 999 bound parameters in older builds)
+# What a poll reads of every active job: enough to know its Slurm job and whether anything may have changed.
+TRACKED_COLUMNS = tuple(
+    col(c)
+    for c in (
+        Job.id,
+        Job.state,
+        Job.slurm_job_id,
+        Job.sweep_id,
+        Job.attempt,
+        Job.batch_id,
+        Job.submit_time,
+        Job.slurm_submit_time,
+    )
+)
 
 
 class Worker:
@@ -63,6 +80,7 @@ class Worker:
         self._attempts_seen: dict[str, tuple[object, ...]] = {}
         self._reconciled = False  # rows left dispatching by a crash were looked for in Slurm
         self._since = utcnow()  # the start of the last cycle: newer rows are new work
+        self._unchanged: dict[str, tuple[object, ...]] = {}  # job id -> what Slurm said of it, while it waits
 
     # --- life cycle ----------------------------------------------------------------------------------------
 
@@ -231,10 +249,13 @@ class Worker:
             return self.dispatcher.run(session) in (Outcome.QUEUED, Outcome.REFUSED)
 
     def poll(self) -> bool:
+        """One sacct (and at most one squeue) for every active job. The jobs are read first as a few columns;
+        only those whose evidence may have changed are loaded whole and decided on (see :meth:`_unchanged_since`)."""
         with Session(self.engine, expire_on_commit=False) as session:
-            active = session.exec(
-                select(Job).where(col(Job.state).in_(ACTIVE_IN_SLURM), col(Job.slurm_job_id).is_not(None))
-            ).all()
+            query = columns(*TRACKED_COLUMNS).where(
+                col(Job.state).in_(ACTIVE_IN_SLURM), col(Job.slurm_job_id).is_not(None)
+            )
+            active: list[Any] = list(session.execute(query).all())  # rows: attributes named as the columns
             if not active:
                 return False
             now = utcnow()
@@ -246,20 +267,44 @@ class Worker:
             overdue = {j.slurm_job_id for j in active if j.slurm_job_id and self._overdue(j, now)}
             obs = observe(
                 wanted,
-                want_pending=any(j.state in (JobState.QUEUED.value, JobState.REQUEUED.value) for j in active),
+                want_pending=any(j.state in WAITING_IN_SLURM for j in active),
                 chunk=self.config.poll.sacct_chunk,
                 confirm_missing=overdue - set(self._last_seen) if overdue else None,
             )
             self._record_health(obs)
+            to_decide = [j.id for j in active if not self._unchanged_since(j, obs, now)]
             changed = False
-            for job in active:
+            for start in range(0, len(to_decide), LOAD_CHUNK):
+                chunk = to_decide[start : start + LOAD_CHUNK]
+                for job in session.exec(select(Job).where(col(Job.id).in_(chunk))).all():
+                    if self._stop.is_set():
+                        break  # shutting down: what is written stays consistent, the rest waits for the next start
+                    changed |= self.apply(session, job, obs, now)
                 if self._stop.is_set():
-                    break  # shutting down: what is written stays consistent, the rest waits for the next start
-                changed |= self.apply(session, job, obs, now)
+                    break
             session.commit()
+            if len(self._unchanged) > len(active):  # jobs that left Slurm's queue by another way (cancelled)
+                alive = {j.id for j in active}
+                self._unchanged = {k: v for k, v in self._unchanged.items() if k in alive}
             return changed
 
-    def _overdue(self, job: Job, now: datetime) -> bool:
+    def _unchanged_since(self, job: Any, obs: Observations, now: datetime) -> bool:
+        """A job waiting in Slurm has no markers and no metrics: when Slurm says of it exactly what it said last
+        cycle, nothing can change, and 10,000 pending jobs cost a comparison each, not a load, a decision and a
+        write."""
+        slurm_id = job.slurm_job_id or ""
+        seen, pending = obs.jobs.get(slurm_id), obs.pending.get(slurm_id)
+        if seen is None or job.state not in WAITING_IN_SLURM:
+            self._unchanged.pop(job.id, None)
+            return False
+        self._last_seen[slurm_id] = now
+        key = (job.state, seen, pending)
+        if self._unchanged.get(job.id) == key:
+            return True
+        self._unchanged[job.id] = key
+        return False
+
+    def _overdue(self, job: Any, now: datetime) -> bool:
         """In Slurm for longer than the lost grace, and never seen in accounting or in the queue since."""
         submitted = aware(job.slurm_submit_time)
         return submitted is not None and (now - submitted).total_seconds() > self.config.poll.lost_after_s
@@ -325,7 +370,8 @@ class Worker:
     def write(self, session: Session, job: Job, transition: Transition) -> bool:
         before = (job.state, job.slurm_state, job.reason, job.position_in_queue, len(job.metrics))
         for name, value in transition.fields.items():
-            setattr(job, name, value)
+            if getattr(job, name) != value:  # an equal value set is still a dirty attribute, flushed for nothing
+                setattr(job, name, value)
         if transition.read_metrics:
             epochs = self.metrics.read(job.id, Path(job.folder) / "metrics.jsonl")
             if epochs is not None:

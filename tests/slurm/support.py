@@ -7,16 +7,13 @@ import os
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from devcluster import ClusterSpec
@@ -24,7 +21,7 @@ from devcluster.users import as_gateway, hand_over
 from examples.intent_classifier import TRAINER_DIR
 from gateway import accounts
 from gateway.config import GatewayConfig, load_config
-from gateway.models import Job, JobEvent
+from gateway.models import JobEvent
 from tests.conftest import set_up_tenancy
 from tests.gateway.conftest import auth, make_config
 
@@ -113,37 +110,6 @@ def reached_at(client: TestClient, job_id: str, state: str) -> str:
 def history(client: TestClient, job_id: str) -> list[JobEvent]:
     with Session(client.app.state.engine) as session:
         return list(session.exec(select(JobEvent).where(JobEvent.job_id == job_id).order_by(col(JobEvent.id))))
-
-
-def slurm_copies(engine: Engine, ids: set[str], since: datetime, timeout_s: float = 180) -> Counter[str]:
-    """How many Slurm jobs each gateway job became, once accounting has heard of all of them, counted from sacct
-    by comment: a job's own (``hpcgw:<id>``), or its coalesced array's (``hpcgw:batch:<b>``) at element ``i``,
-    which the database maps back to the job it holds at (b, i). An array element submitted since ``since`` that
-    no job claims (a batch sent twice: its jobs were sent again in another) counts under ``?<b>_<i>``."""
-    with Session(engine) as session:
-        rows = session.exec(select(Job.id, Job.batch_id, Job.batch_index).where(col(Job.batch_id).is_not(None)))
-        element_of = {(b, i): job_id for job_id, b, i in rows}
-    start = since.astimezone().strftime("%Y-%m-%dT%H:%M:%S")  # sacct reads local time
-    deadline = time.monotonic() + timeout_s
-    while True:
-        out = subprocess.run(
-            ["sacct", "-X", "-n", "-P", "-a", "-S", start, "-o", "JobID,Comment"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        seen: Counter[str] = Counter()
-        for line in out.splitlines():
-            slurm_id, _, comment = line.partition("|")
-            if comment.startswith("hpcgw:batch:"):
-                batch, index = comment.removeprefix("hpcgw:batch:"), slurm_id.partition("_")[2]
-                if index.isdigit():
-                    seen[element_of.get((batch, int(index)), f"?{batch}_{index}")] += 1
-            elif comment.removeprefix("hpcgw:") in ids:
-                seen[comment.removeprefix("hpcgw:")] += 1
-        if ids <= set(seen) or time.monotonic() > deadline:
-            return seen
-        time.sleep(1)
 
 
 def sacct_row(slurm_job_id: str, fields: str = "State,Partition,NNodes,ExitCode") -> list[str]:

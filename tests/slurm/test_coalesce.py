@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from bench.support import slurm_copies
 from devcluster import ClusterSpec
 from gateway import accounts
 from gateway.app import create_app
@@ -37,7 +38,6 @@ from tests.slurm.support import (
     quick_job,
     roomy_accounts,
     serve,
-    slurm_copies,
     submit_until_answered,
     wait_all_ended,
     wait_for,
@@ -196,8 +196,9 @@ def test_two_gateways_on_postgresql_survive_sigkills_of_the_active_worker(
     with roomy_accounts(config), open(tmp_path / "gateway.log", "ab") as log:
         try:
             bases = []
-            for port in (18971, 18972):  # two gateways, API only
-                procs.append(serve([HPCGW, "serve", "--config", str(config), "--port", str(port), "--no-worker"], log))
+            for port, processes in ((18971, "2"), (18972, "1")):  # two gateways, API only; one runs 2 processes
+                argv = [HPCGW, "serve", "--config", str(config), "--port", str(port), "--workers", processes]
+                procs.append(serve([*argv, "--no-worker"], log))
                 bases.append(f"http://127.0.0.1:{port}")
             for base, proc in zip(bases, procs, strict=True):
                 wait_healthy(base, alive=lambda p=proc: p.poll() is None)  # type: ignore[misc]
@@ -257,3 +258,26 @@ def _worker_epoch(engine: Any) -> int:
     with Session(engine) as session:
         row = session.get(WorkerStatus, "worker")
         return 0 if row is None else row.epoch
+
+
+def test_a_second_worker_on_sqlite_refuses_to_start(cluster: ClusterSpec, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "gateway.toml", tmp_path)
+    with open(tmp_path / "worker.log", "ab") as log:
+        first = serve([HPCGW, "worker", "--config", str(config)], log)
+        try:
+            deadline = time.monotonic() + 60
+            while not (tmp_path / "gw.db.worker.lock").exists() or _worker_epoch(make_engine(_sqlite(tmp_path))) == 0:
+                assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+                time.sleep(0.2)
+            second = serve([HPCGW, "worker", "--config", str(config)], subprocess.PIPE)
+            _, err = second.communicate(timeout=60)
+        finally:
+            first.terminate()
+            first.wait(timeout=60)
+    assert second.returncode == 2, err
+    assert "another worker (" in err.decode() and f":{first.pid}) is active on this SQLite database" in err.decode()
+    assert first.returncode == 0  # SIGTERM: a clean stop
+
+
+def _sqlite(root: Path) -> str:
+    return f"sqlite:///{root}/gw.db"

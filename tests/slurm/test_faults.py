@@ -28,6 +28,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
+from bench.support import slurm_copies
 from devcluster import ClusterSpec, cluster_up
 from devcluster.cluster import daemons
 from gateway.app import create_app
@@ -44,7 +45,6 @@ from tests.slurm.support import (
     roomy_accounts,
     serve,
     sleeper_job,
-    slurm_copies,
     submit_until_answered,
     wait_all_ended,
     wait_for,

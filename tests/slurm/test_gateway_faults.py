@@ -85,9 +85,9 @@ def test_crash_between_sbatch_and_the_database_leaves_exactly_one_job(
 ) -> None:
     config_file = tmp_path / "gateway.toml"
     write_config(config_file, tmp_path)
-    # The gateway, with its dispatcher's "record the Slurm id" step replaced by a hard exit: it dies after
-    # sbatch (and submitit's bookkeeping) and before the database update. The patch lives in this test's
-    # subprocess only; production code has no hook for it.
+    # The worker, with its dispatcher's "record the Slurm id" step replaced by a hard exit: it dies after sbatch
+    # (and submitit's bookkeeping) and before the database update. The patch lives in this test's worker process
+    # only; production code has no hook for it. The API runs beside it, without a worker of its own.
     crashing = (
         "import os, sys\n"
         "import gateway.worker.dispatch as dispatch\n"
@@ -96,10 +96,12 @@ def test_crash_between_sbatch_and_the_database_leaves_exactly_one_job(
         "sys.exit(app(sys.argv[1:], prog_name='hpcgw'))\n"
     )
     log = open(tmp_path / "gateway.log", "ab")  # a file: an unread pipe fills up and blocks the gateway
-    first = serve([sys.executable, "-c", crashing, "serve", "--config", str(config_file), "--port", "18931"], log)
+    api = serve([HPCGW, "serve", "--config", str(config_file), "--port", "18931", "--no-worker"], log)
     base = "http://127.0.0.1:18931"
+    first: subprocess.Popen[bytes] | None = None
     try:
         _wait_http(base)
+        first = serve([sys.executable, "-c", crashing, "worker", "--config", str(config_file)], log)
         httpx.post(
             f"{base}/v1/algorithms",
             json={**SLEEPER, "local_command": [sys.executable, "-c", "print('hi')"]},
@@ -108,8 +110,10 @@ def test_crash_between_sbatch_and_the_database_leaves_exactly_one_job(
         job = httpx.post(f"{base}/v1/jobs", json=sleeper_job(dataset_hash), headers=auth("alice")).json()
         assert first.wait(timeout=60) == 97  # died right after sbatch, before recording the Slurm id
     finally:
-        if first.poll() is None:
+        if first is not None and first.poll() is None:
             first.send_signal(signal.SIGKILL)
+        api.terminate()
+        api.wait(timeout=30)
     # The hard case: the orphaned job has already finished (gone from squeue's default view, maybe not yet in
     # sacct) by the time the gateway comes back.
     deadline = time.monotonic() + 60
