@@ -387,17 +387,5 @@ class Worker:
         return after != before
 
     def health(self) -> dict[str, Any]:
-        s = self.stats
-        return {
-            "worker_alive": self._thread is not None and self._thread.is_alive(),
-            "worker": holder_name() if self.active else None,
-            "worker_epoch": self.epoch,
-            "accounting": "ok" if s.accounting_ok else "unavailable: tracking through squeue and scontrol",
-            "tracking_source": s.source,
-            "slurm_reachable": s.slurm_reachable,
-            "cycles": s.cycles,
-            "poll_cycles": s.poll_cycles,
-            "slurm_commands": s.slurm_commands,
-            "interval_s": s.interval_s,
-            "last_error": s.last_error,
-        }
+        alive = self._thread is not None and self._thread.is_alive()
+        return status.health(self.stats, alive, holder_name() if self.active else None, self.epoch)

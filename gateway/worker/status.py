@@ -47,6 +47,23 @@ def publish(engine: Engine, epoch: int, stats: WorkerStats, partitions: dict[str
         session.commit()
 
 
+def health(s: WorkerStats, alive: bool, holder: str | None, epoch: int) -> dict[str, Any]:
+    """What /healthz says of a worker, wherever it runs."""
+    return {
+        "worker_alive": alive,
+        "worker": holder,
+        "worker_epoch": epoch,
+        "accounting": "ok" if s.accounting_ok else "unavailable: tracking through squeue and scontrol",
+        "tracking_source": s.source,
+        "slurm_reachable": s.slurm_reachable,
+        "cycles": s.cycles,
+        "poll_cycles": s.poll_cycles,
+        "slurm_commands": s.slurm_commands,
+        "interval_s": s.interval_s,
+        "last_error": s.last_error,
+    }
+
+
 class LocalWorker(Protocol):
     """The part of gateway.worker.loop.Worker that an in-process API uses."""
 
@@ -95,23 +112,11 @@ class WorkerView:
         if self.local is not None:
             return self.local.health()
         row = self._status()
-        s = self.stats
         beat = aware(row.heartbeat_at) if row is not None else None
         age = (utcnow() - beat).total_seconds() if beat is not None else None
-        return {
-            "worker_alive": age is not None and age < self.stale_after_s,
-            "worker": row.holder if row is not None else None,
-            "worker_epoch": row.epoch if row is not None else 0,
-            "worker_heartbeat_age_s": None if age is None else round(age, 3),
-            "accounting": "ok" if s.accounting_ok else "unavailable: tracking through squeue and scontrol",
-            "tracking_source": s.source,
-            "slurm_reachable": s.slurm_reachable,
-            "cycles": s.cycles,
-            "poll_cycles": s.poll_cycles,
-            "slurm_commands": s.slurm_commands,
-            "interval_s": s.interval_s,
-            "last_error": s.last_error,
-        }
+        alive = age is not None and age < self.stale_after_s
+        answer = health(self.stats, alive, row.holder if row is not None else None, row.epoch if row else 0)
+        return answer | {"worker_heartbeat_age_s": None if age is None else round(age, 3)}
 
     def _status(self) -> WorkerStatus | None:
         with self._lock:
