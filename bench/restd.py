@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import random
 import shutil
 import signal
@@ -52,18 +53,19 @@ from gateway.models import WorkerStatus
 
 REPO = Path(__file__).resolve().parent.parent
 RESTD_USER = "bob"
-# The teams' tables for this case: room for 10,000 jobs waiting in Slurm (GrpSubmitJobs follows from them).
+# The teams' tables for this case: room for 20,000 jobs in Slurm (a job waiting there counts against
+# max_running_jobs; GrpSubmitJobs follows from both).
 TEAMS = """[teams.team-a]
 partitions = ["team-a"]
 account = "team-a"
 max_nodes = 2
-max_running_jobs = 2000
+max_running_jobs = 20000
 max_queued_jobs = 20000
 [teams.team-b]
 partitions = ["team-b"]
 account = "team-b"
 max_nodes = 2
-max_running_jobs = 2000
+max_running_jobs = 20000
 max_queued_jobs = 20000
 """
 RESTD_BODY = {
@@ -101,14 +103,20 @@ def bench_restd(root: Path, *, api_processes: int = 2, tracked: int = 10_000, ki
                 gw["reached_slurm_s"] = _until_dispatched(base, gw["started_at"])
                 gw["reaching_slurm_per_s"] = count / gw["reached_slurm_s"]
                 results[f"{clients}_clients"] = {"slurmrestd": restd, "gateway": gw}
+                print(f"restd case, {clients} clients: {_brief(restd)} | gateway {_brief(gw)}", flush=True)
                 scancel_all()
             results["tracked"] = _get_with_tracked(base, gw_body, tracked)
+            print(f"restd case, tracked: {results['tracked']}", flush=True)
         scancel_all()
         results["failover"] = _failover(root / "failover", kills)
     finally:
         scancel_all()
         partition("team-b", "UP")
     return results
+
+
+def _brief(figures: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in figures.items() if isinstance(v, float) and k != "started_at")
 
 
 def partition(name: str, state: str) -> None:
@@ -125,7 +133,10 @@ def slurmrestd(root: Path) -> Iterator[str]:
     sock = folder / "restd.sock"
     log = open(folder / "slurmrestd.log", "ab")
     proc = subprocess.Popen(
-        ["slurmrestd", "-a", "rest_auth/local", f"unix:{sock}"], stdout=log, stderr=subprocess.STDOUT, user=RESTD_USER
+        ["slurmrestd", "-a", "rest_auth/local", f"unix:{sock}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        **as_user(RESTD_USER),  # its own group too: slurmrestd refuses to run with root's
     )
     try:
         deadline = time.monotonic() + 30
@@ -140,13 +151,19 @@ def slurmrestd(root: Path) -> Iterator[str]:
         log.close()
 
 
+def as_user(name: str) -> dict[str, Any]:
+    """Popen arguments that run a command as ``name`` with its own groups, as a login would."""
+    entry = pwd.getpwnam(name)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": os.getgrouplist(name, entry.pw_gid)}
+
+
 def _sbatch_as_restd_user() -> None:
     subprocess.run(
         ["sbatch", "--parsable", "-p", "team-b", "-A", "team-b", "-o", "/dev/null", "-t", "5", "--wrap", "true"],
         check=True,
         capture_output=True,
-        user=RESTD_USER,
         cwd="/tmp",
+        **as_user(RESTD_USER),
     )
 
 
@@ -168,7 +185,7 @@ def submit(
     if token:
         argv += ["--token", token]
     started_at = time.time()
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=REPO, user=user)
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=REPO, **(as_user(user) if user else {}))
     data = json.loads(out.stdout)
     if data["error_count"]:
         raise RuntimeError(f"{data['error_count']} of {count} submissions to {url} failed: {data['errors']}")

@@ -36,6 +36,7 @@ class ClusterSpec:
     max_array_size: int = 1001
     # Jobs leave slurmctld's memory this long after they end; tests want it short, sacct keeps the record.
     min_job_age_s: int = 10
+    max_job_count: int = 100_000
     # Also how long a requeued job waits before it may start again (see ../shared/notes/slurm-devcluster.md).
     cred_expire_s: int = 30
 
@@ -122,6 +123,7 @@ class ClusterSpec:
             "memory_mb_per_node": self.memory_mb_per_node,
             "min_job_age_s": self.min_job_age_s,
             "max_array_size": self.max_array_size,
+            "max_job_count": self.max_job_count,
             "cred_expire_s": self.cred_expire_s,
             "ports": self.ports.as_dict(),
             "paths": {k: str(v) for k, v in self.paths.as_dict().items()},

@@ -114,6 +114,7 @@ def serve(
         workers=processes,
         log_level="info",
         timeout_graceful_shutdown=10,
+        http="gateway.cli.nodelay:NoDelayProtocol",
     )
     # uvicorn re-raises the signal that stopped it, once it has shut down, to the handler that was there before
     # it: this one, so that the worker (which dies with this process) is waited for first.
