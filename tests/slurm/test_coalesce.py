@@ -212,12 +212,12 @@ def test_two_gateways_on_postgresql_survive_sigkills_of_the_active_worker(
                 f"{bases[0]}/v1/algorithms", json={**QUICK, "team": "team-a"}, headers=auth("admin")
             )
             assert registered.status_code == 201, registered.text
-            keys = [f"pg-burst-{i:03d}" for i in range(120)]
+            keys = [f"pg-burst-{i:03d}" for i in range(90)]
             deadline = time.monotonic() + 600
             answers: dict[str, tuple[int, str]] = {}
             for n, key in enumerate(keys):
                 answers[key] = submit_until_answered(bases[n % 2], quick_job(dataset_hash, key), deadline)
-                if n in (30, 70, 100):  # SIGKILL the active worker mid-burst; a supervisor restarts it
+                if n in (20, 45, 70):  # SIGKILL the active worker mid-burst; a supervisor restarts it
                     epoch, pid = _active_worker(engine)
                     killed_at = time.monotonic()
                     os.kill(pid, 9)
