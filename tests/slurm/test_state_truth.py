@@ -225,8 +225,9 @@ def test_sigterm_stops_dispatching_at_once_and_leaves_nothing_half_done(
         wait_healthy(base)
         quick = {**QUICK, "local_command": [sys.executable, "-c", "import time; time.sleep(30)"], "team": "team-a"}
         httpx.post(f"{base}/v1/algorithms", json=quick, headers=auth("admin")).raise_for_status()
-        for _ in range(40):
-            httpx.post(f"{base}/v1/jobs", json=sleeper_job(dataset_hash, algorithm="quick"), headers=auth("alice"))
+        for i in range(40):  # 40 shapes (time limits): 40 sbatch calls, one at a time, not one coalesced array
+            body = sleeper_job(dataset_hash, algorithm="quick", time_limit_min=5 + i)
+            httpx.post(f"{base}/v1/jobs", json=body, headers=auth("alice"))
         deadline = time.monotonic() + 60
         while not httpx.get(f"{base}/v1/jobs?state=queued&limit=1", headers=auth("alice")).json()["items"]:
             assert time.monotonic() < deadline
