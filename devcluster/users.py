@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 GATEWAY_USER = "hpcgw"
 SUDOERS_FILE = Path("/etc/sudoers.d/hpcgw")
-SLURM_COMMANDS = ("sbatch", "scancel")
+SLURM_COMMANDS = ("sbatch", "scancel", "scontrol")
 
 
 @dataclass
@@ -59,9 +59,10 @@ def plan_from_config(settings: GatewayConfig) -> UnixPlan:
 def sudoers_text(users: list[str]) -> str:
     commands = ", ".join(_which(c) for c in SLURM_COMMANDS)
     return (
-        "# Written by `hpcgw cluster users`. The gateway's user may run sbatch and scancel, and nothing else, as the\n"
-        "# users its configuration names, without a password; SLURM_CONF passes through so that they reach the\n"
-        "# same cluster. root keeps it too: the tests run an in-process gateway as root.\n"
+        "# Written by `hpcgw cluster users`. The gateway's user may run sbatch, scancel and scontrol (the health\n"
+        "# policy's requeue), and nothing else, as the users its configuration names, without a password;\n"
+        "# SLURM_CONF passes through so that they reach the same cluster. root keeps it too: the tests run an\n"
+        "# in-process gateway as root.\n"
         f'Defaults:{GATEWAY_USER}, root env_keep += "SLURM_CONF"\n'
         f"Defaults:{GATEWAY_USER} !requiretty\n"
         f"Runas_Alias HPCGW_JOB_USERS = {', '.join(sorted(users))}\n"

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
+from gateway.reproduce import Verification
 from gateway.schemas import (
     AlgorithmCreate,
     AlgorithmPublic,
@@ -27,6 +28,7 @@ from gateway.schemas import (
     JobPublic,
     LogTail,
     MetricsPublic,
+    RerunRequest,
     SweepCreate,
     SweepPublic,
     TeamPublic,
@@ -164,8 +166,12 @@ class Client:
     def metrics(self, job_id: str) -> MetricsPublic:
         return self._typed(MetricsPublic, "GET", f"/v1/jobs/{job_id}/metrics")
 
-    def rerun(self, job_id: str) -> JobPublic:
-        return self._typed(JobPublic, "POST", f"/v1/jobs/{job_id}/rerun")
+    def rerun(self, job_id: str, request: RerunRequest | None = None) -> JobPublic:
+        body = request.model_dump(exclude_none=True) if request is not None else None
+        return self._typed(JobPublic, "POST", f"/v1/jobs/{job_id}/rerun", json=body)
+
+    def verification(self, job_id: str) -> Verification:
+        return self._typed(Verification, "GET", f"/v1/jobs/{job_id}/verification")
 
     def render(self, request: JobCreate | dict[str, Any]) -> str:
         return str(self._request("POST", "/v1/jobs/render", json=_body(request))["script"])

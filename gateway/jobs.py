@@ -6,9 +6,9 @@ can run: the algorithm's image, the dataset's directory, the team's partition an
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -16,6 +16,8 @@ from sqlmodel import Session, col, select
 from gateway.auth import Principal
 from gateway.config import GatewayConfig, TeamConfig
 from gateway.errors import InvalidRequestError, NotFoundError, QueueFullError
+from gateway.health import HealthOverrides, HealthPolicy
+from gateway.health import resolve as resolve_health
 from gateway.models import Algorithm, AlgorithmVersion, Job, JobEvent, new_id, utcnow
 from gateway.schemas import JobCreate, JobPublic, validate_parameters
 from launchers.errors import SpecError
@@ -96,6 +98,7 @@ def create_job(
     request: JobCreate,
     partition_sizes: dict[str, PartitionSize],
     rerun_of: str | None = None,
+    verify: bool = False,
 ) -> tuple[Job, bool]:
     """Store the job as ``accepted`` (committed before anything reaches Slurm). Returns (job, created)."""
     team_name, team = resolve_team(config, principal, request.team)
@@ -121,6 +124,7 @@ def create_job(
     job = build_job(config, team_name, principal.user, request, version, partition, rerun_of=rerun_of)
     job.folder = str(config.job_root / team_name / job.id)
     job.submit_folder = str(Path(job.folder) / "job")
+    job.verify = verify
     session.add(job)
     session.add(JobEvent(job_id=job.id, state=job.state, at=job.submit_time))
     session.commit()
@@ -214,13 +218,15 @@ def build_job(
         requeue=request.requeue,
         rerun_of=rerun_of,
         folder="",
+        health=resolve_health(team.health, request.health).model_dump(),
     )
 
 
-def rerun_request(job: Job) -> JobCreate:
+def rerun_request(job: Job, resources: dict[str, Any] | None = None) -> JobCreate:
     """Exactly the recorded inputs: the same algorithm version, dataset version, parameters and resources. A sweep
     task's name (``sweep[3]``) is not a request's name: its brackets become ``sweep-3``."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", job.name).strip("-_.")[:64] or "train"
+    chosen = {**stored_resources(job).model_dump(), **(resources or {})}
     return JobCreate(
         name=name,
         team=job.team,
@@ -231,7 +237,8 @@ def rerun_request(job: Job) -> JobCreate:
         parameters=dict(job.parameters),
         partition=job.partition,
         requeue=job.requeue,
-        **stored_resources(job).model_dump(),
+        health=HealthOverrides.model_validate(job.health) if job.health else None,
+        **chosen,
     )
 
 
@@ -246,6 +253,8 @@ def job_spec(config: GatewayConfig, job: Job) -> JobSpec:
         "SEED": job.parameters.get("SEED", "0"),
         "JOB_ID": job.id,
     }
+    if job.health:
+        env["HPCGW_HEARTBEAT_S"] = f"{HealthPolicy.model_validate(job.health).heartbeat_s:g}"
     if config.container_runtime == "apptainer":
         data = config.dataset_root / job.dataset_id / job.train_data_version_hash
         container = ContainerSpec.model_validate(
@@ -300,20 +309,6 @@ def job_id_from_comment(comment: str) -> str | None:
     return None
 
 
-def image_digest(image: str) -> str | None:
-    """sha256 of a local image file; the digest part of a reference like ``repo@sha256:…``; else unknown."""
-    if "@sha256:" in image:
-        return "sha256:" + image.rsplit("@sha256:", 1)[1]
-    path = Path(image)
-    if path.is_file():
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        return "sha256:" + digest.hexdigest()
-    return None
-
-
 def to_public(job: Job) -> JobPublic:
     return JobPublic(
         id=job.id,
@@ -344,6 +339,12 @@ def to_public(job: Job) -> JobPublic:
         idempotency_key=job.idempotency_key,
         rerun_of=job.rerun_of,
         requeue=job.requeue,
+        health=HealthPolicy.model_validate(job.health) if job.health else None,
+        health_reason=job.health_reason,
+        health_restarts=job.health_restarts,
+        best_epoch=job.best_epoch,
+        provenance=job.provenance,
+        verify=job.verify,
     )
 
 

@@ -130,6 +130,18 @@ class Job(SQLModel, table=True):
     # Asked over HTTP, carried out by the worker (HTTP handlers never call Slurm).
     cancel_requested: bool = Field(default=False, index=True)
     metrics: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # run health (gateway/health.py): the policy the worker applies, the verdict that stopped the job (hung,
+    # diverged, stopped_early) and why, how often the policy requeued it, and the best epoch of its monitor
+    health: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    health_verdict: str | None = Field(default=None, max_length=16)
+    health_reason: str | None = Field(default=None, max_length=512)
+    health_restarts: int = 0
+    excluded_nodes: str | None = Field(default=None, max_length=1024)  # left out after their ranks went silent
+    best_epoch: int | None = None
+    # what the run needs to be run again and checked (launchers.runtime.provenance), read back at success;
+    # `verify`: this job reruns `rerun_of` to compare the models (hpcgw rerun --verify)
+    provenance: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    verify: bool = False
     updated_at: datetime = Field(default_factory=utcnow)
 
     @property
@@ -152,6 +164,8 @@ class JobAttempt(SQLModel, table=True):
     start_time: datetime | None = None
     end_time: datetime | None = None
     reason: str | None = Field(default=None, max_length=256)
+    # why the gateway ended this run (its health policy: hung, diverged), and the nodes it left out after it
+    ended_by: str | None = Field(default=None, max_length=512)
 
 
 class JobEvent(SQLModel, table=True):

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from gateway.health import HealthOverrides, HealthPolicy
 from launchers.resources import Resources
 from launchers.space import ParameterSpace
 from launchers.spec import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
@@ -32,7 +33,7 @@ def validate_parameters(params: dict[str, ParamValue]) -> dict[str, str]:
     for name, value in params.items():
         if not PARAM_NAME_RE.match(name) or len(name) > 64:
             raise ValueError(f"parameter name {name!r} must match [A-Z][A-Z0-9_]* (at most 64 characters)")
-        if name in PROTOCOL_ENV or name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIXES):
+        if name in PROTOCOL_ENV or name in RESERVED_ENV_NAMES or name.startswith((*RESERVED_ENV_PREFIXES, "HPCGW_")):
             raise ValueError(f"parameter name {name!r} is reserved")
         text = str(value).lower() if isinstance(value, bool) else str(value)
         if len(text) > MAX_PARAMETER_VALUE or "\0" in text:
@@ -83,12 +84,32 @@ class JobCreate(Resources):
     partition: Name | None = Field(None, description="one of the team's partitions; default: its first")
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     requeue: bool = Field(True, description="let Slurm run the job again after a node failure or preemption")
+    health: HealthOverrides | None = Field(
+        None, description="changes to the team's health policy: hang timeout, divergence, early stopping"
+    )
 
     @field_validator("parameters")
     @classmethod
     def _parameters(cls, params: dict[str, ParamValue]) -> dict[str, ParamValue]:
         validate_parameters(params)
         return params
+
+
+class RerunRequest(BaseModel):
+    """A rerun of the recorded inputs; resources may change (a different world size), nothing else may."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verify: bool = Field(False, description="compare the rerun's model with the original's when it ends")
+    nodes: int | None = Field(None, ge=1)
+    tasks_per_node: int | None = Field(None, ge=1)
+    gpus_per_node: int | None = Field(None, ge=0)
+    cpus_per_task: int | None = Field(None, ge=1)
+    mem_gb: float | None = Field(None, gt=0)
+    time_limit_min: int | None = Field(None, ge=1)
+
+    def resource_changes(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump(exclude={"verify"}).items() if v is not None}
 
 
 class JobPublic(BaseModel):
@@ -120,6 +141,14 @@ class JobPublic(BaseModel):
     idempotency_key: str | None
     rerun_of: str | None
     requeue: bool = True
+    health: HealthPolicy | None = Field(None, description="the policy the worker applies while the job runs")
+    health_reason: str | None = Field(None, description="why the health policy stopped or requeued the job")
+    health_restarts: int = Field(0, description="requeues the health policy asked for")
+    best_epoch: int | None = Field(None, description="the epoch with the best value of the policy's monitor")
+    provenance: dict[str, Any] | None = Field(
+        None, description="what the run needs to be run again: versions, world size, the model's SHA-256"
+    )
+    verify: bool = Field(False, description="this job reruns rerun_of to compare the models")
 
 
 class AttemptPublic(BaseModel):
@@ -132,6 +161,7 @@ class AttemptPublic(BaseModel):
     start_time: datetime | None
     end_time: datetime | None
     reason: str | None
+    ended_by: str | None = Field(None, description="why the gateway's health policy ended this run")
 
 
 class JobList(BaseModel):

@@ -13,7 +13,7 @@ from gateway.jobs import build_job, check_request, resolve_team
 from gateway.models import Job, JobEvent, Sweep
 from gateway.schemas import SweepCreate, SweepPublic, SweepTask, validate_parameters
 from launchers.slurm.sinfo import PartitionSize
-from launchers.states import JobState
+from launchers.states import FAILED_STATES, JobState
 from launchers.sweeps import as_env
 
 
@@ -62,7 +62,7 @@ def create_sweep(
 def retry_failed(session: Session, config: GatewayConfig, principal: Principal, sweep: Sweep) -> list[Job]:
     """New jobs for the tasks whose latest attempt failed; the worker submits them as one new array."""
     latest = latest_tasks(session, sweep)
-    failed = [job for job in latest.values() if job.state in (JobState.FAILED.value, JobState.TIMEOUT.value)]
+    failed = [job for job in latest.values() if JobState(job.state) in FAILED_STATES]
     retries = []
     for old in failed:
         job = Job(**old.model_dump(include=RETRY_FIELDS), team=old.team, user=principal.user, folder="")

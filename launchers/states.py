@@ -20,13 +20,30 @@ class JobState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMEOUT = "timeout"
+    # Ended by the gateway's health policy (Slurm shows them CANCELLED): no progress from any rank, a loss gone
+    # NaN or past its bound, no improvement for `patience` epochs.
+    HUNG = "hung"
+    DIVERGED = "diverged"
+    STOPPED_EARLY = "stopped_early"
 
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATES
 
 
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT})
+TERMINAL_STATES = frozenset(
+    {
+        JobState.SUCCEEDED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.TIMEOUT,
+        JobState.HUNG,
+        JobState.DIVERGED,
+        JobState.STOPPED_EARLY,
+    }
+)
+# Runs that went wrong: what a sweep's retry-failed runs again, and what the failure counts count.
+FAILED_STATES = frozenset({JobState.FAILED, JobState.TIMEOUT, JobState.HUNG, JobState.DIVERGED})
 
 # Slurm's base state (sacct/squeue long form) -> ours. RUNNING is resolved by the start marker.
 SLURM_STATE_MAP: dict[str, JobState] = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, status
 from sqlmodel import Session, col, select
 
@@ -9,9 +11,9 @@ from gateway.api.deps import NamePath, PrincipalDep, ReleasingRoute, SessionDep
 from gateway.api.problems import AUTHENTICATED, BODY, declare
 from gateway.auth import Principal
 from gateway.errors import ConflictError, InvalidRequestError, NotFoundError
-from gateway.jobs import image_digest
 from gateway.models import Algorithm, AlgorithmVersion
 from gateway.schemas import AlgorithmCreate, AlgorithmPublic, AlgorithmVersionCreate, AlgorithmVersionPublic
+from launchers.runtime.provenance import file_sha256
 
 router = APIRouter(prefix="/v1/algorithms", tags=["algorithms"], route_class=ReleasingRoute)
 
@@ -107,3 +109,11 @@ def _owner(principal: Principal, requested: str | None) -> str:
     if team is None:
         raise InvalidRequestError("an admin token must name the owning team", field="team")
     return team
+
+
+def image_digest(image: str) -> str | None:
+    """sha256 of a local image file; the digest part of a reference like ``repo@sha256:…``; else unknown."""
+    if "@sha256:" in image:
+        return "sha256:" + image.rsplit("@sha256:", 1)[1]
+    path = Path(image)
+    return "sha256:" + file_sha256(path) if path.is_file() else None

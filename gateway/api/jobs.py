@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Body, Query, Response, status
 from sqlalchemy import func
 from sqlmodel import col, select
 
@@ -22,7 +22,8 @@ from gateway.jobs import (
     to_public,
 )
 from gateway.models import Job, JobAttempt
-from gateway.schemas import AttemptPublic, JobCreate, JobList, JobPublic, LogTail, MetricsPublic
+from gateway.reproduce import Verification, verify
+from gateway.schemas import AttemptPublic, JobCreate, JobList, JobPublic, LogTail, MetricsPublic, RerunRequest
 from launchers.states import JobState
 from launchers.submission import render_script
 
@@ -153,15 +154,33 @@ def rerun_job(
     principal: PrincipalDep,
     worker: WorkerDep,
     limiter: LimiterDep,
+    body: Annotated[RerunRequest | None, Body()] = None,
 ) -> JobPublic:
+    """The recorded inputs again (algorithm version, dataset version, parameters, seed, policy). With
+    ``verify``, ``GET …/verification`` on the new job compares the two models once it has ended."""
     original = get_visible_job(session, principal, job_id)
     limiter.admit(principal.user, original.team)
-    request = rerun_request(original)
+    options = body or RerunRequest()
+    if options.verify and original.state != JobState.SUCCEEDED.value:
+        raise ConflictError(f"job {job_id} is {original.state}: only a succeeded job's model can be verified")
+    request = rerun_request(original, options.resource_changes())
     if not principal.admin:
         request.team = None
-    job, _ = create_job(session, config, principal, request, worker.partition_sizes, rerun_of=original.id)
+    job, _ = create_job(
+        session, config, principal, request, worker.partition_sizes, rerun_of=original.id, verify=options.verify
+    )
     worker.wake()
     return to_public(job)
+
+
+@router.get("/{job_id:hexid}/verification", response_model=Verification, responses=declare(*AUTHENTICATED, 404, 409))
+def job_verification(job_id: JobIdPath, session: SessionDep, principal: PrincipalDep) -> Verification:
+    """A rerun's model against its original's, and every recorded input that differs between the two runs."""
+    rerun = get_visible_job(session, principal, job_id)
+    if rerun.rerun_of is None:
+        raise ConflictError(f"job {job_id} is not a rerun: there is nothing to compare it with")
+    original = get_visible_job(session, principal, rerun.rerun_of)
+    return verify(original, rerun)
 
 
 def _tail(path: Path, lines: int) -> list[str]:

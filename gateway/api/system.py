@@ -18,7 +18,7 @@ from gateway.config import GatewayConfig
 from gateway.models import Job
 from gateway.schemas import TeamPublic
 from gateway.worker.status import WorkerView
-from launchers.states import JobState
+from launchers.states import FAILED_STATES, JobState
 
 router = APIRouter(tags=["system"], route_class=ReleasingRoute)
 
@@ -79,11 +79,13 @@ def _families(session: Session, config: GatewayConfig, worker: WorkerView) -> It
         (t, s): n for t, s, n in session.exec(select(Job.team, Job.state, func.count()).group_by(Job.team, Job.state))
     }
     jobs = GaugeMetricFamily("hpcgw_jobs", "Jobs by team and state.", labels=["team", "state"])
-    failures = CounterMetricFamily("hpcgw_job_failures", "Jobs that ended failed or timed out.", labels=["team"])
+    failures = CounterMetricFamily(
+        "hpcgw_job_failures", "Jobs that ended failed, timed out, hung or diverged.", labels=["team"]
+    )
     for team in config.teams:
         for state in JobState:
             jobs.add_metric([team, state.value], counts.get((team, state.value), 0))
-        failed = counts.get((team, JobState.FAILED.value), 0) + counts.get((team, JobState.TIMEOUT.value), 0)
+        failed = sum(counts.get((team, state.value), 0) for state in FAILED_STATES)
         failures.add_metric([team], failed)
     yield jobs
     yield failures

@@ -45,7 +45,7 @@ from gateway.cli.views import (
     print_job,
 )
 from gateway.client import ClientError
-from gateway.schemas import JobCreate
+from gateway.schemas import JobCreate, RerunRequest
 from launchers.states import JobState
 
 
@@ -259,8 +259,53 @@ def render(
             raise fail(exc) from None
 
 
+VERIFY_EXIT = {"identical": 0, "different": 1, "failed": 2, "unverifiable": 3}
+
+
+def rerun(
+    job_id: str,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Wait for the rerun, then compare its model's SHA-256 with the original's")
+    ] = False,
+    nodes: Annotated[int | None, typer.Option("--nodes", "-N", min=1, help="Change the world size")] = None,
+    tasks_per_node: Annotated[int | None, typer.Option("--ntasks-per-node", min=1)] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the rerun; exit with its outcome")] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run a job again from its recorded inputs. With --verify: exit 0 when the model is byte-identical, 1 when
+    it differs (the recorded inputs that differ are listed), 2 when a run failed, 3 when no digest was recorded."""
+    request = RerunRequest(verify=verify, nodes=nodes, tasks_per_node=tasks_per_node)
+    with client(url, token) as c:
+        try:
+            job = c.rerun(job_id, request)
+            if not (verify or wait):
+                typer.echo(job.model_dump_json() if json_out else f"Submitted job {job.id} (rerun of {job_id})")
+                return
+            if not json_out:
+                err.print(f"Submitted job {job.id} (rerun of {job_id})")
+            final = follow(c, job.id, quiet=json_out)
+            if not verify:
+                if json_out:
+                    typer.echo(final.model_dump_json())
+                raise typer.Exit(exit_code_for(final))
+            answer = c.verification(job.id)
+        except ClientError as exc:
+            raise fail(exc) from None
+    if json_out:
+        typer.echo(answer.model_dump_json())
+    else:
+        console.print(f"{answer.status}: {answer.detail}", highlight=False, markup=False)
+        for diff in answer.differences:
+            console.print(f"  {diff.input}: {diff.original} -> {diff.rerun}", highlight=False, markup=False)
+        console.print(f"  model sha256: {answer.original_model_sha256} (original)", highlight=False, markup=False)
+        console.print(f"  model sha256: {answer.rerun_model_sha256} (rerun)", highlight=False, markup=False)
+    raise typer.Exit(VERIFY_EXIT.get(answer.status, 2))
+
+
 def register(app: typer.Typer) -> None:
     """`submit`: past the trainer command's first word every flag is the trainer's, as with sbatch's script."""
     app.command(context_settings={"allow_interspersed_args": False})(submit)
-    for command in (status, jobs, logs, cancel, metrics, algorithms, render):
+    for command in (status, jobs, logs, cancel, metrics, algorithms, render, rerun):
         app.command()(command)

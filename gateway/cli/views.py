@@ -35,18 +35,23 @@ STATUS_FIELDS = (
     "submit_time",
     "start_time",
     "end_time",
+    "health_reason",
+    "health_restarts",
+    "best_epoch",
 )
 
 
 def exit_code(state: JobState, code: int | None) -> int:
     """One mapping for the gateway's and the launchers' jobs, so a script can tell a time-out (124) or a
     cancellation (130) from the trainer's own failure (its code, or 1 when it left none)."""
-    if state is JobState.SUCCEEDED:
-        return 0
+    if state in (JobState.SUCCEEDED, JobState.STOPPED_EARLY):
+        return 0  # early stopping is how a run is meant to end when it stops improving
     if state is JobState.CANCELLED:
         return 130
     if state is JobState.TIMEOUT:
         return 124
+    if state in (JobState.HUNG, JobState.DIVERGED):
+        return 1  # Slurm's record is a cancellation's; the trainer left no code of its own
     return code or 1
 
 
@@ -99,7 +104,11 @@ def print_job(job: JobPublic) -> None:
     """`hpcgw status`: the squeue row, then what the row has no room for."""
     console.print(jobs_table([job]))
     for key in STATUS_FIELDS:
-        console.print(f"{key:>24}: {getattr(job, key)}", highlight=False)
+        console.print(f"{key:>24}: {getattr(job, key)}", highlight=False, markup=False)
+    if job.provenance:
+        versions = job.provenance.get("versions") or {}
+        line = f"world size {job.provenance.get('world_size')}, model sha256 {job.provenance.get('model_sha256')}"
+        console.print(f"{'provenance':>24}: {line}, {json.dumps(versions)}", highlight=False, markup=False)
     console.print(f"{'parameters':>24}: {json.dumps(job.parameters)}", highlight=False, markup=False)
 
 

@@ -41,6 +41,7 @@ class Evidence:
     started: dict[str, Any] | None = None  # the trainer's start marker (every rank initialised)
     first_failure: tuple[int, int] | None = None  # (rank, exit code) of the first rank that failed
     lost_after_s: float | None = None  # set when neither accounting nor slurmctld knows the job past the grace
+    verdict: tuple[JobState, str] | None = None  # the health policy stopped it: its cancellation ends as this
 
 
 @dataclass
@@ -70,6 +71,8 @@ def decide(job: StoredJob, ev: Evidence, now: datetime) -> Transition:
     started = ev.started if ev.started is not None and int(ev.started.get("restart", 0)) >= restarts else None
     requeued = seen.previous is not None or seen.restarts > 0
     state = from_slurm(seen.slurm_state, started=started is not None, requeued=requeued)
+    if state is JobState.CANCELLED and ev.verdict is not None:
+        state = ev.verdict[0]  # the cancellation was the policy's: hung, diverged, stopped_early
     if not seen.settled:
         # Accounting is filling the record in, or slurmctld is still ending a run it may start again (a REQUEUED
         # row while the job is COMPLETING): what it decides is known next cycle, with the run that ended.
@@ -85,7 +88,8 @@ def decide(job: StoredJob, ev: Evidence, now: datetime) -> Transition:
     elif state is JobState.QUEUED:
         fields["reason"] = pending.reason if pending else seen.reason
     elif state.is_terminal:
-        fields["reason"] = terminal_reason(state, seen, ev.first_failure, job.time_limit_min)
+        verdict = ev.verdict[1] if ev.verdict is not None and state is ev.verdict[0] else None
+        fields["reason"] = verdict or terminal_reason(state, seen, ev.first_failure, job.time_limit_min)
         fields["exit_code"] = ev.first_failure[1] if ev.first_failure else seen.exit_code
         fields["end_time"] = seen.end or now
     else:

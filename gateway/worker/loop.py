@@ -25,13 +25,15 @@ from sqlmodel import Session, col, select
 
 from gateway.config import GatewayConfig
 from gateway.jobs import ACTIVE_IN_SLURM, expected_comment, record_state
-from gateway.models import Job, JobAttempt, aware, utcnow
+from gateway.models import Job, aware, utcnow
 from gateway.worker import status
 from gateway.worker.apply import Evidence, Transition, decide
+from gateway.worker.attempts import AttemptRecorder
 from gateway.worker.dispatch import Dispatcher, Outcome
+from gateway.worker.health import HealthGuard, read_provenance
 from gateway.worker.lease import Lease, holder_name, lease_for
 from gateway.worker.metrics import MetricsReader
-from gateway.worker.observe import Identity, JobObservation, Observations, observe
+from gateway.worker.observe import Identity, Observations, observe
 from gateway.worker.reconcile import reconcile
 from gateway.worker.stats import WorkerStats
 from launchers.runtime.markers import JobMarkers
@@ -77,7 +79,8 @@ class Worker:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_seen: dict[str, datetime] = {}  # Slurm id -> when this worker last saw it in Slurm
-        self._attempts_seen: dict[str, tuple[object, ...]] = {}
+        self.attempts = AttemptRecorder()
+        self.guard = HealthGuard(config)
         self._reconciled = False  # rows left dispatching by a crash were looked for in Slurm
         self._since = utcnow()  # the start of the last cycle: newer rows are new work
         self._unchanged: dict[str, tuple[object, ...]] = {}  # job id -> what Slurm said of it, while it waits
@@ -283,6 +286,10 @@ class Worker:
                 if self._stop.is_set():
                     break
             session.commit()
+            changed |= self.guard.carry_out(self.engine)
+            if self.guard.stopped:
+                self.guard.stopped = False
+                changed |= self.cancel_requested()  # this cycle's verdicts, not the next cycle's
             if len(self._unchanged) > len(active):  # jobs that left Slurm's queue by another way (cancelled)
                 alive = {j.id for j in active}
                 self._unchanged = {k: v for k, v in self._unchanged.items() if k in alive}
@@ -342,30 +349,19 @@ class Worker:
             started=markers.started() if seen is not None else None,
             first_failure=markers.first_failure() if terminal else None,
             lost_after_s=(now - submitted).total_seconds() if lost and submitted else None,
+            verdict=(JobState(job.health_verdict), job.health_reason or "") if job.health_verdict else None,
         )
         transition = decide(job, evidence, now)
         if seen is not None and seen.attempts:
-            self._record_attempts(session, job, seen)
+            self.attempts.record(session, job, seen)
         changed = self.write(session, job, transition)
+        if transition.state is JobState.SUCCEEDED:
+            job.provenance = read_provenance(job)
         if transition.state is not None and transition.state.is_terminal:
             self._last_seen.pop(slurm_id, None)
+            self.guard.forget(job.id)
+        self.guard.check(job, evidence.started, seen.node_list if seen else "", now)
         return changed
-
-    def _record_attempts(self, session: Session, job: Job, seen: JobObservation) -> None:
-        """One row per run (``sacct -D``), written only when a run was added or changed."""
-        key = tuple((a.slurm_state, a.node_list, a.start, a.end) for a in seen.attempts)
-        if self._attempts_seen.get(job.id) == key:
-            return
-        existing = {a.number: a for a in session.exec(select(JobAttempt).where(JobAttempt.job_id == job.id))}
-        for number, attempt in enumerate(seen.attempts):
-            row = existing.get(number) or JobAttempt(
-                job_id=job.id, number=number, slurm_job_id=job.slurm_job_id or "", slurm_state=attempt.slurm_state
-            )
-            row.slurm_state, row.node_list = attempt.slurm_state, attempt.node_list
-            row.start_time, row.end_time = attempt.start, attempt.end
-            row.reason = attempt.reason
-            session.add(row)
-        self._attempts_seen[job.id] = key
 
     def write(self, session: Session, job: Job, transition: Transition) -> bool:
         before = (job.state, job.slurm_state, job.reason, job.position_in_queue, len(job.metrics))
@@ -379,7 +375,7 @@ class Worker:
         for state, slurm_state, reason in transition.history:
             record_state(session, job, state, slurm_state=slurm_state, reason=reason)
         final = transition.state
-        if final is not None and final.is_terminal and final is not JobState.SUCCEEDED:
+        if final is not None and final.is_terminal and final not in (JobState.SUCCEEDED, JobState.STOPPED_EARLY):
             self.stats.failures_by_team[job.team] = self.stats.failures_by_team.get(job.team, 0) + 1
         after = (job.state, job.slurm_state, job.reason, job.position_in_queue, len(job.metrics))
         if after != before:

@@ -17,7 +17,7 @@ from typing import Any
 
 from launchers.files import read_job_file
 
-MARKER_MAX_BYTES = 4096  # a marker is a few bytes of JSON or an exit code
+MARKER_MAX_BYTES = 4096  # a marker is a few bytes of JSON or an exit code; a heartbeat, a few hundred
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class JobMarkers:
         return self.directory / f"{self.job_id}.{restart}.rendezvous"
 
     def write_rendezvous(self, restart: int, addr: str, port: int) -> None:
-        _write_atomic(self.rendezvous_path(restart), json.dumps({"addr": addr, "port": port}))
+        write_atomic(self.rendezvous_path(restart), json.dumps({"addr": addr, "port": port}))
 
     def wait_rendezvous(self, restart: int, timeout_s: float) -> tuple[str, int]:
         """Where rank 0 hosts this run's rendezvous, once it says so (the folder is shared by all nodes)."""
@@ -61,17 +61,43 @@ class JobMarkers:
         self.started_path.unlink(missing_ok=True)
 
     def write_started(self, size: int, restart: int) -> None:
-        _write_atomic(self.started_path, json.dumps({"size": size, "restart": restart, "time": time.time()}))
+        write_atomic(self.started_path, json.dumps({"size": size, "restart": restart, "time": time.time()}))
 
     def started(self) -> dict[str, Any] | None:
+        return self._json(self.started_path)
+
+    def heartbeat_path(self, rank: int, restart: int) -> Path:
+        return self.directory / f"{self.job_id}.{restart}.hb.{rank}"
+
+    def progress_path(self, rank: int, restart: int) -> Path:
+        return self.directory / f"{self.job_id}.{restart}.progress.{rank}"
+
+    @property
+    def provenance_path(self) -> Path:
+        return self.directory / f"{self.job_id}.provenance.json"
+
+    def heartbeats(self, restart: int, ranks: int) -> dict[int, dict[str, Any]]:
+        """Each rank's last heartbeat of run ``restart`` (see launchers.runtime.heartbeat); missing ranks left out."""
+        found: dict[int, dict[str, Any]] = {}
+        for rank in range(ranks):
+            data = self._json(self.heartbeat_path(rank, restart))
+            if data is not None:
+                found[rank] = data
+        return found
+
+    def provenance(self) -> dict[str, Any] | None:
+        return self._json(self.provenance_path, 1 << 20)
+
+    @staticmethod
+    def _json(path: Path, limit: int = MARKER_MAX_BYTES) -> dict[str, Any] | None:
         try:
-            data = json.loads(read_job_file(self.started_path, MARKER_MAX_BYTES))
-        except (OSError, json.JSONDecodeError):
+            data = json.loads(read_job_file(path, limit))
+        except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
 
     def write_exit(self, rank: int, restart: int, code: int) -> None:
-        _write_atomic(self.exit_path(rank, restart), f"{code}\n")
+        write_atomic(self.exit_path(rank, restart), f"{code}\n")
 
     def exit_codes(self, restart: int | None = None) -> list[tuple[float, int, int]]:
         """(mtime, rank, code) of the ranks that finished, oldest first; the latest run unless ``restart``."""
@@ -112,7 +138,8 @@ def exit_code_teardown(folder: Path) -> list[str]:
     ]
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Readers on other nodes see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(text)

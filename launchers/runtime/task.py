@@ -2,8 +2,10 @@
 
 Each rank's submitit worker calls :class:`TrainerTask`. It sets Horovod's variables from Slurm's, hosts the Gloo
 rendezvous on rank 0 (and writes the start marker once every rank has registered there), runs the trainer as a
-child process, and records the trainer's exit code. A failing trainer ends the worker with the same exit code,
-so ``srun --kill-on-bad-exit`` stops the other ranks at once and the job script can report the code.
+child process with a heartbeat thread beside it (launchers.runtime.heartbeat), and records the trainer's exit
+code and, on rank 0 after a success, the run's provenance (launchers.runtime.provenance). A failing trainer ends
+the worker with the same exit code, so ``srun --kill-on-bad-exit`` stops the other ranks at once and the job
+script can report the code.
 
 It is a submitit ``Checkpointable``: on the preemption/time-out signal submitit calls :meth:`checkpoint` on rank
 0 and requeues the job; the trainer then resumes from its own per-epoch checkpoint.
@@ -23,6 +25,8 @@ from typing import Any, NoReturn
 
 import submitit
 
+from launchers.runtime import provenance
+from launchers.runtime.heartbeat import DEFAULT_INTERVAL_S, Heartbeat
 from launchers.runtime.markers import JobMarkers
 from launchers.runtime.rendezvous import (
     EXIT_RENDEZVOUS,
@@ -100,11 +104,23 @@ class TrainerTask(submitit.helpers.Checkpointable):
         if self.controller == "mpi":
             for key in ("HOROVOD_CONTROLLER", "HOROVOD_CPU_OPERATIONS", "HOROVOD_GLOO_RENDEZVOUS_ADDR"):
                 env.pop(key, None)
+        env["HPCGW_PROGRESS_FILE"] = str(markers.progress_path(topology.rank, restart))
+        heartbeat = Heartbeat(
+            markers.heartbeat_path(topology.rank, restart),
+            topology.rank,
+            interval_s=float(env.get("HPCGW_HEARTBEAT_S") or DEFAULT_INTERVAL_S),
+            progress_file=markers.progress_path(topology.rank, restart),
+            metrics_file=Path(env["METRICS_FILE"]) if topology.rank == 0 and env.get("METRICS_FILE") else None,
+        ).start()
         try:
             code = _run_trainer(self.command, env)
         finally:
+            heartbeat.stop()
             if server is not None:
                 server.shutdown()
+        if code == 0 and topology.rank == 0:
+            hosts = [host for host, _ in topology.hosts]
+            provenance.write(markers.provenance_path, provenance.record(env, self.command, topology.size, hosts))
         markers.write_exit(topology.rank, restart, code)
         if code != 0:
             log.error("%s: trainer exited with code %d", tag, code)

@@ -35,6 +35,18 @@ def scancel(job_ids: Iterable[str], *, as_user: str | None = None) -> None:
         run(["scancel", *ids], timeout_s=TIMEOUT_S, as_user=as_user)
 
 
+def requeue_elsewhere(job_id: str, exclude: Sequence[str], *, as_user: str | None = None) -> None:
+    """Run the job again, not on ``exclude``: requeue it held, widen its ExcNodeList, release it. (A running
+    job's ExcNodeList cannot change; a pending one's can, and the hold keeps it from starting in between.)"""
+    run(["scontrol", "requeuehold", job_id], timeout_s=TIMEOUT_S, as_user=as_user)
+    try:
+        if exclude:
+            argv = ["scontrol", "update", f"JobId={job_id}", f"ExcNodeList={','.join(exclude)}"]
+            run(argv, timeout_s=TIMEOUT_S, as_user=as_user)
+    finally:
+        run(["scontrol", "release", job_id], timeout_s=TIMEOUT_S, as_user=as_user)
+
+
 def sacct(
     job_ids: Iterable[str], *, all_steps: bool = False, attempts: bool = False, chunk: int = 5000
 ) -> list[SacctRow]:

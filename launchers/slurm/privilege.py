@@ -1,4 +1,5 @@
-"""The one privilege path: a Slurm command that must run as a job's own user (sbatch, scancel) runs through
+"""The one privilege path: a Slurm command that must run as a job's own user (sbatch, scancel, and
+scontrol for the health policy's requeue) runs through
 ``sudo -n -u USER --``, which a sudoers rule limits to those commands and to the mapped users (see
 docs/security.md and ``hpcgw cluster users``). ``-n``: sudo never waits for a password; a missing rule is an
 error with sudo's own message, not a hang.

@@ -1,0 +1,135 @@
+"""The worker's side of run health: gather each running job's evidence, ask gateway.health for a verdict, and
+carry it out. No Slurm call is made to find out: the metrics are already loaded, and the heartbeats are small
+files in the job folder. Only a verdict costs a command (scancel with the cycle's cancellations, or a requeue).
+
+A stop sets the job's verdict and asks for a cancellation, which the worker sends with the others in one
+scancel per user; when Slurm reports the job CANCELLED, its state becomes the verdict (hung, diverged,
+stopped_early). A requeue is `scontrol requeuehold`, `update ExcNodeList`, `release`, as the job's user, and is
+recorded on the attempt it ended.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from gateway.config import GatewayConfig
+from gateway.health import HealthPolicy, Verdict, evaluate
+from gateway.jobs import record_state
+from gateway.models import Job, JobAttempt
+from launchers.runtime.markers import JobMarkers
+from launchers.slurm import commands
+from launchers.slurm.hostlist import expand_hostlist
+from launchers.slurm.shell import CommandError
+from launchers.states import JobState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Requeue:
+    job_id: str
+    slurm_job_id: str
+    user: str
+    restarts: int
+    verdict: Verdict
+    exclude: tuple[str, ...]
+
+
+class HealthGuard:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.requeues: list[Requeue] = []
+        self.stopped = False  # a verdict this cycle asked for a cancellation
+        self._requeued: dict[str, int] = {}  # job id -> the run it requeued, until Slurm shows the next one
+
+    def check(self, job: Job, started: dict[str, Any] | None, node_list: str, now: datetime) -> None:
+        """Decide on one running job (the caller writes the row); a requeue waits for :meth:`carry_out`."""
+        if not job.health or job.health_verdict or job.cancel_requested or job.state != JobState.RUNNING.value:
+            return
+        if started is None or int(started.get("restart", 0)) != job.restarts or not job.slurm_job_id:
+            return  # the run that started is not the run Slurm reports: its evidence is an older run's
+        if self._requeued.get(job.id) == job.restarts:
+            return  # asked already; accounting has not shown the next run yet
+        policy = HealthPolicy.model_validate(job.health)
+        markers = JobMarkers(Path(job.submit_folder), job.slurm_job_id)
+        assessment = evaluate(
+            policy,
+            job.metrics,
+            markers.heartbeats(job.restarts, job.nodes * job.tasks_per_node),
+            _number(started.get("time")),
+            now.timestamp(),
+            restarts_used=job.health_restarts,
+            may_requeue=job.requeue,
+        )
+        if assessment.best_epoch != job.best_epoch:
+            job.best_epoch = assessment.best_epoch
+        verdict = assessment.verdict
+        if verdict is None:
+            return
+        log.warning("job %s (Slurm %s): %s; action %s", job.id, job.slurm_job_id, verdict.reason, verdict.action)
+        job.health_reason = verdict.reason
+        if verdict.action == "stop":
+            job.health_verdict = verdict.state.value
+            job.cancel_requested = True  # scancel'd with the cycle's other cancellations
+            self.stopped = True
+            return
+        # Only nodes the run really had: a heartbeat file is the job's own writing.
+        ran_on = set(expand_hostlist(node_list)) if node_list else set()
+        exclude = sorted({*(_split(job.excluded_nodes)), *(h for h in verdict.exclude if h in ran_on)})
+        user = self.config.unix_user_of(job.user)
+        self.requeues.append(Requeue(job.id, job.slurm_job_id, user, job.restarts, verdict, tuple(exclude)))
+
+    def carry_out(self, engine: Engine) -> bool:
+        """The requeues this cycle decided on, after the cycle's rows are committed."""
+        pending, self.requeues = self.requeues, []
+        for request in pending:
+            try:
+                commands.requeue_elsewhere(request.slurm_job_id, request.exclude, as_user=request.user)
+            except CommandError as exc:
+                log.warning("requeue of %s failed, will decide again: %s", request.slurm_job_id, exc)
+                continue
+            self._requeued[request.job_id] = request.restarts
+            with Session(engine, expire_on_commit=False) as session:
+                job = session.get(Job, request.job_id)
+                if job is None:
+                    continue
+                job.health_restarts += 1
+                job.excluded_nodes = ",".join(request.exclude) or job.excluded_nodes
+                excluded = f"; the next run excludes {', '.join(request.exclude)}" if request.exclude else ""
+                note = f"{request.verdict.reason}; requeued by the health policy{excluded}"
+                attempt = session.exec(
+                    select(JobAttempt).where(JobAttempt.job_id == job.id, JobAttempt.number == request.restarts)
+                ).first() or JobAttempt(
+                    job_id=job.id, number=request.restarts, slurm_job_id=request.slurm_job_id, slurm_state="RUNNING"
+                )
+                attempt.ended_by = note[:512]
+                session.add(attempt)
+                job.reason = note[:256]
+                record_state(session, job, JobState.REQUEUED, reason=job.reason)
+                session.commit()
+        return bool(pending)
+
+    def forget(self, job_id: str) -> None:
+        self._requeued.pop(job_id, None)
+
+
+def read_provenance(job: Job) -> dict[str, Any] | None:
+    """What rank 0 recorded at the end of a successful run (launchers.runtime.provenance)."""
+    if not job.slurm_job_id:
+        return None
+    return JobMarkers(Path(job.submit_folder), job.slurm_job_id).provenance()
+
+
+def _split(nodes: str | None) -> list[str]:
+    return [n for n in (nodes or "").split(",") if n]
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
