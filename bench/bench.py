@@ -20,8 +20,9 @@ from typing import Any
 
 from bench.cases import bench_get, bench_submission, bench_sweep, bench_time_to_running, bench_tracking
 from bench.fairness import bench_fairness
+from bench.health import bench_health
 from bench.load import bench_load
-from bench.report import restd_table, table
+from bench.report import health_line, restd_table, table
 from bench.restd import bench_restd
 from bench.support import gateway, register, scancel_all
 from devcluster import use_local_cluster
@@ -39,7 +40,10 @@ def main() -> int:
     parser.add_argument("--get-jobs", type=int, default=1000)
     parser.add_argument("--load-duration", type=float, default=300.0, help="seconds of the load case")
     parser.add_argument(
-        "--only", choices=("all", "restd"), default="all", help="restd: only the slurmrestd comparison (issue 13)"
+        "--only",
+        choices=("all", "restd", "health"),
+        default="all",
+        help="restd: only the slurmrestd comparison (issue 13); health: only the health checks' cost (issue 14)",
     )
     parser.add_argument("--api-processes", type=int, default=2, help="`hpcgw serve --processes` in the restd case")
     parser.add_argument("--tracked-get", type=int, default=10_000, help="tracked jobs for the restd case's GETs")
@@ -54,6 +58,11 @@ def main() -> int:
     root.chmod(0o711)  # the gateway's jobs run as alice and bob, who must reach their folders
     try:
         scancel_all()
+        if args.only == "health":
+            results["tracking"] = bench_tracking(root, [1000], cycles=5)
+            results["health"] = bench_health(root, jobs=1000)
+            return _report(results)
+        results["health"] = bench_health(root, jobs=1000)
         results["restd"] = bench_restd(root / "restd", api_processes=args.api_processes, tracked=args.tracked_get)
         scancel_all()
         if args.only == "restd":
@@ -89,7 +98,10 @@ def _report(results: dict[str, Any]) -> int:
     if "submission" in results:
         print(table(results))
         print()
-    print(restd_table(results["restd"]))
+    if "restd" in results:
+        print(restd_table(results["restd"]))
+    if "health" in results and "tracking" in results:
+        print(health_line(results["health"], results["tracking"].get("1000")))
     print(f"\nraw figures: {out}")
     return 0
 

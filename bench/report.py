@@ -143,3 +143,19 @@ def _ms(value: float | None) -> str:
 
 def _mark(ok: bool, target: str) -> str:
     return f"met ({target})" if ok else f"MISSED ({target})"
+
+
+def health_line(health: dict[str, Any], tracking: dict[str, Any] | None) -> str:
+    """The health checks' time per cycle beside a real poll cycle of as many tracked jobs (one run)."""
+    extra, full = health["health_s_per_cycle"], health["health_s_reading_all"]
+    line = (
+        f"Health checks, {health['jobs']} running jobs x {health['ranks']} ranks: {extra * 1000:.1f} ms per cycle, "
+        f"{full * 1000:.0f} ms in a cycle that reads every heartbeat file"
+    )
+    if tracking:
+        poll = tracking["wall_s_per_cycle"]
+        line += (
+            f"; a poll cycle of {health['jobs']} tracked jobs: {poll * 1000:.0f} ms "
+            f"(+{extra / poll:.0%}, +{full / poll:.0%} reading all)"
+        )
+    return line + f"; verdicts: {health['verdicts']} (none expected)"

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
-from gateway.reproduce import Verification
 from gateway.schemas import (
     AlgorithmCreate,
     AlgorithmPublic,
@@ -32,6 +31,7 @@ from gateway.schemas import (
     SweepCreate,
     SweepPublic,
     TeamPublic,
+    Verification,
 )
 from launchers.states import JobState
 

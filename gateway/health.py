@@ -108,10 +108,12 @@ def evaluate(
     *,
     restarts_used: int = 0,
     may_requeue: bool = True,
+    stalled: tuple[int | None, Verdict | None] | None = None,
 ) -> Assessment:
-    """The verdict for a running job, first rule first: divergence, then a hang, then a plateau."""
-    best_epoch, plateau = _plateau(policy, metrics)
-    verdict = _divergence(policy, metrics, heartbeats) or _hang(policy, heartbeats, started_at, now) or plateau
+    """The verdict for a running job, first rule first: divergence, then a hang, then a plateau. ``stalled``:
+    :func:`plateau` of these metrics, when the caller kept it from a cycle with the same metrics."""
+    best_epoch, stop_early = stalled if stalled is not None else plateau(policy, metrics)
+    verdict = _divergence(policy, metrics, heartbeats) or _hang(policy, heartbeats, started_at, now) or stop_early
     if verdict is not None and verdict.action == "requeue":
         if not may_requeue:
             verdict = Verdict(verdict.state, "stop", f"{verdict.reason}; the job may not be requeued (requeue=false)")
@@ -159,9 +161,7 @@ def _hang(
     timeout = policy.hang_timeout_s
     if timeout is None or started_at is None:
         return None
-    reports = [float(b["progress_at"]) for b in heartbeats.values() if _is_time(b.get("progress_at"))]
-    beats = [float(b["time"]) for b in heartbeats.values() if _is_time(b.get("time"))]
-    last = max([started_at, *(reports or beats)])
+    last, reports = last_progress(heartbeats, started_at)
     if now - last <= timeout:
         return None
     silent_after = 3 * policy.heartbeat_s
@@ -177,7 +177,18 @@ def _hang(
     return Verdict(JobState.HUNG, policy.on_hang, reason, tuple(sorted({host for _, host in silent})))
 
 
-def _plateau(policy: HealthPolicy, metrics: list[dict[str, Any]]) -> tuple[int | None, Verdict | None]:
+def last_progress(heartbeats: dict[int, dict[str, Any]], started_at: float) -> tuple[float, bool]:
+    """When any rank last made progress, and whether that is a trainer's report (True) or a heartbeat."""
+    reports = [float(b["progress_at"]) for b in heartbeats.values() if _is_time(b.get("progress_at"))]
+    beats = [float(b["time"]) for b in heartbeats.values() if _is_time(b.get("time"))]
+    return max([started_at, *(reports or beats)]), bool(reports)
+
+
+def needs_heartbeats(policy: HealthPolicy) -> bool:
+    return policy.hang_timeout_s is not None or policy.stop_on_nan or policy.max_loss is not None
+
+
+def plateau(policy: HealthPolicy, metrics: list[dict[str, Any]]) -> tuple[int | None, Verdict | None]:
     """The best epoch of the monitored metric, and early stopping once ``patience`` epochs did not beat it."""
     best: float | None = None
     best_epoch: int | None = None

@@ -8,30 +8,11 @@ different model mean the trainer is not deterministic (docs/reproducibility.md).
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-from pydantic import BaseModel, Field
+from typing import Any
 
 from gateway.models import Job
+from gateway.schemas import Difference, Verification, VerificationStatus
 from launchers.states import JobState
-
-Status = Literal["pending", "identical", "different", "failed", "unverifiable"]
-
-
-class Difference(BaseModel):
-    input: str
-    original: Any
-    rerun: Any
-
-
-class Verification(BaseModel):
-    original: str
-    rerun: str
-    status: Status = Field(description="pending until the rerun ends; identical or different when both models exist")
-    detail: str
-    original_model_sha256: str | None
-    rerun_model_sha256: str | None
-    differences: list[Difference] = Field(description="every recorded input that differs between the two runs")
 
 
 def recorded_inputs(job: Job) -> dict[str, Any]:
@@ -68,7 +49,7 @@ def verify(original: Job, rerun: Job) -> Verification:
     ours = (original.provenance or {}).get("model_sha256")
     theirs = (rerun.provenance or {}).get("model_sha256")
 
-    def answer(status: Status, detail: str) -> Verification:
+    def answer(status: VerificationStatus, detail: str) -> Verification:
         return Verification(
             original=original.id,
             rerun=rerun.id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -261,3 +261,24 @@ class SweepPublic(BaseModel):
     counts: dict[str, int]
     tasks: list[SweepTask]
     best: SweepTask | None = None
+
+
+VerificationStatus = Literal["pending", "identical", "different", "failed", "unverifiable"]
+
+
+class Difference(BaseModel):
+    input: str
+    original: Any
+    rerun: Any
+
+
+class Verification(BaseModel):
+    original: str
+    rerun: str
+    status: VerificationStatus = Field(
+        description="pending until the rerun ends; identical or different when both models exist"
+    )
+    detail: str
+    original_model_sha256: str | None
+    rerun_model_sha256: str | None
+    differences: list[Difference] = Field(description="every recorded input that differs between the two runs")

@@ -22,8 +22,17 @@ from gateway.jobs import (
     to_public,
 )
 from gateway.models import Job, JobAttempt
-from gateway.reproduce import Verification, verify
-from gateway.schemas import AttemptPublic, JobCreate, JobList, JobPublic, LogTail, MetricsPublic, RerunRequest
+from gateway.reproduce import verify
+from gateway.schemas import (
+    AttemptPublic,
+    JobCreate,
+    JobList,
+    JobPublic,
+    LogTail,
+    MetricsPublic,
+    RerunRequest,
+    Verification,
+)
 from launchers.states import JobState
 from launchers.submission import render_script
 

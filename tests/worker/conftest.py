@@ -18,7 +18,7 @@ from gateway.auth import Principal
 from gateway.config import GatewayConfig
 from gateway.db import make_engine, migrate
 from gateway.jobs import create_job
-from gateway.models import Algorithm, AlgorithmVersion, Job, JobEvent, Sweep
+from gateway.models import Algorithm, AlgorithmVersion, Job, JobAttempt, JobEvent, Sweep
 from gateway.schemas import JobCreate, SweepCreate
 from gateway.sweeps import create_sweep
 from gateway.worker.loop import Worker
@@ -114,6 +114,11 @@ class Gateway:
         job = self.job(job_id)
         assert job.slurm_job_id is not None
         return JobMarkers(Path(job.submit_folder), job.slurm_job_id)
+
+    def attempts(self, job_id: str) -> list[JobAttempt]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            query = select(JobAttempt).where(JobAttempt.job_id == job_id).order_by(col(JobAttempt.number))
+            return list(session.exec(query))
 
     def slurm_id(self, job_id: str) -> str:
         slurm_id = self.job(job_id).slurm_job_id

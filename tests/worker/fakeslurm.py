@@ -211,6 +211,14 @@ class FakeSlurm:
             if not held:
                 return 1, "", "slurm_load_jobs error: Invalid job id specified\n"
             return 0, slurmtext.scontrol_jobs(held), ""
+        if argv[1] in ("requeuehold", "release") and len(argv) == 3:
+            if argv[1] == "requeuehold":
+                self.requeue(argv[2], "REQUEUED")
+            return 0, "", ""
+        if argv[1] == "update" and len(argv) == 4 and argv[3].startswith("ExcNodeList="):
+            for job in self._each(argv[2].removeprefix("JobId=")):
+                job.excluded = argv[3].split("=", 1)[1]
+            return 0, "", ""
         raise AssertionError(f"the fake does not know scontrol {argv[1:]}")
 
     def _sinfo(self, argv: tuple[str, ...]) -> tuple[int, str, str]:

@@ -48,6 +48,7 @@ class FakeJob:
     in_accounting: bool = True  # False: slurmdbd has not heard of it yet
     priority: int = 0
     cancelled_by: int = 0
+    excluded: str = ""  # ExcNodeList (scontrol update)
 
     @property
     def run(self) -> Run:
