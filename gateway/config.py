@@ -75,7 +75,7 @@ class TokenConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
-    # The Unix account the user's jobs run as (sbatch and scancel through sudo). Default: ``user``.
+    # The Unix account the user's jobs run as (sbatch, scancel, scontrol through sudo). Default: ``user``.
     unix_user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     team: str | None = None
     role: Literal["user", "admin"] = "user"

@@ -9,7 +9,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from gateway.health import HealthOverrides, HealthPolicy
-from launchers.resources import Resources
+from launchers.resources import (
+    MAX_CPUS_PER_TASK,
+    MAX_GPUS_PER_NODE,
+    MAX_MEM_GB,
+    MAX_NODES,
+    MAX_TASKS_PER_NODE,
+    MAX_TIME_LIMIT_MIN,
+    Resources,
+)
 from launchers.space import ParameterSpace
 from launchers.spec import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
 from launchers.states import JobState
@@ -98,15 +106,15 @@ class JobCreate(Resources):
 class RerunRequest(BaseModel):
     """A rerun of the recorded inputs; resources may change (a different world size), nothing else may."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `"nodes": true` is no number of nodes
 
     verify: bool = Field(False, description="compare the rerun's model with the original's when it ends")
-    nodes: int | None = Field(None, ge=1)
-    tasks_per_node: int | None = Field(None, ge=1)
-    gpus_per_node: int | None = Field(None, ge=0)
-    cpus_per_task: int | None = Field(None, ge=1)
-    mem_gb: float | None = Field(None, gt=0)
-    time_limit_min: int | None = Field(None, ge=1)
+    nodes: int | None = Field(None, ge=1, le=MAX_NODES)
+    tasks_per_node: int | None = Field(None, ge=1, le=MAX_TASKS_PER_NODE)
+    gpus_per_node: int | None = Field(None, ge=0, le=MAX_GPUS_PER_NODE)
+    cpus_per_task: int | None = Field(None, ge=1, le=MAX_CPUS_PER_TASK)
+    mem_gb: float | None = Field(None, gt=0, le=MAX_MEM_GB)
+    time_limit_min: int | None = Field(None, ge=1, le=MAX_TIME_LIMIT_MIN)
 
     def resource_changes(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump(exclude={"verify"}).items() if v is not None}
@@ -226,6 +234,9 @@ class LogTail(BaseModel):
 class MetricsPublic(BaseModel):
     job_id: str
     epochs: list[dict[str, Any]]
+    state: JobState | None = Field(None, description="the job's state: hung, diverged, stopped_early among them")
+    best_epoch: int | None = Field(None, description="the epoch with the best value of the health policy's monitor")
+    health_reason: str | None = Field(None, description="why the health policy stopped or requeued the job")
 
 
 class SweepCreate(BaseModel):

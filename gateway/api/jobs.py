@@ -147,14 +147,20 @@ def job_logs(
 @router.get("/{job_id:hexid}/metrics", response_model=MetricsPublic, responses=declare(*AUTHENTICATED, 404))
 def job_metrics(job_id: JobIdPath, session: SessionDep, principal: PrincipalDep) -> MetricsPublic:
     job = get_visible_job(session, principal, job_id)
-    return MetricsPublic(job_id=job.id, epochs=job.metrics)
+    return MetricsPublic(
+        job_id=job.id,
+        epochs=job.metrics,
+        state=JobState(job.state),
+        best_epoch=job.best_epoch,
+        health_reason=job.health_reason,
+    )
 
 
 @router.post(
     "/{job_id:hexid}/rerun",
     response_model=JobPublic,
     status_code=status.HTTP_201_CREATED,
-    responses=declare(*AUTHENTICATED, 404, 429),
+    responses=declare(*AUTHENTICATED, *BODY, 404, 409, 429),
 )
 def rerun_job(
     job_id: JobIdPath,

@@ -196,13 +196,18 @@ def metrics(job_id: str, url: UrlOpt = None, token: TokenOpt = None, json_out: J
     """Per-epoch training metrics."""
     with client(url, token) as c:
         try:
-            epochs = c.metrics(job_id).epochs
+            found = c.metrics(job_id)
         except ClientError as exc:
             raise fail(exc) from None
     if json_out:
-        typer.echo(json.dumps(epochs))
+        typer.echo(json.dumps(found.epochs))
         return
-    console.print(metrics_table(epochs))
+    table = metrics_table(found.epochs)
+    notes = [f"best epoch {found.best_epoch}"] if found.best_epoch is not None else []
+    if found.health_reason:
+        notes.append(f"{found.state.value if found.state else ''}: {found.health_reason}")
+    table.caption = "; ".join(notes) or None
+    console.print(table)
 
 
 def algorithms(url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:

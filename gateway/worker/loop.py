@@ -355,9 +355,8 @@ class Worker:
         if seen is not None and seen.attempts:
             self.attempts.record(session, job, seen)
         changed = self.write(session, job, transition)
-        if transition.state is JobState.SUCCEEDED:
-            job.provenance = read_provenance(job)
         if transition.state is not None and transition.state.is_terminal:
+            job.provenance = read_provenance(job)  # every finished run: what it needs to be run again
             self._last_seen.pop(slurm_id, None)
             self.guard.forget(job.id)
         self.guard.check(job, evidence.started, seen.node_list if seen else "", now)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from launchers.files import read_job_file
+from launchers.runtime.heartbeat import finite_or_text
 
 
 class MetricsReader:
@@ -34,7 +35,7 @@ class MetricsReader:
                 value = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line being written right now; complete next cycle
-            if isinstance(value, dict):
-                epochs.append(value)
+            if isinstance(value, dict):  # NaN and infinities as strings: strict JSON (PostgreSQL's, the API's)
+                epochs.append({k: finite_or_text(v) for k, v in value.items()})
         self._seen[job_id] = key
         return epochs

@@ -49,11 +49,11 @@ def last_report(path: Path | None) -> tuple[dict[str, Any], float] | None:
         except json.JSONDecodeError:
             continue  # a line being written, or the cut start of the tail
         if isinstance(value, dict):
-            return {k: _finite_or_text(v) for k, v in value.items() if isinstance(k, str)}, stat.st_mtime
+            return {k: finite_or_text(v) for k, v in value.items() if isinstance(k, str)}, stat.st_mtime
     return None
 
 
-def _finite_or_text(value: Any) -> Any:
+def finite_or_text(value: Any) -> Any:
     """NaN and infinities as strings: strict JSON (the database's, the API's) has no literal for them."""
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")

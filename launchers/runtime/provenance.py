@@ -64,9 +64,12 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def record(env: Mapping[str, str], command: Sequence[str], world_size: int, hosts: Sequence[str]) -> dict[str, Any]:
+def record(
+    env: Mapping[str, str], command: Sequence[str], world_size: int, hosts: Sequence[str], *, model: bool = True
+) -> dict[str, Any]:
+    """``model``: hash the model directory (at the end of a successful run; before it, there is no model)."""
     model_dir = Path(env.get("MODEL_OUTPUT_DIR", ""))
-    model_sha, files = tree_digest(model_dir) if env.get("MODEL_OUTPUT_DIR") else (None, {})
+    model_sha, files = tree_digest(model_dir) if model and env.get("MODEL_OUTPUT_DIR") else (None, {})
     return {
         "world_size": world_size,
         "hosts": list(hosts),

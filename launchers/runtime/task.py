@@ -112,6 +112,11 @@ class TrainerTask(submitit.helpers.Checkpointable):
             progress_file=markers.progress_path(topology.rank, restart),
             metrics_file=Path(env["METRICS_FILE"]) if topology.rank == 0 and env.get("METRICS_FILE") else None,
         ).start()
+        hosts = [host for host, _ in topology.hosts]
+        if topology.rank == 0:  # what this run is, whatever its end; the model's digest joins it at a success
+            provenance.write(
+                markers.provenance_path, provenance.record(env, self.command, topology.size, hosts, model=False)
+            )
         try:
             code = _run_trainer(self.command, env)
         finally:
@@ -119,7 +124,6 @@ class TrainerTask(submitit.helpers.Checkpointable):
             if server is not None:
                 server.shutdown()
         if code == 0 and topology.rank == 0:
-            hosts = [host for host, _ in topology.hosts]
             provenance.write(markers.provenance_path, provenance.record(env, self.command, topology.size, hosts))
         markers.write_exit(topology.rank, restart, code)
         if code != 0:

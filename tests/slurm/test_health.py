@@ -93,6 +93,8 @@ def test_a_nan_loss_is_stopped_as_diverged(gateway: TestClient, dataset_hash: st
     assert "loss is nan" in done["health_reason"], done["health_reason"]
     assert sacct_row(done["slurm_job_id"])[0].startswith("CANCELLED")
     assert not (Path(_folder(gateway, job["id"])) / "model.json").exists()  # it did not run to the end
+    metrics = gateway.get(f"/v1/jobs/{job['id']}/metrics", headers=auth("alice"))
+    assert metrics.status_code == 200 and metrics.json()["epochs"][-1]["loss"] == "NaN"  # strict JSON
 
 
 def test_a_plateau_stops_early_with_the_best_epoch(gateway: TestClient, dataset_hash: str) -> None:
@@ -108,8 +110,9 @@ def test_a_plateau_stops_early_with_the_best_epoch(gateway: TestClient, dataset_
     assert done["best_epoch"] == 2
     assert "best 0.5 at epoch 2" in done["health_reason"]
     assert sacct_row(done["slurm_job_id"])[0].startswith("CANCELLED")
-    epochs = gateway.get(f"/v1/jobs/{job['id']}/metrics", headers=auth("alice")).json()["epochs"]
-    assert 4 <= len(epochs) < 8  # stopped within a cycle or two of epoch 4, well before the end
+    metrics = gateway.get(f"/v1/jobs/{job['id']}/metrics", headers=auth("alice")).json()
+    assert 4 <= len(metrics["epochs"]) < 8  # stopped within a cycle or two of epoch 4, well before the end
+    assert (metrics["state"], metrics["best_epoch"]) == ("stopped_early", 2)
 
 
 def test_silent_ranks_requeue_the_job_away_from_their_node(gateway: TestClient, dataset_hash: str) -> None:

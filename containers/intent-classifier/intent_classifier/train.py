@@ -1,10 +1,12 @@
 """Train the intent classifier with Horovod, following the trainer protocol.
 
 Everything comes from the environment: TRAINING_DATA_PATH, MODEL_OUTPUT_DIR, METRICS_FILE, SEED, EPOCHS, LR,
-BATCH_SIZE and FC_SIZE. One JSON line per epoch goes to METRICS_FILE; rank 0 writes the model. A checkpoint
+BATCH_SIZE and FC_SIZE. One JSON line per epoch goes to METRICS_FILE; rank 0 writes the model. Each rank
+reports its step and loss to HPCGW_PROGRESS_FILE (for the gateway's hang and divergence checks). A checkpoint
 after every epoch lets a requeued job resume where it stopped. For a fixed SEED and world size the run is
-deterministic: one thread per rank, a seeded distributed sampler, and Horovod's tensor fusion off (fusion
-groups tensors by timing, which would change the order of floating-point sums between runs).
+deterministic: one thread per rank, a seeded distributed sampler, Horovod's tensor fusion off (fusion groups
+tensors by timing, which would change the order of floating-point sums between runs), and on GPUs PyTorch's
+deterministic algorithms only (docs/reproducibility.md).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HOROVOD_FUSION_THRESHOLD", "0")
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic workspaces, before CUDA starts
 
 import torch
 from torch import nn
@@ -118,6 +121,25 @@ def trim_metrics(path: Path, last_epoch: int) -> None:
     path.write_text("".join(f"{line}\n" for line in kept))
 
 
+class Progress:
+    """Per-step progress for the gateway's hang and divergence checks (the trainer protocol's
+    HPCGW_PROGRESS_FILE), rewritten at most once a second: a report per batch would cost more than the batch."""
+
+    def __init__(self, path: str | None, every_s: float = 1.0) -> None:
+        self.path = Path(path) if path else None
+        self.every_s = every_s
+        self.last = 0.0
+
+    def report(self, epoch: int, step: int, loss: float) -> None:
+        now = time.monotonic()
+        if self.path is None or now - self.last < self.every_s:
+            return
+        self.last = now
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(json.dumps({"epoch": epoch, "step": step, "loss": loss}) + "\n")
+        tmp.replace(self.path)
+
+
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
     """Held-out accuracy over all ranks' shards."""
     model.eval()
@@ -140,6 +162,8 @@ def main() -> int:
     if torch.cuda.is_available():
         torch.cuda.set_device(hvd.local_rank())  # each rank on the GPU of its local rank
         device = torch.device("cuda", hvd.local_rank())
+        torch.use_deterministic_algorithms(True)  # an op without a deterministic CUDA kernel fails, loudly
+        torch.backends.cudnn.benchmark = False
     else:
         device = torch.device("cpu")
     print(f"HPCGW_RANK_REPORT {json.dumps({'rank': rank, 'size': size, 'device': str(device)})}", flush=True)
@@ -172,7 +196,9 @@ def main() -> int:
     hvd.broadcast_optimizer_state(optimizer, root_rank=0)
     optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
     loss_fn = nn.CrossEntropyLoss()
+    progress = Progress(os.environ.get("HPCGW_PROGRESS_FILE"))
 
+    step = 0
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
         started, loss_sum, seen = time.perf_counter(), 0.0, 0
@@ -183,6 +209,8 @@ def main() -> int:
             optimizer.step()
             loss_sum += float(loss.detach()) * len(labels)
             seen += len(labels)
+            step += 1
+            progress.report(epoch + 1, step, float(loss.detach()))
         elapsed = time.perf_counter() - started
         totals = hvd.allreduce(torch.tensor([loss_sum, seen], dtype=torch.float64), op=hvd.Sum, name="loss_sum")
         accuracy = evaluate(model, eval_loader, device)
