@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from launchers.slurm.shell import run
-from launchers.spec import JobSpec
+from launchers.spec import Framework, JobSpec
 
 TRAINER_DIR = Path(__file__).resolve().parent.parent / "containers" / "intent-classifier"
 
@@ -29,8 +29,10 @@ def intent_classifier_spec(
     epochs: int = 5,
     time_limit_min: int = 15,
     extra_env: dict[str, str] | None = None,
+    framework: Framework = "horovod",
 ) -> JobSpec:
-    """A runtime-'none' spec of the classifier, writing its model and metrics under ``workdir``."""
+    """A runtime-'none' spec of the classifier, writing its model and metrics under ``workdir``; ``framework``
+    picks its Horovod form (train.py) or its DDP form (train_ddp.py)."""
     env = {
         "TRAINING_DATA_PATH": str(dataset_dir),
         "MODEL_OUTPUT_DIR": str(workdir / "model"),
@@ -49,7 +51,8 @@ def intent_classifier_spec(
         nodes=nodes,
         tasks_per_node=tasks_per_node,
         time_limit_min=time_limit_min,
-        command=(sys.executable, str(TRAINER_DIR / "train.py")),
+        command=(sys.executable, str(TRAINER_DIR / ("train_ddp.py" if framework == "ddp" else "train.py"))),
+        framework=framework,
         env=env,
         folder=workdir / "job",
     )

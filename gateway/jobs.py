@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -23,7 +23,7 @@ from gateway.schemas import JobCreate, JobPublic, validate_parameters
 from launchers.errors import SpecError
 from launchers.resources import RESOURCE_FIELDS, Resources, check_fit
 from launchers.slurm.sinfo import PartitionSize
-from launchers.spec import ContainerSpec, JobSpec
+from launchers.spec import ContainerSpec, Framework, JobSpec
 from launchers.states import JobState
 
 ACTIVE_IN_SLURM = (
@@ -211,6 +211,7 @@ def build_job(
         image=version.image,
         image_digest=version.image_digest,
         command=list(command),
+        framework=version.framework,
         dataset_id=request.dataset_id,
         train_data_version_hash=request.train_data_version_hash,
         parameters=parameters if parameters is not None else validate_parameters(request.parameters),
@@ -273,6 +274,7 @@ def job_spec(config: GatewayConfig, job: Job) -> JobSpec:
         qos=job.qos,
         **stored_resources(job).model_dump(),
         requeue=job.requeue,
+        framework=cast(Framework, job.framework),
         container=container,
         command=tuple(job.command),
         env=env,
@@ -345,6 +347,7 @@ def to_public(job: Job) -> JobPublic:
         best_epoch=job.best_epoch,
         provenance=job.provenance,
         verify=job.verify,
+        framework=cast(Framework, job.framework),
     )
 
 

@@ -48,6 +48,7 @@ class AlgorithmVersion(SQLModel, table=True):
     command: list[str] = Field(sa_column=Column(JSON, nullable=False))
     # With container runtime 'none' (no Apptainer on the machine) the trainer runs from this command instead.
     local_command: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    framework: str = Field(default="horovod", max_length=16)  # horovod or ddp (launchers.spec.JobSpec.framework)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -109,6 +110,7 @@ class Job(SQLModel, table=True):
     image: str = Field(max_length=1024)
     image_digest: str | None = Field(default=None, max_length=128)
     command: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    framework: str = Field(default="horovod", max_length=16)
     dataset_id: str = Field(max_length=128)
     train_data_version_hash: str = Field(max_length=128)
     parameters: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))

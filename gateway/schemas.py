@@ -19,7 +19,7 @@ from launchers.resources import (
     Resources,
 )
 from launchers.space import ParameterSpace
-from launchers.spec import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
+from launchers.spec import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES, Framework
 from launchers.states import JobState
 
 PARAM_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -157,6 +157,7 @@ class JobPublic(BaseModel):
         None, description="what the run needs to be run again: versions, world size, the model's SHA-256"
     )
     verify: bool = Field(False, description="this job reruns rerun_of to compare the models")
+    framework: Framework = Field("horovod", description="its algorithm version's distributed framework")
 
 
 class AttemptPublic(BaseModel):
@@ -188,6 +189,9 @@ class AlgorithmVersionCreate(BaseModel):
     local_command: list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] | None = Field(
         None, min_length=1, max_length=64
     )
+    framework: Framework = Field(
+        "horovod", description="horovod, or ddp: torch.distributed with RANK, WORLD_SIZE, MASTER_ADDR set per rank"
+    )
 
 
 class AlgorithmCreate(AlgorithmVersionCreate):
@@ -202,6 +206,7 @@ class AlgorithmVersionPublic(BaseModel):
     image_digest: str | None
     command: list[str]
     local_command: list[str] | None
+    framework: Framework = "horovod"
     created_at: datetime
 
 

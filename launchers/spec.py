@@ -18,9 +18,24 @@ from launchers.slurm.privilege import check_unix_name
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SLURM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Set by the launcher or Slurm; a user who sets them would silently break rank placement or the protocol's paths.
-RESERVED_ENV_PREFIXES = ("SLURM_", "SLURMD_", "SUBMITIT_", "HOROVOD_", "APPTAINER", "SINGULARITY", "OMPI_", "PMIX_")
-RESERVED_ENV_NAMES = frozenset({"PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "HOME", "CUDA_VISIBLE_DEVICES"})
+RESERVED_ENV_PREFIXES = (
+    "SLURM_",
+    "SLURMD_",
+    "SUBMITIT_",
+    "HOROVOD_",
+    "APPTAINER",
+    "SINGULARITY",
+    "OMPI_",
+    "PMIX_",
+    "TORCHELASTIC_",
+)
+# The last seven are torch.distributed's, which the runtime sets per rank for DDP (launchers/runtime/ddp.py).
+RESERVED_ENV_NAMES = frozenset(
+    {"PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "HOME", "CUDA_VISIBLE_DEVICES"}
+    | {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT"}
+)
 MAX_ENV_VALUE_LEN = 32 * 1024
+Framework = Literal["horovod", "ddp"]
 
 
 class Bind(BaseModel):
@@ -88,6 +103,9 @@ class JobSpec(Resources):
     env: dict[str, str] = Field(default_factory=dict)
     # where submitit keeps the job's pickles, per-rank logs and markers
     folder: Path
+    # The trainer's distributed framework: Horovod (its Gloo rendezvous, or MPI), or torch.distributed (DDP), whose
+    # RANK, WORLD_SIZE, MASTER_ADDR... the in-job runtime sets from Slurm's variables (launchers/runtime/ddp.py).
+    framework: Framework = "horovod"
     # Horovod controller: gloo (default) or MPI through `srun --mpi=pmix`
     controller: Literal["gloo", "mpi"] = "gloo"
     rendezvous_timeout_s: float = Field(60.0, gt=0, le=3600)
@@ -105,6 +123,12 @@ class JobSpec(Resources):
     @classmethod
     def _unix_name(cls, value: str | None) -> str | None:
         return None if value is None else check_unix_name(value)
+
+    @model_validator(mode="after")
+    def _framework(self) -> JobSpec:
+        if self.framework == "ddp" and self.controller == "mpi":
+            raise ValueError("controller 'mpi' is Horovod's; a DDP job rendezvouses through torch's TCPStore")
+        return self
 
     @field_validator("name", "partition", "account", "qos")
     @classmethod

@@ -135,7 +135,7 @@ def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
         "time": spec.time_limit_min,
         "signal_delay_s": spec.signal_delay_s,
         "srun_args": srun_args,
-        "setup": list(spec.setup),
+        "setup": [*_framework_lines(spec), *spec.setup],
         "teardown": exit_code_teardown(spec.folder),
         "additional_parameters": {
             "requeue" if spec.requeue else "no_requeue": True,
@@ -153,6 +153,18 @@ def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
     if spec.mem_gb is not None:
         params["mem"] = f"{round(spec.mem_gb * 1024)}M"
     return params
+
+
+def _framework_lines(spec: JobSpec) -> list[str]:
+    """What the job script says of a DDP job (the framework itself travels in the task's pickle): the rendezvous
+    the ranks will use, for people reading the script (``hpcgw render``) and for the trainer's own checks."""
+    if spec.framework != "ddp":
+        return []
+    return [
+        "# torch.distributed: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT are set per rank from Slurm's",
+        "# variables by launchers.runtime.ddp; rank 0's task hosts the TCPStore (no torchrun, no ssh)",
+        "export HPCGW_FRAMEWORK=ddp",
+    ]
 
 
 def _extra_sbatch(lines: tuple[str, ...]) -> dict[str, Any]:
@@ -221,7 +233,14 @@ def submit(spec: JobSpec, backend: Backend = "auto", *, check: bool = True) -> J
     elif spec.nodes > 1:
         raise SpecError("nodes", "the local backend runs on this machine only; ask for 1 node")
     spec.folder.mkdir(parents=True, exist_ok=True)
-    task = TrainerTask(list(spec.command), dict(spec.env), str(spec.folder), spec.rendezvous_timeout_s, spec.controller)
+    task = TrainerTask(
+        list(spec.command),
+        dict(spec.env),
+        str(spec.folder),
+        spec.rendezvous_timeout_s,
+        spec.controller,
+        spec.framework,
+    )
     submitted = make_executor(spec, chosen).submit(task)
     job = Job(submitted, Path(spec.folder), chosen, spec.num_tasks)
     log.info("submitted %s job %s (%d nodes x %d tasks)", chosen, job.job_id, spec.nodes, spec.tasks_per_node)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from fastapi import APIRouter, status
 from sqlmodel import Session, col, select
@@ -14,6 +15,7 @@ from gateway.errors import ConflictError, InvalidRequestError, NotFoundError
 from gateway.models import Algorithm, AlgorithmVersion
 from gateway.schemas import AlgorithmCreate, AlgorithmPublic, AlgorithmVersionCreate, AlgorithmVersionPublic
 from launchers.runtime.provenance import file_sha256
+from launchers.spec import Framework
 
 router = APIRouter(prefix="/v1/algorithms", tags=["algorithms"], route_class=ReleasingRoute)
 
@@ -34,6 +36,7 @@ def _public(session: Session, algorithm: Algorithm) -> AlgorithmPublic:
                 image_digest=v.image_digest,
                 command=v.command,
                 local_command=v.local_command,
+                framework=cast(Framework, v.framework),
                 created_at=v.created_at,
             )
             for v in versions
@@ -50,6 +53,7 @@ def _add_version(session: Session, name: str, body: AlgorithmVersionCreate) -> N
             image_digest=image_digest(body.image),
             command=body.command,
             local_command=body.local_command,
+            framework=body.framework,
         )
     )
 

@@ -19,7 +19,7 @@ from launchers.errors import SpecError, SubmitError
 from launchers.resources import Resources
 from launchers.slurm.ids import master_id
 from launchers.space import ListSpace, Scalar
-from launchers.spec import JobSpec
+from launchers.spec import Framework, JobSpec
 
 
 def direct_spec(
@@ -30,6 +30,7 @@ def direct_spec(
     account: str | None,
     resources: Resources,
     params: dict[str, str],
+    framework: Framework = "horovod",
 ) -> JobSpec:
     """Without a gateway there is no team to pick the partition, and no algorithm to say what runs."""
     if not command or not partition:
@@ -42,6 +43,7 @@ def direct_spec(
             account=account,
             command=tuple(command),
             env=params,
+            framework=framework,
             folder=folder or Path("hpcgw-jobs") / time.strftime("%Y%m%d-%H%M%S"),
         )
 

@@ -20,6 +20,8 @@ from gateway.cli.options import (
     CommandArg,
     CpusPerTaskOpt,
     DirectOpt,
+    FrameworkChoice,
+    FrameworkOpt,
     GpusPerNodeOpt,
     JsonOpt,
     NodesOpt,
@@ -59,6 +61,7 @@ def submit(
         Path | None, typer.Option("--folder", help="--direct: the job folder (shared filesystem)")
     ] = None,
     account: AccountOpt = None,
+    framework: FrameworkOpt = FrameworkChoice.horovod,
     job_name: Annotated[str, typer.Option("--job-name", "-J")] = "train",
     algorithm_version: Annotated[str | None, typer.Option("--algorithm-version")] = None,
     nodes: NodesOpt = 1,
@@ -86,8 +89,12 @@ def submit(
         time_limit=time_limit,
     )
     if direct:
-        spec = direct_spec(command, partition, folder, job_name, account, resources, params)
+        spec = direct_spec(command, partition, folder, job_name, account, resources, params, framework.value)
         raise typer.Exit(submit_direct(spec, wait=wait, json_out=json_out))
+    if framework != "horovod":
+        raise typer.BadParameter(
+            "through the gateway, the algorithm version names the framework", param_hint="--framework"
+        )
     if not (algorithm and dataset and data_version):
         raise typer.BadParameter("needs --algorithm, --dataset and --data-version (or --direct with a command)")
     with bad_parameters():
@@ -224,9 +231,14 @@ def algorithms(url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = F
 
 
 def render(
-    algorithm: Annotated[str, typer.Option("--algorithm")],
-    dataset: Annotated[str, typer.Option("--dataset")],
-    data_version: Annotated[str, typer.Option("--data-version")],
+    command: CommandArg = None,
+    algorithm: Annotated[str | None, typer.Option("--algorithm")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset")] = None,
+    data_version: Annotated[str | None, typer.Option("--data-version")] = None,
+    direct: Annotated[bool, typer.Option("--direct", help="The launchers' script here, no gateway")] = False,
+    folder: Annotated[Path | None, typer.Option("--folder", help="--direct: the job folder")] = None,
+    account: AccountOpt = None,
+    framework: FrameworkOpt = FrameworkChoice.horovod,
     nodes: NodesOpt = 1,
     ntasks_per_node: NtasksPerNodeOpt = 1,
     gpus_per_node: GpusPerNodeOpt = 0,
@@ -248,6 +260,18 @@ def render(
         time_limit=time_limit,
     )
     params = parse_params(param)
+    if direct:
+        from launchers.submission import render_script
+
+        spec = direct_spec(command, partition, folder, "train", account, resources, params, framework.value)
+        typer.echo(render_script(spec), nl=False)
+        return
+    if not (algorithm and dataset and data_version):
+        raise typer.BadParameter("needs --algorithm, --dataset and --data-version (or --direct with a command)")
+    if framework != "horovod":
+        raise typer.BadParameter(
+            "through the gateway, the algorithm version names the framework", param_hint="--framework"
+        )
     with bad_parameters():
         request = JobCreate(
             **resources.model_dump(),
@@ -312,5 +336,6 @@ def rerun(
 def register(app: typer.Typer) -> None:
     """`submit`: past the trainer command's first word every flag is the trainer's, as with sbatch's script."""
     app.command(context_settings={"allow_interspersed_args": False})(submit)
-    for command in (status, jobs, logs, cancel, metrics, algorithms, render, rerun):
+    app.command(context_settings={"allow_interspersed_args": False})(render)
+    for command in (status, jobs, logs, cancel, metrics, algorithms, rerun):
         app.command()(command)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -33,6 +34,21 @@ CpusPerTaskOpt = Annotated[int, typer.Option("--cpus-per-task", "-c")]
 CommandArg = Annotated[list[str] | None, typer.Argument(help="With --direct: the trainer command, after --")]
 DirectOpt = Annotated[bool, typer.Option("--direct", help="Submit through the launchers here, no gateway")]
 AccountOpt = Annotated[str | None, typer.Option("--account", "-A", help="--direct: Slurm account")]
+
+
+class FrameworkChoice(StrEnum):
+    horovod = "horovod"
+    ddp = "ddp"
+
+
+FrameworkOpt = Annotated[
+    FrameworkChoice,
+    typer.Option(
+        "--framework",
+        help="--direct: horovod, or ddp (torch.distributed; RANK, WORLD_SIZE, MASTER_ADDR... set per rank). Through "
+        "the gateway the algorithm version says",
+    ),
+]
 
 
 def mem_option(help_text: str | None = None) -> Any:

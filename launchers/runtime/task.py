@@ -19,13 +19,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
 import submitit
 
 from launchers.runtime import provenance
+from launchers.runtime.ddp import HostedStore, ddp_env
 from launchers.runtime.heartbeat import DEFAULT_INTERVAL_S, Heartbeat
 from launchers.runtime.markers import JobMarkers
 from launchers.runtime.rendezvous import (
@@ -54,12 +55,25 @@ class TrainerTask(submitit.helpers.Checkpointable):
         folder: str,
         rendezvous_timeout_s: float,
         controller: str = "gloo",
+        framework: str = "horovod",
     ) -> None:
         self.command = command
         self.env = env
         self.folder = folder
         self.rendezvous_timeout_s = rendezvous_timeout_s
         self.controller = controller
+        self.framework = framework
+
+    def _host(
+        self, topology: HorovodTopology, addr: str, port: int, on_all_ranks: Callable[[], None]
+    ) -> tuple[Any, int]:
+        """Rank 0's rendezvous: torch's TCPStore for DDP, Horovod's HTTP rendezvous for Gloo. Both call
+        ``on_all_ranks`` once every rank has initialised its framework."""
+        if self.framework == "ddp":
+            store = HostedStore(addr, port, topology.size, self.rendezvous_timeout_s, on_all_ranks)
+            return store, store.port
+        server, _ = start_rendezvous_server(topology, port, on_all_ranks=on_all_ranks)
+        return server, server.server_address[1]
 
     def __call__(self) -> dict[str, Any]:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s hpcgw-task %(levelname)s: %(message)s")
@@ -72,26 +86,26 @@ class TrainerTask(submitit.helpers.Checkpointable):
 
         server: Any = None
         port = 0
+        rendezvous = self.framework == "ddp" or self.controller == "gloo"
         if topology.rank == 0:
             markers.clear_started()
-            if self.controller == "gloo":
+            if rendezvous:
                 # Any free port (or the configured one); the others learn it from the job folder. A port derived
                 # from the job id can collide with an ephemeral port some other connection holds.
                 wanted = int(host_env.get("HPCGW_RENDEZVOUS_PORT", "0") or 0)
                 try:
-                    server, _ = start_rendezvous_server(
-                        topology, wanted, on_all_ranks=lambda: markers.write_started(topology.size, restart)
+                    server, port = self._host(
+                        topology, addr, wanted, lambda: markers.write_started(topology.size, restart)
                     )
-                except OSError as exc:
+                except (OSError, RuntimeError) as exc:  # RuntimeError: torch's TCPStore cannot bind
                     log.error("%s: cannot host the rendezvous on port %d: %s", tag, wanted, exc)
                     markers.write_exit(topology.rank, restart, EXIT_RENDEZVOUS)
                     _exit_now(EXIT_RENDEZVOUS)
-                port = server.server_address[1]
                 markers.write_rendezvous(restart, addr, port)
-                log.info("%s: rendezvous at %s:%d (restart %d)", tag, addr, port, restart)
+                log.info("%s: %s rendezvous at %s:%d (restart %d)", tag, self.framework, addr, port, restart)
             else:
                 markers.write_started(topology.size, restart)
-        elif self.controller == "gloo":
+        elif rendezvous:
             try:
                 deadline = time.monotonic() + self.rendezvous_timeout_s
                 addr, port = markers.wait_rendezvous(restart, self.rendezvous_timeout_s)
@@ -100,7 +114,11 @@ class TrainerTask(submitit.helpers.Checkpointable):
                 log.error("%s: %s", tag, exc)
                 markers.write_exit(topology.rank, restart, EXIT_RENDEZVOUS)
                 _exit_now(EXIT_RENDEZVOUS)
-        env.update(topology.horovod_env(addr, port, network_iface(host_env, addr), self.rendezvous_timeout_s))
+        iface = network_iface(host_env, addr)
+        if self.framework == "ddp":
+            env.update(ddp_env(topology, addr, port, iface))
+        else:
+            env.update(topology.horovod_env(addr, port, iface, self.rendezvous_timeout_s))
         if self.controller == "mpi":
             for key in ("HOROVOD_CONTROLLER", "HOROVOD_CPU_OPERATIONS", "HOROVOD_GLOO_RENDEZVOUS_ADDR"):
                 env.pop(key, None)
@@ -122,7 +140,7 @@ class TrainerTask(submitit.helpers.Checkpointable):
         finally:
             heartbeat.stop()
             if server is not None:
-                server.shutdown()
+                server.close() if self.framework == "ddp" else server.shutdown()
         if code == 0 and topology.rank == 0:
             provenance.write(markers.provenance_path, provenance.record(env, self.command, topology.size, hosts))
         markers.write_exit(topology.rank, restart, code)

@@ -3,243 +3,47 @@
 Everything comes from the environment: TRAINING_DATA_PATH, MODEL_OUTPUT_DIR, METRICS_FILE, SEED, EPOCHS, LR,
 BATCH_SIZE and FC_SIZE. One JSON line per epoch goes to METRICS_FILE; rank 0 writes the model. Each rank
 reports its step and loss to HPCGW_PROGRESS_FILE (for the gateway's hang and divergence checks). A checkpoint
-after every epoch lets a requeued job resume where it stopped. For a fixed SEED and world size the run is
-deterministic: one thread per rank, a seeded distributed sampler, Horovod's tensor fusion off (fusion groups
-tensors by timing, which would change the order of floating-point sums between runs), and on GPUs PyTorch's
-deterministic algorithms only (docs/reproducibility.md).
+after every epoch lets a requeued job resume where it stopped. The loop, the data and the model are
+`intent_classifier.common`'s, shared with the DDP form (`train_ddp.py`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
-os.environ.setdefault("HOROVOD_FUSION_THRESHOLD", "0")
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic workspaces, before CUDA starts
+os.environ.setdefault("HOROVOD_FUSION_THRESHOLD", "0")  # before Horovod starts: see common.py on determinism
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 import horovod.torch as hvd
 
-from intent_classifier import dataset
+from intent_classifier.common import train
 
 
-@dataclass(frozen=True)
-class Config:
-    data: Path
-    output: Path
-    metrics: Path
-    seed: int
-    epochs: int
-    lr: float
-    batch_size: int
-    fc_size: int
+class HorovodCollective:
+    def init(self) -> tuple[int, int, int]:
+        hvd.init()
+        return hvd.rank(), hvd.size(), hvd.local_rank()
 
-    @classmethod
-    def from_env(cls) -> Config:
-        def need(name: str) -> str:
-            value = os.environ.get(name)
-            if not value:
-                raise SystemExit(f"intent-classifier: {name} is not set")
-            return value
+    def sum(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
+        return hvd.allreduce(tensor, op=hvd.Sum, name=name)
 
-        try:
-            return cls(
-                data=Path(need("TRAINING_DATA_PATH")),
-                output=Path(need("MODEL_OUTPUT_DIR")),
-                metrics=Path(need("METRICS_FILE")),
-                seed=int(os.environ.get("SEED", "0")),
-                epochs=int(os.environ.get("EPOCHS", "5")),
-                lr=float(os.environ.get("LR", "0.5")),
-                batch_size=int(os.environ.get("BATCH_SIZE", "32")),
-                fc_size=int(os.environ.get("FC_SIZE", "64")),
-            )
-        except ValueError as exc:
-            raise SystemExit(f"intent-classifier: bad hyper-parameter: {exc}") from None
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
+        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+        return model, hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
 
+    def barrier(self, name: str) -> None:
+        hvd.allreduce(torch.zeros(1), name=name)
 
-class IntentClassifier(nn.Module):
-    def __init__(self, vocab_size: int, num_classes: int, fc_size: int, embed_dim: int = 32) -> None:
-        super().__init__()
-        self.embedding = nn.EmbeddingBag(vocab_size, embed_dim, mode="mean")
-        self.fc = nn.Sequential(nn.Linear(embed_dim, fc_size), nn.ReLU(), nn.Linear(fc_size, num_classes))
-
-    def forward(self, tokens: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.embedding(tokens, offsets))
-
-
-class Encoded(Dataset[tuple[list[int], int]]):
-    def __init__(self, items: list[tuple[list[int], int]]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[list[int], int]:
-        return self.items[index]
-
-
-def collate(batch: list[tuple[list[int], int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    lengths = [len(tokens) for tokens, _ in batch]
-    offsets = torch.tensor([0, *lengths[:-1]]).cumsum(0)
-    tokens = torch.tensor([t for tokens, _ in batch for t in tokens], dtype=torch.long)
-    return tokens, offsets, torch.tensor([label for _, label in batch], dtype=torch.long)
-
-
-def build_vocab(texts: list[str]) -> dict[str, int]:
-    words = sorted({w for text in texts for w in text.split()})
-    return {"<unk>": 0, **{w: i + 1 for i, w in enumerate(words)}}
-
-
-def encode(text: str, vocab: dict[str, int]) -> list[int]:
-    return [vocab.get(w, 0) for w in text.split()] or [0]
-
-
-def save_atomic(obj: object, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
-def trim_metrics(path: Path, last_epoch: int) -> None:
-    """Keep one line per epoch across a requeue: drop lines past the checkpoint's epoch."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["epoch"] <= last_epoch:
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short when the run stopped
-    path.write_text("".join(f"{line}\n" for line in kept))
-
-
-class Progress:
-    """Per-step progress for the gateway's hang and divergence checks (the trainer protocol's
-    HPCGW_PROGRESS_FILE), rewritten at most once a second: a report per batch would cost more than the batch."""
-
-    def __init__(self, path: str | None, every_s: float = 1.0) -> None:
-        self.path = Path(path) if path else None
-        self.every_s = every_s
-        self.last = 0.0
-
-    def report(self, epoch: int, step: int, loss: float) -> None:
-        now = time.monotonic()
-        if self.path is None or now - self.last < self.every_s:
-            return
-        self.last = now
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps({"epoch": epoch, "step": step, "loss": loss}) + "\n")
-        tmp.replace(self.path)
-
-
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
-    """Held-out accuracy over all ranks' shards."""
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for tokens, offsets, labels in loader:
-            predicted = model(tokens.to(device), offsets.to(device)).argmax(1).cpu()
-            correct += int((predicted == labels).sum())
-            total += len(labels)
-    counts = hvd.allreduce(torch.tensor([correct, total], dtype=torch.float64), op=hvd.Sum, name="eval_counts")
-    model.train()
-    return float(counts[0] / counts[1])
+    def shutdown(self) -> None:
+        hvd.shutdown()
 
 
 def main() -> int:
-    cfg = Config.from_env()
-    torch.set_num_threads(1)
-    hvd.init()
-    rank, size = hvd.rank(), hvd.size()
-    if torch.cuda.is_available():
-        torch.cuda.set_device(hvd.local_rank())  # each rank on the GPU of its local rank
-        device = torch.device("cuda", hvd.local_rank())
-        torch.use_deterministic_algorithms(True)  # an op without a deterministic CUDA kernel fails, loudly
-        torch.backends.cudnn.benchmark = False
-    else:
-        device = torch.device("cpu")
-    print(f"HPCGW_RANK_REPORT {json.dumps({'rank': rank, 'size': size, 'device': str(device)})}", flush=True)
-
-    torch.manual_seed(cfg.seed)
-    data = dataset.load(cfg.data)
-    train_idx, held_out_idx = dataset.split(data)
-    vocab = build_vocab([data.texts[i] for i in train_idx])
-    train_set = Encoded([(encode(data.texts[i], vocab), data.label_ids[i]) for i in train_idx])
-    held_out = Encoded([(encode(data.texts[i], vocab), data.label_ids[i]) for i in held_out_idx])
-    sampler = DistributedSampler(train_set, num_replicas=size, rank=rank, shuffle=True, seed=cfg.seed)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate)
-    eval_loader = DataLoader(
-        held_out, batch_size=256, sampler=DistributedSampler(held_out, size, rank, shuffle=False), collate_fn=collate
-    )
-
-    model = IntentClassifier(len(vocab), len(data.labels), cfg.fc_size).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
-    checkpoint_path = cfg.output / "checkpoint.pt"
-    start_epoch = 0
-    if checkpoint_path.exists():  # a requeued run: resume where the last one checkpointed
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch = int(state["epoch"])
-        if rank == 0:
-            trim_metrics(cfg.metrics, start_epoch)
-            print(f"resuming after epoch {start_epoch} from {checkpoint_path}", flush=True)
-    hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-    hvd.broadcast_optimizer_state(optimizer, root_rank=0)
-    optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
-    loss_fn = nn.CrossEntropyLoss()
-    progress = Progress(os.environ.get("HPCGW_PROGRESS_FILE"))
-
-    step = 0
-    for epoch in range(start_epoch, cfg.epochs):
-        sampler.set_epoch(epoch)
-        started, loss_sum, seen = time.perf_counter(), 0.0, 0
-        for tokens, offsets, labels in loader:
-            optimizer.zero_grad()
-            loss = loss_fn(model(tokens.to(device), offsets.to(device)), labels.to(device))
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(labels)
-            seen += len(labels)
-            step += 1
-            progress.report(epoch + 1, step, float(loss.detach()))
-        elapsed = time.perf_counter() - started
-        totals = hvd.allreduce(torch.tensor([loss_sum, seen], dtype=torch.float64), op=hvd.Sum, name="loss_sum")
-        accuracy = evaluate(model, eval_loader, device)
-        if rank == 0:
-            line = {
-                "epoch": epoch + 1,
-                "loss": round(float(totals[0] / totals[1]), 6),
-                "accuracy": round(accuracy, 6),
-                "samples_per_s": round(float(totals[1]) / elapsed, 1),
-                "restart": int(os.environ.get("HPCGW_RESTART_COUNT", "0")),
-            }
-            cfg.metrics.parent.mkdir(parents=True, exist_ok=True)
-            with open(cfg.metrics, "a") as fh:
-                fh.write(json.dumps(line) + "\n")
-            # The metrics line first, then the checkpoint: a run stopped between the two resumes from the epoch
-            # before and trims the line it is about to write again (the other order loses the epoch's line).
-            cfg.output.mkdir(parents=True, exist_ok=True)
-            save_atomic(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}, checkpoint_path
-            )
-            print(f"epoch {epoch + 1}/{cfg.epochs}: {json.dumps(line)}", flush=True)
-        hvd.allreduce(torch.zeros(1), name=f"epoch_barrier_{epoch}")  # nobody races ahead of the checkpoint
-
-    if rank == 0:
-        save_atomic(model.state_dict(), cfg.output / "model.pt")
-        (cfg.output / "vocab.json").write_text(json.dumps(vocab))
-        (cfg.output / "labels.json").write_text(json.dumps(data.labels))
-    hvd.shutdown()
-    return 0
+    return train(HorovodCollective())
 
 
 if __name__ == "__main__":

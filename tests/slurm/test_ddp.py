@@ -1,0 +1,136 @@
+"""On Slurm: torch.distributed (DDP) beside Horovod, through the same launcher, protocol and gateway: the
+allreduce, the example trainer in its DDP form, fail-fast, requeue from the checkpoint, and the job script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from examples.intent_classifier import TRAINER_DIR, intent_classifier_spec
+from launchers import JobFailedError, JobSpec, JobState, submit
+from tests.gateway.conftest import auth
+from tests.slurm.support import DATA, classifier_job, wait_for
+from tests.slurm.test_launchers import dataset, metrics  # noqa: F401  (dataset: the fixture)
+
+pytestmark = pytest.mark.slurm
+
+
+def reports(job: object, ranks: int) -> list[dict]:
+    found = []
+    for rank in range(ranks):
+        for line in job.stdout(rank).read_text().splitlines():  # type: ignore[attr-defined]
+            if line.startswith("HPCGW_RANK_REPORT "):
+                found.append(json.loads(line.split(" ", 1)[1]))
+    return found
+
+
+def test_a_ddp_allreduce_sums_over_two_nodes(cluster, tmp_path: Path) -> None:
+    spec = JobSpec(
+        partition="team-a",
+        nodes=2,
+        tasks_per_node=2,
+        time_limit_min=5,
+        framework="ddp",
+        command=(sys.executable, str(DATA / "ddp_allreduce.py")),
+        folder=tmp_path,
+    )
+    job = submit(spec)
+    assert job.wait(timeout_s=300) is JobState.SUCCEEDED, job.stderr(0).read_text()[-3000:]
+    found = sorted(reports(job, 4), key=lambda r: r["rank"])
+    assert [(r["rank"], r["size"], r["sum"], r["local_rank"]) for r in found] == [
+        (0, 4, 10.0, 0),
+        (1, 4, 10.0, 1),
+        (2, 4, 10.0, 0),
+        (3, 4, 10.0, 1),
+    ]
+    started = job.markers.started()
+    assert started is not None and started["size"] == 4  # written once every rank finished init_process_group
+    assert job.info().nodes == 2
+
+
+def test_the_ddp_trainer_matches_the_horovod_band_and_repeats_itself(cluster, dataset: Path, tmp_path: Path) -> None:
+    runs = {}
+    for name, framework in (("ddp-a", "ddp"), ("ddp-b", "ddp"), ("horovod", "horovod")):
+        job = submit(
+            intent_classifier_spec(
+                tmp_path / name, dataset_dir=dataset, partition="team-b", epochs=3, seed=11, framework=framework
+            )
+        )
+        assert job.wait(timeout_s=600) is JobState.SUCCEEDED, job.stderr(0).read_text()[-3000:]
+        runs[name] = metrics(tmp_path / name / "metrics.jsonl")
+        assert job.markers.started() is not None
+    strip = [[{k: v for k, v in m.items() if k != "samples_per_s"} for m in runs[n]] for n in ("ddp-a", "ddp-b")]
+    assert strip[0] == strip[1]  # the same SEED, the same metrics
+    ddp, hvd = runs["ddp-a"][-1]["accuracy"], runs["horovod"][-1]["accuracy"]
+    assert ddp > 0.8 and abs(ddp - hvd) < 0.05, (ddp, hvd)
+    assert [m["epoch"] for m in runs["ddp-a"]] == [1, 2, 3]
+    assert (tmp_path / "ddp-a" / "model" / "model.pt").stat().st_size > 0
+
+
+def test_a_failing_ddp_rank_fails_the_job_at_once_with_its_code(cluster, tmp_path: Path) -> None:
+    spec = JobSpec(
+        partition="team-a",
+        nodes=2,
+        tasks_per_node=2,
+        time_limit_min=30,
+        framework="ddp",
+        command=(sys.executable, str(DATA / "ddp_allreduce.py")),
+        env={"FAIL_RANK": "2", "FAIL_CODE": "3"},
+        folder=tmp_path,
+    )
+    job = submit(spec)
+    started = time.monotonic()
+    assert job.wait(timeout_s=300) is JobState.FAILED
+    assert time.monotonic() - started < 120  # the others sleep 600 s: they were killed, not waited for
+    assert (job.info().slurm_state, job.exit_code) == ("FAILED", 3)
+    with pytest.raises(JobFailedError, match="exit code 3"):
+        job.result()
+
+
+def test_a_requeued_ddp_job_resumes_from_its_checkpoint(cluster, dataset: Path, tmp_path: Path) -> None:
+    job = submit(intent_classifier_spec(tmp_path, dataset_dir=dataset, partition="team-a", epochs=6, framework="ddp"))
+    metrics_file = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 2):
+        assert time.monotonic() < deadline and not job.state.is_terminal
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True, timeout=30)
+    assert job.wait(timeout_s=600) is JobState.SUCCEEDED
+    lines = metrics(metrics_file)
+    assert [m["epoch"] for m in lines] == [1, 2, 3, 4, 5, 6]
+    assert job.restarts == 1 and lines[0]["restart"] == 0 and lines[-1]["restart"] == 1
+    assert "resuming after epoch" in job.stdout(0).read_text()
+
+
+def test_the_gateway_runs_a_ddp_algorithm_version(gateway: TestClient, dataset_hash: str) -> None:
+    version = {
+        "name": "intent-classifier-ddp",
+        "version": "1.0",
+        "image": "/images/intent-classifier.sif",
+        "command": ["python", "/opt/intent-classifier/train_ddp.py"],
+        "local_command": [sys.executable, str(TRAINER_DIR / "train_ddp.py")],
+        "framework": "ddp",
+        "team": "team-a",
+    }
+    created = gateway.post("/v1/algorithms", json=version, headers=auth("admin"))
+    assert created.status_code == 201 and created.json()["versions"][0]["framework"] == "ddp", created.text
+    body = classifier_job(dataset_hash, algorithm="intent-classifier-ddp")
+    body["parameters"] = {**body["parameters"], "EPOCHS": 2}
+    ddp_script = gateway.post("/v1/jobs/render", json=body, headers=auth("alice")).json()["script"]
+    horovod_script = gateway.post(
+        "/v1/jobs/render", json={**body, "algorithm": "intent-classifier"}, headers=auth("alice")
+    ).json()["script"]
+    assert "export HPCGW_FRAMEWORK=ddp" in ddp_script and "HPCGW_FRAMEWORK" not in horovod_script
+    job = gateway.post("/v1/jobs", json=body, headers=auth("alice")).json()
+    assert job["framework"] == "ddp"
+    done = wait_for(gateway, job["id"], {"succeeded", "failed", "cancelled", "timeout"}, timeout_s=600)
+    assert done["state"] == "succeeded", done
+    epochs = gateway.get(f"/v1/jobs/{job['id']}/metrics", headers=auth("alice")).json()["epochs"]
+    assert [m["epoch"] for m in epochs] == [1, 2] and epochs[-1]["accuracy"] > 0.5
+    assert done["provenance"]["world_size"] == 4
