@@ -1,7 +1,7 @@
-"""In-job Horovod bootstrap for the raw ``srun`` path: each task runs
-``python -m launchers.runtime.bootstrap -- COMMAND [ARGS...]``, which sets Horovod's variables from Slurm's, hosts
-the Gloo rendezvous in rank 0's task, runs the trainer and passes on its exit code (the same per-rank flow as
-the launcher's task, without submitit)."""
+"""In-job bootstrap for the raw ``srun`` path: each task runs
+``python -m launchers.runtime.bootstrap [--framework ddp] -- COMMAND [ARGS...]``, which sets Horovod's (or
+torch.distributed's) variables from Slurm's, hosts the rendezvous in rank 0's task, runs the trainer and passes
+on its exit code (the same per-rank flow as the launcher's task, without submitit)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The raw ``srun`` path: the same per-rank flow as the launcher's task, without submitit."""
     parser = argparse.ArgumentParser(
         prog="python -m launchers.runtime.bootstrap",
-        description="Set Horovod's variables from Slurm's, host the Gloo rendezvous on rank 0, run COMMAND.",
+        description="Set Horovod's (or torch.distributed's) variables from Slurm's, host the rendezvous on rank 0, "
+        "run COMMAND.",
+    )
+    parser.add_argument(
+        "--framework",
+        choices=("horovod", "ddp"),
+        default="horovod",
+        help="horovod: HOROVOD_* and the Gloo rendezvous; ddp: RANK, WORLD_SIZE, MASTER_ADDR... [default: horovod]",
     )
     parser.add_argument(
         "--rendezvous-timeout",
@@ -39,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "SLURM_PROCID" not in os.environ:
         parser.error("SLURM_PROCID is not set: run this under srun inside a Slurm job")
     try:
-        TrainerTask(command, {}, os.path.abspath(args.folder), args.rendezvous_timeout)()
+        TrainerTask(command, {}, os.path.abspath(args.folder), args.rendezvous_timeout, framework=args.framework)()
     except BootstrapError as exc:
         log.error("%s", exc)
         return 2

@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 
 from examples.intent_classifier import TRAINER_DIR, intent_classifier_spec
 from launchers import JobFailedError, JobSpec, JobState, submit
+from launchers.runtime.markers import JobMarkers
+from launchers.slurm.commands import wait_until_done
 from tests.gateway.conftest import auth
 from tests.slurm.support import DATA, classifier_job, wait_for
 from tests.slurm.test_launchers import dataset, metrics  # noqa: F401  (dataset: the fixture)
@@ -134,3 +136,26 @@ def test_the_gateway_runs_a_ddp_algorithm_version(gateway: TestClient, dataset_h
     epochs = gateway.get(f"/v1/jobs/{job['id']}/metrics", headers=auth("alice")).json()["epochs"]
     assert [m["epoch"] for m in epochs] == [1, 2] and epochs[-1]["accuracy"] > 0.5
     assert done["provenance"]["world_size"] == 4
+
+
+def test_the_raw_srun_bootstrap_runs_ddp_too(cluster, tmp_path: Path) -> None:
+    output = tmp_path / "out.txt"
+    srun = (
+        f"srun --kill-on-bad-exit=1 --distribution=block {sys.executable} -m launchers.runtime.bootstrap "
+        f"--framework ddp --folder {tmp_path} -- {sys.executable} {DATA / 'ddp_allreduce.py'}"
+    )
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "-N2", "--ntasks-per-node=2", "-p", "team-a", "-o", str(output), "--wrap", srun],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
+    job_id = submitted.stdout.strip().split(";")[0]
+    final = wait_until_done(job_id, timeout_s=180)
+    lines = [line.split(" ", 1)[1] for line in output.read_text().splitlines() if line.startswith("HPCGW_RANK_REPORT")]
+    assert final.slurm_state == "COMPLETED", output.read_text()
+    assert sorted(json.loads(line)["sum"] for line in lines) == [10.0] * 4
+    started = JobMarkers(tmp_path, job_id).started()
+    assert started is not None and started["size"] == 4

@@ -104,3 +104,22 @@ def test_local_backend_shows_the_requested_gpus(tmp_path) -> None:
 
     spec = JobSpec(partition="local", tasks_per_node=2, gpus_per_node=2, command=("t",), folder=tmp_path)
     assert make_executor(spec, "local").parameters["gpus_per_node"] == 2
+
+
+def test_a_ddp_job_script_says_so_and_differs_only_there(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gateway.cli.main import app
+
+    common = ["render", "--direct", "-p", "team-a", "-N", "2", "--folder", str(tmp_path)]
+    runner = CliRunner()
+    horovod = runner.invoke(app, [*common, "--", "python", "train.py"])
+    ddp = runner.invoke(app, [*common, "--framework", "ddp", "--", "python", "train_ddp.py"])
+    assert horovod.exit_code == 0 and ddp.exit_code == 0, (horovod.output, ddp.output)
+    added = [line for line in ddp.output.splitlines() if line not in horovod.output.splitlines()]
+    assert "export HPCGW_FRAMEWORK=ddp" in added and "HPCGW_FRAMEWORK" not in horovod.output
+    assert all(line.startswith(("#", "export")) or "train_ddp.py" in line for line in added), added
+    bad = runner.invoke(app, [*common, "--framework", "mpi", "--", "python", "t.py"])
+    assert bad.exit_code == 2
+    with pytest.raises(ValueError, match="controller 'mpi' is Horovod's"):
+        JobSpec(partition="p", command=("x",), folder=tmp_path, framework="ddp", controller="mpi")
