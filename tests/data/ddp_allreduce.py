@@ -13,6 +13,10 @@ dist.all_reduce(value)
 report = {"rank": rank, "size": size, "sum": value.item(), "local_rank": int(os.environ["LOCAL_RANK"])}
 print(f"HPCGW_RANK_REPORT {json.dumps(report)}", flush=True)
 if int(os.environ.get("FAIL_RANK", "-1")) == rank:
+    print(f"rank {rank} failing on purpose", flush=True)
+    # As the trainer protocol asks of DDP trainers: a process group left alive at exit can abort the interpreter
+    # (SIGABRT, "terminate called without an active exception"), and 134 would replace the exit code.
+    dist.destroy_process_group()
     raise SystemExit(int(os.environ.get("FAIL_CODE", "3")))
 if os.environ.get("FAIL_RANK"):
     import time

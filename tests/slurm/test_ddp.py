@@ -1,19 +1,19 @@
 """On Slurm: torch.distributed (DDP) beside Horovod, through the same launcher, protocol and gateway: the
-allreduce, the example trainer in its DDP form, fail-fast, requeue from the checkpoint, and the job script."""
+allreduce, the example trainer in its DDP form, and the job script. Fail-fast and requeue from the checkpoint are
+tests/slurm/test_launchers.py's, run for both frameworks."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from examples.intent_classifier import TRAINER_DIR, intent_classifier_spec
-from launchers import JobFailedError, JobSpec, JobState, submit
+from launchers import JobSpec, JobState, submit
 from launchers.runtime.markers import JobMarkers
 from launchers.slurm.commands import wait_until_done
 from tests.gateway.conftest import auth
@@ -73,41 +73,6 @@ def test_the_ddp_trainer_matches_the_horovod_band_and_repeats_itself(cluster, da
     assert ddp > 0.8 and abs(ddp - hvd) < 0.05, (ddp, hvd)
     assert [m["epoch"] for m in runs["ddp-a"]] == [1, 2, 3]
     assert (tmp_path / "ddp-a" / "model" / "model.pt").stat().st_size > 0
-
-
-def test_a_failing_ddp_rank_fails_the_job_at_once_with_its_code(cluster, tmp_path: Path) -> None:
-    spec = JobSpec(
-        partition="team-a",
-        nodes=2,
-        tasks_per_node=2,
-        time_limit_min=30,
-        framework="ddp",
-        command=(sys.executable, str(DATA / "ddp_allreduce.py")),
-        env={"FAIL_RANK": "2", "FAIL_CODE": "3"},
-        folder=tmp_path,
-    )
-    job = submit(spec)
-    started = time.monotonic()
-    assert job.wait(timeout_s=300) is JobState.FAILED
-    assert time.monotonic() - started < 120  # the others sleep 600 s: they were killed, not waited for
-    assert (job.info().slurm_state, job.exit_code) == ("FAILED", 3)
-    with pytest.raises(JobFailedError, match="exit code 3"):
-        job.result()
-
-
-def test_a_requeued_ddp_job_resumes_from_its_checkpoint(cluster, dataset: Path, tmp_path: Path) -> None:
-    job = submit(intent_classifier_spec(tmp_path, dataset_dir=dataset, partition="team-a", epochs=6, framework="ddp"))
-    metrics_file = tmp_path / "metrics.jsonl"
-    deadline = time.monotonic() + 300
-    while not (metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 2):
-        assert time.monotonic() < deadline and not job.state.is_terminal
-        time.sleep(0.5)
-    subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True, timeout=30)
-    assert job.wait(timeout_s=600) is JobState.SUCCEEDED
-    lines = metrics(metrics_file)
-    assert [m["epoch"] for m in lines] == [1, 2, 3, 4, 5, 6]
-    assert job.restarts == 1 and lines[0]["restart"] == 0 and lines[-1]["restart"] == 1
-    assert "resuming after epoch" in job.stdout(0).read_text()
 
 
 def test_the_gateway_runs_a_ddp_algorithm_version(gateway: TestClient, dataset_hash: str) -> None:

@@ -1,4 +1,5 @@
-"""On Slurm: the launcher runs the example trainer as a 2-node x 2-task Horovod job, and fails and requeues well."""
+"""On Slurm: the launcher runs the example trainer as a 2-node x 2-task Horovod job, and fails and requeues well
+(a DDP job too: tests/slurm/test_ddp.py has the rest of DDP's)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from examples.intent_classifier import ensure_dataset, intent_classifier_spec
 from launchers import JobFailedError, JobSpec, JobState, SpecError, submit
+from launchers.spec import Framework
 
 pytestmark = pytest.mark.slurm
 DATA = Path(__file__).parent.parent / "data"
@@ -65,13 +67,17 @@ def test_same_seed_gives_same_final_metrics(cluster, dataset: Path, tmp_path: Pa
     assert strip == [{k: v for k, v in m.items() if k != "samples_per_s"} for m in second]
 
 
-def test_failing_rank_fails_the_job_promptly_with_its_exit_code(cluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("framework", "script"), [("horovod", "fail_on_rank.py"), ("ddp", "ddp_allreduce.py")])
+def test_failing_rank_fails_the_job_promptly_with_its_exit_code(
+    cluster, tmp_path: Path, framework: Framework, script: str
+) -> None:
     spec = JobSpec(
         partition="team-a",
         nodes=2,
         tasks_per_node=2,
         time_limit_min=30,
-        command=(sys.executable, str(DATA / "fail_on_rank.py")),
+        framework=framework,
+        command=(sys.executable, str(DATA / script)),
         env={"FAIL_RANK": "2", "FAIL_CODE": "3"},
         folder=tmp_path,
     )
@@ -87,8 +93,10 @@ def test_failing_rank_fails_the_job_promptly_with_its_exit_code(cluster, tmp_pat
         job.result()
 
 
-def test_requeue_resumes_from_checkpoint(cluster, dataset: Path, tmp_path: Path) -> None:
-    job = submit(intent_classifier_spec(tmp_path, dataset_dir=dataset, partition="team-a", epochs=6))
+@pytest.mark.parametrize("framework", ["horovod", "ddp"])
+def test_requeue_resumes_from_checkpoint(cluster, dataset: Path, tmp_path: Path, framework: Framework) -> None:
+    spec = intent_classifier_spec(tmp_path, dataset_dir=dataset, partition="team-a", epochs=6, framework=framework)
+    job = submit(spec)
     metrics_file = tmp_path / "metrics.jsonl"
     deadline = time.monotonic() + 300
     while not (metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 2):

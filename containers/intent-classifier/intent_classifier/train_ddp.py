@@ -38,11 +38,18 @@ class TorchCollective:
         dist.barrier()
 
     def shutdown(self) -> None:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def main() -> int:
-    return train(TorchCollective())
+    collective = TorchCollective()
+    try:
+        return train(collective)
+    finally:
+        # Also on an error: a process group alive at exit can abort the interpreter (SIGABRT), and the job would
+        # report 134 instead of the trainer's own exit code.
+        collective.shutdown()
 
 
 if __name__ == "__main__":
