@@ -74,6 +74,9 @@ def resolve(defaults: HealthPolicy, overrides: HealthOverrides | None) -> Health
     return HealthPolicy.model_validate({**defaults.model_dump(), **given})
 
 
+SILENT_NAMED = 4  # ranks named in a reason (the columns that hold it are bounded); the nodes excluded are all
+
+
 @dataclass(frozen=True)
 class Verdict:
     state: JobState  # HUNG, DIVERGED or STOPPED_EARLY
@@ -173,7 +176,9 @@ def _hang(
     what = "progress" if reports else "heartbeat"
     reason = f"hung: no rank reported {what} for {now - last:.0f} s (hang_timeout_s {timeout:g})"
     if silent:
-        reason += "; silent: " + ", ".join(f"rank {rank} on {host}" for rank, host in silent)
+        named = ", ".join(f"rank {rank} on {host}" for rank, host in silent[:SILENT_NAMED])
+        more = f" and {len(silent) - SILENT_NAMED} more" if len(silent) > SILENT_NAMED else ""
+        reason += f"; silent: {named}{more}"
     return Verdict(JobState.HUNG, policy.on_hang, reason, tuple(sorted({host for _, host in silent})))
 
 

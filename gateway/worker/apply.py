@@ -89,7 +89,8 @@ def decide(job: StoredJob, ev: Evidence, now: datetime) -> Transition:
         fields["reason"] = pending.reason if pending else seen.reason
     elif state.is_terminal:
         verdict = ev.verdict[1] if ev.verdict is not None and state is ev.verdict[0] else None
-        fields["reason"] = verdict or terminal_reason(state, seen, ev.first_failure, job.time_limit_min)
+        reason = verdict[:256] if verdict else None  # the column's bound: a policy's reason can be long
+        fields["reason"] = reason or terminal_reason(state, seen, ev.first_failure, job.time_limit_min)
         fields["exit_code"] = ev.first_failure[1] if ev.first_failure else seen.exit_code
         fields["end_time"] = seen.end or now
     else:

@@ -80,7 +80,7 @@ class HealthGuard:
         if verdict is None:
             return
         log.warning("job %s (Slurm %s): %s; action %s", job.id, job.slurm_job_id, verdict.reason, verdict.action)
-        job.health_reason = verdict.reason
+        job.health_reason = verdict.reason[:512]  # the column's bound (PostgreSQL refuses a longer value)
         if verdict.action == "stop":
             job.health_verdict = verdict.state.value
             job.cancel_requested = True  # scancel'd with the cycle's other cancellations
@@ -133,7 +133,7 @@ class HealthGuard:
                 if job is None:
                     continue
                 job.health_restarts += 1
-                job.excluded_nodes = ",".join(request.exclude) or job.excluded_nodes
+                job.excluded_nodes = _bounded(request.exclude) or job.excluded_nodes
                 excluded = f"; the next run excludes {', '.join(request.exclude)}" if request.exclude else ""
                 note = f"{request.verdict.reason}; requeued by the health policy{excluded}"
                 attempt = session.exec(
@@ -160,6 +160,12 @@ def read_provenance(job: Job) -> dict[str, Any] | None:
     if not job.slurm_job_id:
         return None
     return JobMarkers(Path(job.submit_folder), job.slurm_job_id).provenance()
+
+
+def _bounded(nodes: tuple[str, ...], limit: int = 1024) -> str:
+    """The excluded nodes as the column can hold them: whole names only (Slurm has the full list)."""
+    text = ",".join(nodes)
+    return text if len(text) <= limit else text[:limit].rsplit(",", 1)[0]
 
 
 def _split(nodes: str | None) -> list[str]:

@@ -6,7 +6,9 @@ that the task, not the trainer, owns the rendezvous. That has two uses:
 - the other ranks learn its port from the job folder, as for Horovod's Gloo rendezvous (launchers.runtime.task);
 - the task sees every rank finish ``init_process_group``. ``TORCH_DIST_INIT_BARRIER=1`` makes each rank count
   itself in the store before init returns, and the last one sets a key the task waits for. Then it writes the
-  start marker (launching -> running), exactly when Horovod's path does.
+  start marker (launching -> running), exactly when Horovod's path does. The key's name is torch's own
+  (2.1 to 2.13 at least); should a release rename it, rank 0's first progress report (which comes after its
+  init, which needs every rank) writes the marker instead.
 
 The trainer calls ``torch.distributed.init_process_group(backend)`` with no arguments: NCCL on GPUs, Gloo on
 CPUs. It reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``
@@ -35,7 +37,13 @@ class HostedStore:
     """The job's TCPStore in rank 0's task, and a thread that calls ``on_all_ranks`` once every rank is in."""
 
     def __init__(
-        self, addr: str, port: int, size: int, timeout_s: float, on_all_ranks: Callable[[], None] | None = None
+        self,
+        addr: str,
+        port: int,
+        size: int,
+        timeout_s: float,
+        on_all_ranks: Callable[[], None] | None = None,
+        progressed: Callable[[], bool] = lambda: False,
     ) -> None:
         from torch.distributed import TCPStore  # type: ignore[attr-defined]
 
@@ -44,6 +52,7 @@ class HostedStore:
         )  # binds every interface; ``addr`` is what the ranks are told
         self.port = int(self.store.port)
         self._stop = threading.Event()
+        self._progressed = progressed  # the fallback should a torch release rename the barrier's key
         self._thread: threading.Thread | None = None
         if on_all_ranks is not None:
             self._thread = threading.Thread(target=self._watch, args=(on_all_ranks,), name="ddp-init", daemon=True)
@@ -52,7 +61,7 @@ class HostedStore:
     def _watch(self, on_all_ranks: Callable[[], None]) -> None:
         while not self._stop.wait(WATCH_S):
             try:
-                if any(self.store.check([key]) for key in INIT_DONE_KEYS):
+                if any(self.store.check([key]) for key in INIT_DONE_KEYS) or self._progressed():
                     on_all_ranks()
                     return
             except RuntimeError:

@@ -18,7 +18,7 @@ from typing import Any
 
 from launchers.runtime.markers import write_atomic
 
-MAX_FILES = 1000  # a model directory is a few files; a runaway one is not worth hashing whole
+MAX_FILES = 256  # a model directory is a few files; every job's record (and listing) carries their digests
 PACKAGES = ("torch", "horovod", "numpy")
 
 

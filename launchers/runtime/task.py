@@ -65,12 +65,20 @@ class TrainerTask(submitit.helpers.Checkpointable):
         self.framework = framework
 
     def _host(
-        self, topology: HorovodTopology, addr: str, port: int, on_all_ranks: Callable[[], None]
+        self,
+        topology: HorovodTopology,
+        addr: str,
+        port: int,
+        on_all_ranks: Callable[[], None],
+        progress_file: Path,
     ) -> tuple[Any, int]:
         """Rank 0's rendezvous: torch's TCPStore for DDP, Horovod's HTTP rendezvous for Gloo. Both call
-        ``on_all_ranks`` once every rank has initialised its framework."""
+        ``on_all_ranks`` once every rank has initialised its framework (for DDP, at the latest when rank 0's
+        trainer reports progress in ``progress_file``)."""
         if self.framework == "ddp":
-            store = HostedStore(addr, port, topology.size, self.rendezvous_timeout_s, on_all_ranks)
+            store = HostedStore(
+                addr, port, topology.size, self.rendezvous_timeout_s, on_all_ranks, progress_file.exists
+            )
             return store, store.port
         server, _ = start_rendezvous_server(topology, port, on_all_ranks=on_all_ranks)
         return server, server.server_address[1]
@@ -95,7 +103,11 @@ class TrainerTask(submitit.helpers.Checkpointable):
                 wanted = int(host_env.get("HPCGW_RENDEZVOUS_PORT", "0") or 0)
                 try:
                     server, port = self._host(
-                        topology, addr, wanted, lambda: markers.write_started(topology.size, restart)
+                        topology,
+                        addr,
+                        wanted,
+                        lambda: markers.write_started(topology.size, restart),
+                        markers.progress_path(topology.rank, restart),
                     )
                 except (OSError, RuntimeError) as exc:  # RuntimeError: torch's TCPStore cannot bind
                     log.error("%s: cannot host the rendezvous on port %d: %s", tag, wanted, exc)

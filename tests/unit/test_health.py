@@ -54,6 +54,14 @@ def test_a_hang_is_no_progress_from_any_rank_and_names_the_silent_nodes() -> Non
     assert evaluate(HealthPolicy(), [], stuck, NOW - 100, NOW).verdict is None  # no timeout: rule off
 
 
+def test_a_reason_names_a_few_silent_ranks_and_excludes_every_silent_node() -> None:
+    policy = HealthPolicy(hang_timeout_s=5, heartbeat_s=1)
+    beats = {rank: beat(rank, NOW - 60, NOW - 60, host=f"node{rank:04d}", step=1) for rank in range(500)}
+    verdict = evaluate(policy, [], beats, NOW - 100, NOW).verdict
+    assert verdict is not None and len(verdict.reason) < 256 and "and 496 more" in verdict.reason
+    assert len(verdict.exclude) == 500
+
+
 def test_requeues_are_bounded_and_need_a_requeueable_job() -> None:
     policy = HealthPolicy(hang_timeout_s=5, on_hang="requeue", max_restarts=2)
     stuck = {0: beat(0, NOW - 60, NOW - 60, step=1)}
