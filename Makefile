@@ -50,7 +50,9 @@ demo-direct: horovod cluster-up
 postgres-up:
 	@scripts/postgres-dev.sh up .hpcgw/postgres >/dev/null
 
+# tmux: tests/slurm/test_terminal.py drives the real `hpcgw` in a terminal of a given size.
 test: horovod cluster-up postgres-up
+	@scripts/install-system-deps.sh tmux
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # slurmrestd (Debian's) runs beside the gateway in the comparison; PostgreSQL holds the failover case's database.

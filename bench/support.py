@@ -28,6 +28,7 @@ from gateway.client import wait_healthy
 from gateway.models import Job
 from launchers.runtime.markers import JobMarkers
 from launchers.slurm.ids import master_id
+from launchers.slurm.times import parse_timestamp
 
 TOKEN = {"Authorization": "Bearer team-a-dev-token"}
 TEAM_B = {"Authorization": "Bearer team-b-dev-token"}
@@ -265,7 +266,8 @@ def slurm_copies(engine: Engine, ids: set[str], since: datetime, timeout_s: floa
     """How many Slurm jobs each gateway job became, once accounting has heard of all of them, counted from sacct
     by comment: a job's own (``hpcgw:<id>``), or its coalesced array's (``hpcgw:batch:<b>``) at element ``i``,
     which the database maps back to the job it holds at (b, i). An array element submitted since ``since`` that
-    no job claims (a batch sent twice: its jobs were sent again in another) counts under ``?<b>_<i>``."""
+    no job claims (a batch sent twice: its jobs were sent again in another) counts under ``?<b>_<i>``. Jobs
+    submitted before ``since`` do not count, though ``sacct -S`` lists those that still ran then."""
     with Session(engine) as session:
         rows = session.exec(select(Job.id, Job.batch_id, Job.batch_index).where(col(Job.batch_id).is_not(None)))
         element_of = {(b, i): job_id for job_id, b, i in rows}
@@ -273,14 +275,17 @@ def slurm_copies(engine: Engine, ids: set[str], since: datetime, timeout_s: floa
     deadline = time.monotonic() + timeout_s
     while True:
         out = subprocess.run(
-            ["sacct", "-X", "-n", "-P", "-a", "-S", start, "-o", "JobID,Comment"],
+            ["sacct", "-X", "-n", "-P", "-a", "-S", start, "-o", "JobID,Comment,Submit"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
         seen: Counter[str] = Counter()
         for line in out.splitlines():
-            slurm_id, _, comment = line.partition("|")
+            slurm_id, comment, submitted = [*line.split("|"), "", ""][:3]
+            at = parse_timestamp(submitted)
+            if at is not None and at < since.replace(microsecond=0):
+                continue  # -S also lists jobs still running then: an earlier run's, not this one's
             if comment.startswith("hpcgw:batch:"):
                 batch, index = comment.removeprefix("hpcgw:batch:"), slurm_id.partition("_")[2]
                 if index.isdigit():

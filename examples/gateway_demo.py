@@ -108,16 +108,16 @@ def run_story(base: str, digest: str, epochs: int) -> int:
         f"submitted job {job['id']} for team {job['team']} (user {job['user']}): 2 nodes x 2 tasks, "
         f"{job['algorithm']} {job['algorithm_version']}"
     )
-    started, last = time.monotonic(), None
+    started, last = time.monotonic(), ""
     while True:
         job = httpx.get(f"{base}/v1/jobs/{job['id']}", headers=TEAM_A).json()
-        view = (job["state"], job["reason"], job["position_in_queue"])
-        if view != last:
-            extra = f" (Slurm job {job['slurm_job_id']}, {job['slurm_state']}" if job["slurm_job_id"] else ""
-            extra += f", reason {job['reason']}" if job["reason"] else ""
-            extra += ")" if job["slurm_job_id"] else ""
-            print(f"[{time.monotonic() - started:6.1f}s] {job['state']}{extra}", flush=True)
-            last = view
+        shown = [f"Slurm job {job['slurm_job_id']}, {job['slurm_state']}"] if job["slurm_job_id"] else []
+        shown += [f"reason {job['reason']}"] if job["reason"] else []
+        shown += [f"position {job['position_in_queue']}"] if job["position_in_queue"] else []
+        line = job["state"] + (f" ({', '.join(shown)})" if shown else "")
+        if line != last:  # a line only for a change it shows
+            print(f"[{time.monotonic() - started:6.1f}s] {line}", flush=True)
+            last = line
         if job["state"] in ("succeeded", "failed", "cancelled", "timeout") or time.monotonic() - started > 900:
             break
         time.sleep(0.5)

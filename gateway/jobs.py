@@ -14,11 +14,12 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from gateway.auth import Principal
+from gateway.comments import slurm_comment
 from gateway.config import GatewayConfig, TeamConfig
-from gateway.errors import InvalidRequestError, NotFoundError, QueueFullError
+from gateway.errors import ConflictError, InvalidRequestError, NotFoundError, QueueFullError
 from gateway.health import HealthOverrides, HealthPolicy
 from gateway.health import resolve as resolve_health
-from gateway.models import Algorithm, AlgorithmVersion, Job, JobEvent, new_id, utcnow
+from gateway.models import ID_LENGTH, Algorithm, AlgorithmVersion, Job, JobEvent, new_id, utcnow
 from gateway.schemas import JobCreate, JobPublic, validate_parameters
 from launchers.errors import SpecError
 from launchers.resources import RESOURCE_FIELDS, Resources, check_fit
@@ -32,7 +33,7 @@ ACTIVE_IN_SLURM = (
     JobState.LAUNCHING.value,
     JobState.RUNNING.value,
 )
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MIN_PREFIX = 4  # the shortest id prefix taken for a job id
 
 
 def resolve_team(config: GatewayConfig, principal: Principal, requested: str | None) -> tuple[str, TeamConfig]:
@@ -284,33 +285,6 @@ def job_spec(config: GatewayConfig, job: Job) -> JobSpec:
     )
 
 
-def slurm_comment(job_id: str) -> str:
-    return f"hpcgw:{job_id}"
-
-
-def sweep_comment(sweep_id: str, attempt: int) -> str:
-    """One comment per array: the tasks of a sweep's attempt share it."""
-    return f"hpcgw:sweep:{sweep_id}:{attempt}"
-
-
-def batch_comment(batch_id: str) -> str:
-    """One comment per coalesced array (its elements share it); reconciliation finds the array by it."""
-    return f"hpcgw:batch:{batch_id}"
-
-
-def expected_comment(job: Job) -> str:
-    """The comment the job's Slurm job carries: its own, its sweep attempt's or its batch's (one per array)."""
-    if job.sweep_id:
-        return sweep_comment(job.sweep_id, job.attempt)
-    return batch_comment(job.batch_id) if job.batch_id else slurm_comment(job.id)
-
-
-def job_id_from_comment(comment: str) -> str | None:
-    if comment.startswith("hpcgw:") and _SAFE_ID.match(comment[6:]):
-        return comment[6:]
-    return None
-
-
 def to_public(job: Job) -> JobPublic:
     return JobPublic(
         id=job.id,
@@ -356,7 +330,15 @@ def stored_resources(job: Job) -> Resources:
 
 
 def get_visible_job(session: Session, principal: Principal, job_id: str) -> Job:
+    """By its id, or by a unique prefix of at least MIN_PREFIX digits, as git takes commits (``hpcgw status 9214``)."""
     job = session.get(Job, job_id)
+    if job is None and MIN_PREFIX <= len(job_id) < ID_LENGTH:
+        # A range on the primary key (its index), not LIKE; ids are lowercase hex, and "~" sorts after them.
+        found = session.exec(select(Job).where(col(Job.id) >= job_id, col(Job.id) < job_id + "~").limit(50)).all()
+        visible = [j for j in found if principal.can_see(j.team)]
+        if len(visible) > 1:
+            raise ConflictError(f"{job_id} is a prefix of {len(visible)} jobs' ids: give more of it")
+        job = visible[0] if visible else None
     if job is None or not principal.can_see(job.team):
         raise NotFoundError(f"job {job_id} not found")
     return job

@@ -25,8 +25,11 @@ def aware(value: datetime | None) -> datetime | None:
     return value if value is None or value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+ID_LENGTH = 16  # hex digits of the ids the gateway makes
+
+
 def new_id() -> str:
-    return uuid.uuid4().hex[:16]
+    return uuid.uuid4().hex[:ID_LENGTH]
 
 
 class Algorithm(SQLModel, table=True):

@@ -100,7 +100,7 @@ def list_jobs(
     return JobList(items=[to_public(j) for j in rows], total=total, offset=offset, limit=limit)
 
 
-@router.get("/{job_id:hexid}", response_model=JobPublic, responses=declare(*AUTHENTICATED, 404))
+@router.get("/{job_id:hexid}", response_model=JobPublic, responses=declare(*AUTHENTICATED, 404, 409))
 def get_job(job_id: JobIdPath, session: SessionDep, principal: PrincipalDep) -> JobPublic:
     return to_public(get_visible_job(session, principal, job_id))
 
@@ -116,7 +116,7 @@ def cancel_job(job_id: JobIdPath, session: SessionDep, principal: PrincipalDep, 
     return to_public(job)
 
 
-@router.get("/{job_id:hexid}/attempts", response_model=list[AttemptPublic], responses=declare(*AUTHENTICATED, 404))
+@router.get("/{job_id:hexid}/attempts", response_model=list[AttemptPublic], responses=declare(*AUTHENTICATED, 404, 409))
 def job_attempts(job_id: JobIdPath, session: SessionDep, principal: PrincipalDep) -> list[AttemptPublic]:
     """Each run of the job in Slurm, first to last: a node failure or preemption that Slurm requeued shows
     as a run that ended (with its nodes and state) followed by the next."""
@@ -125,7 +125,7 @@ def job_attempts(job_id: JobIdPath, session: SessionDep, principal: PrincipalDep
     return [AttemptPublic.model_validate(row, from_attributes=True) for row in rows]
 
 
-@router.get("/{job_id:hexid}/logs", response_model=list[LogTail], responses=declare(*AUTHENTICATED, 404))
+@router.get("/{job_id:hexid}/logs", response_model=list[LogTail], responses=declare(*AUTHENTICATED, 404, 409))
 def job_logs(
     job_id: JobIdPath,
     session: SessionDep,
@@ -144,7 +144,7 @@ def job_logs(
     return tails
 
 
-@router.get("/{job_id:hexid}/metrics", response_model=MetricsPublic, responses=declare(*AUTHENTICATED, 404))
+@router.get("/{job_id:hexid}/metrics", response_model=MetricsPublic, responses=declare(*AUTHENTICATED, 404, 409))
 def job_metrics(job_id: JobIdPath, session: SessionDep, principal: PrincipalDep) -> MetricsPublic:
     job = get_visible_job(session, principal, job_id)
     return MetricsPublic(

@@ -14,18 +14,24 @@ from typing import Annotated
 
 import typer
 
+from gateway.cli import lines
 from gateway.cli.direct import direct_spec, submit_direct
+from gateway.cli.helptext import epilog
 from gateway.cli.options import (
     AccountOpt,
+    AlgorithmOpt,
     CommandArg,
     CpusPerTaskOpt,
     DirectOpt,
     FrameworkChoice,
     FrameworkOpt,
     GpusPerNodeOpt,
+    JobIdArg,
+    JobIdsArg,
     JsonOpt,
     NodesOpt,
     NtasksPerNodeOpt,
+    PartitionOpt,
     TokenOpt,
     UrlOpt,
     bad_parameters,
@@ -42,10 +48,10 @@ from gateway.cli.views import (
     err,
     exit_code_for,
     follow,
-    jobs_table,
     metrics_table,
     print_job,
 )
+from gateway.cli.watch import watch
 from gateway.client import ClientError
 from gateway.schemas import JobCreate, RerunRequest
 from launchers.states import JobState
@@ -53,7 +59,7 @@ from launchers.states import JobState
 
 def submit(
     command: CommandArg = None,
-    algorithm: Annotated[str | None, typer.Option("--algorithm", help="Registered algorithm name")] = None,
+    algorithm: AlgorithmOpt = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset id")] = None,
     data_version: Annotated[str | None, typer.Option("--data-version", help="Dataset version hash")] = None,
     direct: DirectOpt = False,
@@ -70,7 +76,7 @@ def submit(
     cpus_per_task: CpusPerTaskOpt = 1,
     mem: Annotated[str | None, mem_option("Memory per node, e.g. 16G")] = None,
     time_limit: Annotated[str, time_option("Slurm time format, e.g. 2:00:00")] = "60",
-    partition: Annotated[str | None, typer.Option("--partition", "-p")] = None,
+    partition: PartitionOpt = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="NAME=VALUE (repeatable)")] = None,
     idempotency_key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job live; exit with its outcome")] = False,
@@ -125,7 +131,7 @@ def submit(
     raise typer.Exit(exit_code_for(final))
 
 
-def status(job_id: str, url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
+def status(job_id: JobIdArg, url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """One job, in full."""
     with client(url, token) as c:
         try:
@@ -142,11 +148,27 @@ def jobs(
     team: Annotated[str | None, typer.Option("--team")] = None,
     state: Annotated[JobState | None, typer.Option("--state", "-t")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
+    wide: Annotated[
+        bool, typer.Option("--wide", "-l", help="More fields: team, full state, Slurm id, position")
+    ] = False,
+    fmt: Annotated[
+        str | None, typer.Option("--format", "-o", help="squeue-style fields, e.g. '%.16i %.8u %.2t %R'")
+    ] = None,
+    noheader: Annotated[bool, typer.Option("--noheader", "-h", help="No header line")] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List jobs, newest first: a better squeue (team, state, reason, queue position, nodes, elapsed)."""
+    """List jobs, newest first, as squeue does: full ids, 80 columns (--wide for more), -o for your own fields.
+
+    Codes: %i id, %j name, %u user, %a team, %P partition, %t state (2 letters), %T state, %M time, %D nodes,
+    %R reason, %A Slurm id, %Q queue position, %V submitted, %x exit code.
+    """
+    chosen = fmt or (lines.WIDE_FORMAT if wide else lines.DEFAULT_FORMAT)
+    try:
+        lines.render([], chosen)
+    except lines.FormatError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--format") from None
     with client(url, token) as c:
         try:
             page = c.jobs(team=team, state=state, limit=limit)
@@ -155,11 +177,13 @@ def jobs(
     if json_out:
         typer.echo(page.model_dump_json())
         return
-    console.print(jobs_table(page.items, title=f"{len(page.items)} of {page.total} jobs"))
+    output = lines.render(page.items, chosen, header=not noheader, width=None if (wide or fmt) else lines.WIDTH)
+    if output:
+        typer.echo(output)
 
 
 def logs(
-    job_id: str,
+    job_id: JobIdArg,
     rank: Annotated[int | None, typer.Option("--rank", "-r", help="One rank (default: all)")] = None,
     lines: Annotated[int, typer.Option("--lines", "-n")] = 50,
     follow_: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job ends")] = False,
@@ -185,7 +209,7 @@ def logs(
             time.sleep(1)
 
 
-def cancel(job_ids: list[str], url: UrlOpt = None, token: TokenOpt = None) -> None:
+def cancel(job_ids: JobIdsArg, url: UrlOpt = None, token: TokenOpt = None) -> None:
     """Cancel jobs (like scancel): waiting ones at once, running ones through Slurm."""
     code = 0
     with client(url, token) as c:
@@ -199,7 +223,7 @@ def cancel(job_ids: list[str], url: UrlOpt = None, token: TokenOpt = None) -> No
     raise typer.Exit(code)
 
 
-def metrics(job_id: str, url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
+def metrics(job_id: JobIdArg, url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """Per-epoch training metrics."""
     with client(url, token) as c:
         try:
@@ -232,7 +256,7 @@ def algorithms(url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = F
 
 def render(
     command: CommandArg = None,
-    algorithm: Annotated[str | None, typer.Option("--algorithm")] = None,
+    algorithm: AlgorithmOpt = None,
     dataset: Annotated[str | None, typer.Option("--dataset")] = None,
     data_version: Annotated[str | None, typer.Option("--data-version")] = None,
     direct: Annotated[bool, typer.Option("--direct", help="The launchers' script here, no gateway")] = False,
@@ -245,7 +269,7 @@ def render(
     cpus_per_task: CpusPerTaskOpt = 1,
     mem: Annotated[str | None, mem_option()] = None,
     time_limit: Annotated[str, time_option()] = "60",
-    partition: Annotated[str | None, typer.Option("--partition", "-p")] = None,
+    partition: PartitionOpt = None,
     param: Annotated[list[str] | None, typer.Option("--param")] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -292,7 +316,7 @@ VERIFY_EXIT = {"identical": 0, "different": 1, "failed": 2, "unverifiable": 3}
 
 
 def rerun(
-    job_id: str,
+    job_id: JobIdArg,
     verify: Annotated[
         bool, typer.Option("--verify", help="Wait for the rerun, then compare its model's SHA-256 with the original's")
     ] = False,
@@ -335,7 +359,7 @@ def rerun(
 
 def register(app: typer.Typer) -> None:
     """`submit`: past the trainer command's first word every flag is the trainer's, as with sbatch's script."""
-    app.command(context_settings={"allow_interspersed_args": False})(submit)
-    app.command(context_settings={"allow_interspersed_args": False})(render)
-    for command in (status, jobs, logs, cancel, metrics, algorithms, rerun):
-        app.command()(command)
+    app.command(context_settings={"allow_interspersed_args": False}, epilog=epilog("submit"))(submit)
+    app.command(context_settings={"allow_interspersed_args": False}, epilog=epilog("render"))(render)
+    for command in (status, jobs, logs, cancel, metrics, algorithms, rerun, watch):
+        app.command(epilog=epilog(command.__name__))(command)

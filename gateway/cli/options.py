@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from gateway.cli import complete
 from gateway.cli.views import err
 from gateway.client import Client, ClientError
 from launchers.resources import Resources
@@ -23,6 +24,16 @@ from launchers.slurm import times
 UrlOpt = Annotated[str | None, typer.Option("--url", envvar="HPCGW_URL", help="Gateway URL")]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="HPCGW_TOKEN", help="API token", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+JobIdArg = Annotated[
+    str, typer.Argument(help="A job id, or a unique prefix of it (4 or more digits)", autocompletion=complete.job_ids)
+]
+JobIdsArg = Annotated[list[str], typer.Argument(help="Job ids or unique prefixes", autocompletion=complete.job_ids)]
+AlgorithmOpt = Annotated[
+    str | None, typer.Option("--algorithm", help="Registered algorithm name", autocompletion=complete.algorithm_names)
+]
+PartitionOpt = Annotated[
+    str | None, typer.Option("--partition", "-p", help="Slurm partition", autocompletion=complete.partitions)
+]
 
 # sbatch's resource flags. --mem and --time are built per command (mem_option, time_option): their help differs.
 NodesOpt = Annotated[int, typer.Option("--nodes", "-N")]

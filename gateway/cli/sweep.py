@@ -20,11 +20,13 @@ from pydantic import ValidationError
 from gateway.cli.direct import sweep_direct
 from gateway.cli.options import (
     AccountOpt,
+    AlgorithmOpt,
     CommandArg,
     CpusPerTaskOpt,
     DirectOpt,
     NodesOpt,
     NtasksPerNodeOpt,
+    PartitionOpt,
     TokenOpt,
     UrlOpt,
     bad_parameters,
@@ -90,11 +92,11 @@ def _points(
 
 def sweep(
     command: CommandArg = None,
-    algorithm: Annotated[str | None, typer.Option("--algorithm", help="Registered algorithm (gateway)")] = None,
+    algorithm: AlgorithmOpt = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset id (gateway)")] = None,
     data_version: Annotated[str | None, typer.Option("--data-version", help="Dataset version hash (gateway)")] = None,
     direct: DirectOpt = False,
-    partition: Annotated[str | None, typer.Option("--partition", "-p", help="Slurm partition")] = None,
+    partition: PartitionOpt = None,
     folder: Annotated[Path | None, typer.Option("--folder", help="--direct: job folder (logs: %A_%a_%t)")] = None,
     array: Annotated[
         str | None, typer.Option("--array", "-a", help="sbatch-style indices into --params-file, e.g. 0-99%10")

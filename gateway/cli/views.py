@@ -11,10 +11,13 @@ import json
 import time
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
+from gateway.cli import lines
 from gateway.client import Client, ClientError
 from gateway.schemas import AlgorithmPublic, JobPublic, SweepPublic
 from launchers.states import JobState
@@ -59,57 +62,20 @@ def exit_code_for(job: JobPublic) -> int:
     return exit_code(job.state, job.exit_code)
 
 
-def elapsed(job: JobPublic) -> str:
-    """H:MM:SS as squeue prints it; a running job's clock is still going."""
-    if job.start_time is None:
-        return "-"
-    end = job.end_time or time.time()
-    seconds = int((end if isinstance(end, float) else end.timestamp()) - job.start_time.timestamp())
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def jobs_table(items: list[JobPublic], title: str | None = None) -> Table:
-    """A better squeue: team, state, Slurm's reason and queue position, nodes, elapsed."""
-    table = Table(
-        "JOBID",
-        "NAME",
-        "TEAM",
-        "USER",
-        "STATE",
-        "SLURM",
-        "REASON",
-        "POS",
-        "NODES",
-        "ELAPSED",
-        title=title,
-        title_justify="left",
-    )
-    for j in items:
-        table.add_row(
-            j.id,
-            j.name,
-            j.team,
-            j.user,
-            j.state.value,
-            j.slurm_job_id or "-",
-            j.reason or "-",
-            str(j.position_in_queue or "-"),
-            str(j.resources.nodes),
-            elapsed(j),
-        )
-    return table
-
-
 def print_job(job: JobPublic) -> None:
-    """`hpcgw status`: the squeue row, then what the row has no room for."""
-    console.print(jobs_table([job]))
-    for key in STATUS_FIELDS:
-        console.print(f"{key:>24}: {getattr(job, key)}", highlight=False, markup=False)
+    """`hpcgw status`: the squeue line, then what it has no room for, as aligned key: value lines that are never
+    wrapped (ids and hashes are copied from here)."""
+    typer.echo(lines.render([job]))
+    values: list[tuple[str, object]] = [(key, getattr(job, key)) for key in STATUS_FIELDS]
     if job.provenance:
         versions = job.provenance.get("versions") or {}
-        line = f"world size {job.provenance.get('world_size')}, model sha256 {job.provenance.get('model_sha256')}"
-        console.print(f"{'provenance':>24}: {line}, {json.dumps(versions)}", highlight=False, markup=False)
-    console.print(f"{'parameters':>24}: {json.dumps(job.parameters)}", highlight=False, markup=False)
+        values.append(("world_size", job.provenance.get("world_size")))
+        values.append(("model_sha256", job.provenance.get("model_sha256")))
+        values.append(("versions", json.dumps(versions)))
+    values.append(("parameters", json.dumps(job.parameters)))
+    width = max(len(key) for key, _ in values)
+    for key, value in values:
+        typer.echo(f"{key:>{width}}: {'-' if value is None else value}")
 
 
 def metrics_table(epochs: list[dict[str, Any]]) -> Table:
@@ -138,29 +104,43 @@ def algorithms_table(items: list[AlgorithmPublic]) -> Table:
     return table
 
 
+def interactive() -> bool:
+    """Live views redraw in place on a terminal; piped or in a CI log, they print a plain line per change."""
+    return console.is_terminal and err.is_terminal
+
+
 def follow(c: Client, job_id: str, *, quiet: bool = False) -> JobPublic:
-    """A live view of the job's state and epochs done, until it ends; survives a gateway restart."""
+    """Until the job ends: a live view on a terminal (one table, changing in place), else a line per change; a
+    gateway restart only pauses it (the client retries). Ends with the job's outcome and exit code."""
     if quiet:
         return c.wait(job_id, timeout_s=10**7)
-
-    def view(job: JobPublic, epochs: int) -> Table:
-        table = jobs_table([job])
-        table.caption = f"epochs done: {epochs}"
-        return table
-
-    with Live(console=err, refresh_per_second=4, transient=False) as live:
+    live = Live(console=err, refresh_per_second=4, transient=False, auto_refresh=False) if interactive() else None
+    last = ""
+    try:
+        if live is not None:
+            live.start()
         while True:
             try:
                 job = c.job(job_id)
                 epochs = len(c.metrics(job_id).epochs) if job.state is not JobState.ACCEPTED else 0
             except ClientError as exc:
-                live.console.print(f"gateway: {exc}")
+                err.print(f"gateway: {exc}", highlight=False, markup=False)
                 time.sleep(2)
                 continue
-            live.update(view(job, epochs))
+            if live is not None:
+                caption = f"epochs done: {epochs}" + (f"; {job.health_reason}" if job.health_reason else "")
+                live.update(Text(f"{lines.render([job])}\n{caption}"), refresh=True)
+            elif (line := lines.change_line(job, epochs)) != last:
+                typer.echo(line)
+                last = line
             if job.state.is_terminal:
-                return job
+                break
             time.sleep(1)
+    finally:
+        if live is not None:
+            live.stop()
+    typer.echo(f"{job.id} {job.state.value}: exit code {exit_code_for(job)}", err=True)
+    return job
 
 
 def sweep_table(sweep: SweepPublic) -> Table:
@@ -183,13 +163,20 @@ def sweep_table(sweep: SweepPublic) -> Table:
 
 
 def follow_sweep(c: Client, sweep_id: str, *, quiet: bool = False) -> SweepPublic:
-    """A live view until every task ended; a gateway restart only pauses it (the client retries)."""
+    """Until every task ended: a live view on a terminal, else a line per change of the counts by state; a
+    gateway restart only pauses it (the client retries)."""
     current = c.sweep(sweep_id)
-    if quiet:
-        while not all(t.state.is_terminal for t in current.tasks):
+    if quiet or not interactive():
+        last = ""
+        while True:
+            counts = " ".join(f"{k}={v}" for k, v in sorted(current.counts.items()))
+            if not quiet and counts != last:
+                typer.echo(f"sweep {sweep_id}: {counts}")
+                last = counts
+            if all(t.state.is_terminal for t in current.tasks):
+                return current
             time.sleep(1)
             current = c.sweep(sweep_id)
-        return current
     with Live(sweep_table(current), console=err, refresh_per_second=2, transient=False) as live:
         while not all(t.state.is_terminal for t in current.tasks):
             time.sleep(1)

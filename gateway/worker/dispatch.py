@@ -17,9 +17,10 @@ from pathlib import Path
 
 from sqlmodel import Session, col, select
 
+from gateway.comments import batch_comment, sweep_comment
 from gateway.config import GatewayConfig
 from gateway.folders import FolderError, shared_folder, team_folder
-from gateway.jobs import active_counts, batch_comment, job_spec, record_state, sweep_comment
+from gateway.jobs import active_counts, job_spec, record_state
 from gateway.models import Job, Sweep, new_id, utcnow
 from gateway.worker.stats import WorkerStats
 from launchers.errors import SpecError, SubmitError

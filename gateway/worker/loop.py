@@ -23,8 +23,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
+from gateway.comments import expected_comment
 from gateway.config import GatewayConfig
-from gateway.jobs import ACTIVE_IN_SLURM, expected_comment, record_state
+from gateway.jobs import ACTIVE_IN_SLURM, record_state
 from gateway.models import Job, aware, utcnow
 from gateway.worker import status
 from gateway.worker.apply import Evidence, Transition, decide

@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from gateway.jobs import batch_comment, job_id_from_comment, slurm_comment, sweep_comment
+from gateway.comments import batch_comment, job_id_from_comment, slurm_comment, sweep_comment
 from gateway.models import Job, Sweep, aware, utcnow
 from gateway.worker.dispatch import link, unbatch
 from launchers.slurm.commands import find_by_comment

@@ -190,3 +190,19 @@ def test_teams_health_and_metrics(client: TestClient, algorithm: dict) -> None:
     assert samples[("hpcgw_jobs", (("state", "accepted"), ("team", "team-a")))] == 1
     assert "hpcgw_poll_cycle_seconds_count" in text and "hpcgw_queue_wait_seconds_sum" in text
     assert client.get("/docs").status_code == 200 and client.get("/openapi.json").status_code == 200
+
+
+def test_a_unique_id_prefix_finds_the_job(client: TestClient, algorithm: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.jobs
+
+    chosen = iter(["abcdef0100000000", "abcdef0200000000"])  # two ids that share their first 7 digits
+    monkeypatch.setattr(gateway.jobs, "new_id", lambda: next(chosen))
+    for _ in range(2):
+        assert client.post("/v1/jobs", json=job_body(), headers=auth("alice")).status_code == 201
+    ambiguous = client.get("/v1/jobs/abcdef0", headers=auth("alice"))
+    assert ambiguous.status_code == 409 and "prefix of 2 jobs" in ambiguous.json()["detail"]
+    one = client.get("/v1/jobs/abcdef02", headers=auth("alice"))
+    assert one.status_code == 200 and one.json()["id"] == "abcdef0200000000"
+    assert client.get("/v1/jobs/abcdef02/metrics", headers=auth("alice")).json()["job_id"] == "abcdef0200000000"
+    assert client.get("/v1/jobs/abc", headers=auth("alice")).status_code == 404  # under 4 digits: no prefix
+    assert client.get("/v1/jobs/abcdef02", headers=auth("bob")).status_code == 404  # not bob's to see

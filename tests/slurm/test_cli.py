@@ -84,7 +84,9 @@ def test_submit_wait_exit_codes_jobs_and_logs(gw: Gateway) -> None:
         ("train", "team-a", "failed"),
     }
     table = hpcgw(gw, "jobs")
-    assert table.returncode == 0 and job["id"] in table.stdout and "succeeded" in table.stdout
+    row = next(line for line in table.stdout.splitlines() if line.startswith(job["id"]))
+    assert table.returncode == 0 and row.split()[4] == "CD", table.stdout  # squeue's code for completed
+    assert "succeeded" in hpcgw(gw, "jobs", "-o", "%i %T").stdout
     logs = hpcgw(gw, "logs", job["id"], "--rank", "0")
     assert logs.returncode == 0 and "hello from the trainer" in logs.stdout
     status = hpcgw(gw, "status", job["id"])

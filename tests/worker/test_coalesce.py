@@ -13,7 +13,8 @@ import pytest
 from sqlmodel import Session
 
 from gateway.auth import Principal
-from gateway.jobs import batch_comment, create_job
+from gateway.comments import batch_comment
+from gateway.jobs import create_job
 from gateway.models import utcnow
 from gateway.schemas import JobCreate
 from gateway.worker import status

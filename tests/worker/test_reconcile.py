@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.jobs import slurm_comment, sweep_comment
+from gateway.comments import slurm_comment, sweep_comment
 from gateway.worker.loop import Worker
 from gateway.worker.reconcile import reconcile
 from tests.worker.conftest import Gateway
