@@ -25,22 +25,25 @@ from launchers.states import JobState
 console = Console()
 err = Console(stderr=True)
 
+# `hpcgw status`'s lines: (label, field). Labels of at most 12 characters, so that a 64-digit hash fits an
+# 80-column terminal beside its label.
 STATUS_FIELDS = (
-    "algorithm",
-    "algorithm_version",
-    "image",
-    "dataset_id",
-    "train_data_version_hash",
-    "partition",
-    "account",
-    "exit_code",
-    "restarts",
-    "submit_time",
-    "start_time",
-    "end_time",
-    "health_reason",
-    "health_restarts",
-    "best_epoch",
+    ("algorithm", "algorithm"),
+    ("version", "algorithm_version"),
+    ("framework", "framework"),
+    ("image", "image"),
+    ("dataset", "dataset_id"),
+    ("data_version", "train_data_version_hash"),
+    ("partition", "partition"),
+    ("account", "account"),
+    ("slurm_job", "slurm_job_id"),
+    ("exit_code", "exit_code"),
+    ("restarts", "restarts"),
+    ("submitted", "submit_time"),
+    ("started", "start_time"),
+    ("ended", "end_time"),
+    ("health", "health_reason"),
+    ("best_epoch", "best_epoch"),
 )
 
 
@@ -66,16 +69,16 @@ def print_job(job: JobPublic) -> None:
     """`hpcgw status`: the squeue line, then what it has no room for, as aligned key: value lines that are never
     wrapped (ids and hashes are copied from here)."""
     typer.echo(lines.render([job]))
-    values: list[tuple[str, object]] = [(key, getattr(job, key)) for key in STATUS_FIELDS]
+    values: list[tuple[str, object]] = [(label, getattr(job, name)) for label, name in STATUS_FIELDS]
     if job.provenance:
         versions = job.provenance.get("versions") or {}
         values.append(("world_size", job.provenance.get("world_size")))
         values.append(("model_sha256", job.provenance.get("model_sha256")))
-        values.append(("versions", json.dumps(versions)))
+        values.append(("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if v)))
     values.append(("parameters", json.dumps(job.parameters)))
-    width = max(len(key) for key, _ in values)
-    for key, value in values:
-        typer.echo(f"{key:>{width}}: {'-' if value is None else value}")
+    width = max(len(label) for label, _ in values)
+    for label, value in values:
+        typer.echo(f"{label:>{width}}: {'-' if value is None else value}")
 
 
 def metrics_table(epochs: list[dict[str, Any]]) -> Table:

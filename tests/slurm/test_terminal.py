@@ -93,8 +93,9 @@ def test_jobs_fits_the_width_with_full_ids(terminal: Terminal, gw: Gateway) -> N
     assert any(line.startswith(job_id) for line in rows), pane  # the whole id, ready to copy
     assert "HTTP Request" not in pane
     status = terminal.run(f"hpcgw status {job_id[:6]}")  # a unique prefix is enough, as with git
-    hash_lines = [line for line in status.splitlines() if "train_data_version_hash" in line]
+    hash_lines = [line for line in status.splitlines() if "data_version:" in line]
     assert hash_lines and hash_lines[0].rstrip().endswith("v1"), status  # key and value on one line
+    assert all(len(line) <= 80 for line in status.splitlines() if ": " in line), status
     verbose = terminal.run("hpcgw -v jobs -n 1")
     assert "HTTP Request: GET" in verbose  # -v shows the requests
 
