@@ -338,7 +338,7 @@ def rerun(
                 return
             if not json_out:
                 err.print(f"Submitted job {job.id} (rerun of {job_id})")
-            final = follow(c, job.id, quiet=json_out)
+            final = follow(c, job.id, quiet=json_out, progress_to_stderr=verify)
             if not verify:
                 if json_out:
                     typer.echo(final.model_dump_json())

@@ -112,7 +112,7 @@ def interactive() -> bool:
     return console.is_terminal and err.is_terminal
 
 
-def follow(c: Client, job_id: str, *, quiet: bool = False) -> JobPublic:
+def follow(c: Client, job_id: str, *, quiet: bool = False, progress_to_stderr: bool = False) -> JobPublic:
     """Until the job ends: a live view on a terminal (one table, changing in place), else a line per change; a
     gateway restart only pauses it (the client retries). Ends with the job's outcome and exit code."""
     if quiet:
@@ -134,7 +134,7 @@ def follow(c: Client, job_id: str, *, quiet: bool = False) -> JobPublic:
                 caption = f"epochs done: {epochs}" + (f"; {job.health_reason}" if job.health_reason else "")
                 live.update(Text(f"{lines.render([job])}\n{caption}"), refresh=True)
             elif (line := lines.change_line(job, epochs)) != last:
-                typer.echo(line)
+                typer.echo(line, err=progress_to_stderr)  # stderr: when stdout is for an answer (rerun --verify)
                 last = line
             if job.state.is_terminal:
                 break

@@ -30,7 +30,7 @@ def job(job_id: str = "9214ab07c3d2e1f0", **fields: object) -> JobPublic:
         "restarts": 0,
         "submit_time": NOW - timedelta(hours=2),
         "start_time": NOW - timedelta(hours=1, minutes=2, seconds=3),
-        "end_time": None,
+        "end_time": NOW,  # a fixed clock: the module is imported long before some tests run
         "partition": "team-a-gpu-long",
         "account": "team-a",
         "qos": None,
@@ -55,7 +55,7 @@ def test_the_default_lines_fit_80_columns_with_full_ids() -> None:
     assert rows[0].split() == ["JOBID", "PARTITION", "NAME", "USER", "ST", "TIME", "NODES", "REASON"]
     assert all(len(row) <= 80 for row in rows), [len(r) for r in rows]
     assert rows[1].split()[0] == "9214ab07c3d2e1f0" and rows[2].split()[0] == "77c1e2d0aa11bb22"
-    assert " R " in rows[1] and "1:02:" in rows[1] and " PD " in rows[2] and "Priority" in rows[2]
+    assert " R " in rows[1] and "1:02:03" in rows[1] and " PD " in rows[2] and "Priority" in rows[2]
 
 
 def test_format_codes_follow_squeue() -> None:

@@ -154,3 +154,13 @@ def test_a_verified_rerun_names_what_differs() -> None:
     running = _job("e", 2, "x")
     running.state = "running"
     assert verify(original, running).status == "pending"
+
+
+def test_a_nan_in_a_metrics_line_is_stored_as_a_string(tmp_path: Path) -> None:
+    from gateway.worker.metrics import MetricsReader
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1, "loss": 0.5}\n{"epoch": 2, "loss": NaN, "acc": Infinity}\n')
+    epochs = MetricsReader().read("j", path)
+    assert epochs == [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": "NaN", "acc": "Infinity"}]
+    assert json.dumps(epochs, allow_nan=False)  # what the API and PostgreSQL need
