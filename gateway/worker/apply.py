@@ -121,3 +121,13 @@ def _lost(job: StoredJob, waited_s: float, now: datetime) -> Transition:
     reason = lost_reason(job.slurm_job_id or "?", waited_s)
     fields: dict[str, Any] = {"reason": reason, "end_time": now, "position_in_queue": None}
     return Transition(fields=fields, history=[(JobState.FAILED, job.slurm_state, reason)])
+
+
+def cancelled_while_waiting(slurm_state: str | None, now: datetime) -> Transition:
+    """A pending array element cancelled on its own leaves no trace: Slurm 22.05 drops it from the array's
+    pending record and writes no accounting record of it (``sacct -j A_i`` is empty, scontrol "not found").
+    Once the element we scancel'd is in neither sacct nor squeue, the cancellation is all there is to know."""
+    reason = "cancelled while waiting in Slurm (Slurm keeps no record of a pending array element cancelled alone)"
+    fields: dict[str, Any] = {"reason": reason[:256], "end_time": now, "position_in_queue": None}
+    fields["slurm_state"] = "CANCELLED"
+    return Transition(fields=fields, history=[(JobState.CANCELLED, slurm_state, reason[:256])])

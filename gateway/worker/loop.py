@@ -28,7 +28,7 @@ from gateway.config import GatewayConfig
 from gateway.jobs import ACTIVE_IN_SLURM, record_state
 from gateway.models import Job, aware, utcnow
 from gateway.worker import status
-from gateway.worker.apply import Evidence, Transition, decide
+from gateway.worker.apply import Evidence, Transition, cancelled_while_waiting, decide
 from gateway.worker.attempts import AttemptRecorder
 from gateway.worker.dispatch import Dispatcher, Outcome
 from gateway.worker.health import HealthGuard, read_provenance
@@ -85,6 +85,7 @@ class Worker:
         self._reconciled = False  # rows left dispatching by a crash were looked for in Slurm
         self._since = utcnow()  # the start of the last cycle: newer rows are new work
         self._unchanged: dict[str, tuple[object, ...]] = {}  # job id -> what Slurm said of it, while it waits
+        self._vanishing: set[str] = set()  # array elements scancel'd while waiting
 
     # --- life cycle ----------------------------------------------------------------------------------------
 
@@ -242,6 +243,8 @@ class Worker:
                 return False
             for job in jobs:
                 job.cancel_requested = False
+                if job.state in WAITING_IN_SLURM and "_" in (job.slurm_job_id or ""):
+                    self._vanishing.add(job.slurm_job_id or "")  # see apply.cancelled_while_waiting
                 session.add(job)
             session.commit()
             return True
@@ -352,13 +355,17 @@ class Worker:
             lost_after_s=(now - submitted).total_seconds() if lost and submitted else None,
             verdict=(JobState(job.health_verdict), job.health_reason or "") if job.health_verdict else None,
         )
-        transition = decide(job, evidence, now)
+        if seen is None and pending is None and slurm_id in self._vanishing:
+            transition = cancelled_while_waiting(job.slurm_state, now)
+        else:
+            transition = decide(job, evidence, now)
         if seen is not None and seen.attempts:
             self.attempts.record(session, job, seen)
         changed = self.write(session, job, transition)
         if transition.state is not None and transition.state.is_terminal:
             job.provenance = read_provenance(job)  # every finished run: what it needs to be run again
             self._last_seen.pop(slurm_id, None)
+            self._vanishing.discard(slurm_id)
             self.guard.forget(job.id)
         self.guard.check(job, evidence.started, seen.node_list if seen else "", now)
         return changed

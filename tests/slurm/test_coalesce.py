@@ -34,10 +34,12 @@ from tests.slurm.support import (
     HPCGW,
     NO_RATE_LIMIT,
     QUICK,
+    SLEEPER,
     gateway_config,
     quick_job,
     roomy_accounts,
     serve,
+    sleeper_job,
     submit_until_answered,
     wait_all_ended,
     wait_for,
@@ -281,3 +283,37 @@ def test_a_second_worker_on_sqlite_refuses_to_start(cluster: ClusterSpec, tmp_pa
 
 def _sqlite(root: Path) -> str:
     return f"sqlite:///{root}/gw.db"
+
+
+def test_a_waiting_element_cancelled_alone_ends_cancelled(
+    cluster: ClusterSpec, tmp_path: Path, dataset_hash: str
+) -> None:
+    """Slurm keeps no record of a pending array element cancelled on its own: the gateway must still end it."""
+    config = gateway_config(tmp_path, **{"team-a": {"max_running_jobs": 10, "max_queued_jobs": 20}})
+    accounts.sync(config)
+    app = create_app(config, run_worker=False)
+    try:
+        with TestClient(app) as client:
+            client.post("/v1/algorithms", json={**SLEEPER, "team": "team-a"}, headers=auth("admin"))
+            ids = [
+                client.post("/v1/jobs", json=sleeper_job(dataset_hash), headers=auth("alice")).json()["id"]
+                for _ in range(8)
+            ]
+            app.state.worker.start()
+            try:
+                queued = {i: wait_for(client, i, {"queued", "launching", "running"}) for i in ids}
+                waiting = [
+                    i for i in ids if client.get(f"/v1/jobs/{i}", headers=auth("alice")).json()["state"] == "queued"
+                ]
+                assert waiting, "every element started: nothing to cancel while it waits"
+                victim = waiting[-1]
+                client.post(f"/v1/jobs/{victim}/cancel", headers=auth("alice"))
+                done = wait_for(client, victim, {"cancelled"}, timeout_s=60)
+                assert done["state"] == "cancelled" and "cancelled while waiting" in (done["reason"] or ""), done
+                assert (
+                    queued[victim]["slurm_job_id"].partition("_")[0] == queued[ids[0]]["slurm_job_id"].partition("_")[0]
+                )
+            finally:
+                app.state.worker.stop()
+    finally:
+        set_up_tenancy(ClusterSpec.load() or ClusterSpec())
