@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.api import algorithms, jobs, problems, sweeps, system
+from gateway.api import algorithms, functions, jobs, problems, sweeps, system
 from gateway.config import GatewayConfig
 from gateway.db import API_THREADS, make_engine, migrate
 from gateway.ratelimit import RateLimiter
@@ -53,7 +53,7 @@ def create_app(config: GatewayConfig, *, run_worker: bool = True, external_worke
     app.state.config, app.state.engine, app.state.worker = config, engine, worker
     app.state.worker_view = WorkerView(engine, worker, config.poll.interval_s)
     app.state.limiter = RateLimiter(config)
-    for module in (jobs, sweeps, algorithms, system):
+    for module in (jobs, functions, sweeps, algorithms, system):
         app.include_router(module.router)
     problems.install(app)
 

@@ -8,16 +8,19 @@ else from HPCGW_URL / HPCGW_TOKEN, else from ~/.config/hpcgw/config.toml (``url 
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import cloudpickle
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
+from gateway.remote_function import RemoteFunctionJob
 from gateway.schemas import (
     AlgorithmCreate,
     AlgorithmPublic,
@@ -199,6 +202,28 @@ class Client:
                 raise TimeoutError(f"job {job_id} still {job.state.value} after {timeout_s:.0f} s")
             time.sleep(poll_s)
 
+    # --- functions -----------------------------------------------------------------------------------------
+
+    def submit_function(
+        self, function: Callable[..., Any], /, *args: Any, resources: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> RemoteFunctionJob:
+        """``function(*args, **kwargs)`` on every rank of a job of the token's team, where the gateway allows it
+        (``functions.enabled``). ``resources``: ``nodes``, ``tasks_per_node``, ``time_limit_min``, ``framework``,
+        ``partition``, ``name``... (``FunctionCreate``'s fields)."""
+        payload = base64.b64encode(cloudpickle.dumps((function, args, kwargs))).decode()
+        body = {**(resources or {}), "payload": payload}
+        return RemoteFunctionJob(self, self._typed(JobPublic, "POST", "/v1/functions", json=body))
+
+    def outcome(self, job_id: str, rank: int = 0) -> bytes | None:
+        """One rank's outcome, as the bytes it wrote (launchers.outcomes.load_outcome reads them); None while
+        that rank has none."""
+        try:
+            return bytes(self._request("GET", f"/v1/jobs/{job_id}/outcome", params={"rank": rank}))
+        except ClientError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
     # --- sweeps, algorithms, teams ---------------------------------------------------------------------------
 
     def submit_sweep(self, request: SweepCreate | dict[str, Any]) -> SweepPublic:
@@ -242,6 +267,8 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 def _decode(method: str, path: str, response: httpx.Response) -> Any:
     if response.is_success:
+        if response.headers.get("content-type", "").startswith("application/octet-stream"):
+            return response.content
         return response.json()
     try:
         body = response.json()

@@ -114,6 +114,20 @@ class PollConfig(BaseModel):
     dispatch_grace_s: float = Field(30.0, ge=0, le=3600)
 
 
+class FunctionsConfig(BaseModel):
+    """Python functions as jobs (``POST /v1/functions``). Off unless the site turns it on: a pickled function is
+    code, so a token that may send one may run anything as its user on the team's partition (docs/functions.md).
+    The gateway never unpickles what it is sent, nor what the job sends back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    teams: list[str] | None = None  # the teams that may; none: every team, once enabled
+    # With container runtime 'apptainer': the image functions run in (it must hold submitit, cloudpickle and the
+    # framework); with 'none', the project's own environment.
+    image: str | None = None
+
+
 class GatewayConfig(BaseSettings):
     """The file's values, with ``HPCGW_<FIELD>`` environment variables winning over them (pydantic-settings):
     ``HPCGW_DATABASE_URL`` points a deployment at its database without editing the file."""
@@ -132,6 +146,7 @@ class GatewayConfig(BaseSettings):
     teams: dict[str, TeamConfig] = Field(min_length=1)
     tokens: list[TokenConfig] = Field(min_length=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    functions: FunctionsConfig = FunctionsConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -162,6 +177,11 @@ class GatewayConfig(BaseSettings):
                     raise ValueError(f"development token of user {token.user!r} is refused outside dev_mode")
                 if len(token.token) < MIN_TOKEN_LEN:
                     raise ValueError(f"token of user {token.user!r} is shorter than {MIN_TOKEN_LEN} characters")
+        for team in self.functions.teams or []:
+            if team not in self.teams:
+                raise ValueError(f"functions.teams names unknown team {team!r}")
+        if self.functions.enabled and self.container_runtime == "apptainer" and not self.functions.image:
+            raise ValueError("functions.enabled with container_runtime 'apptainer' needs functions.image")
         digests = [t.digest for t in self.tokens]
         if len(set(digests)) != len(digests):
             raise ValueError("two tokens are the same")

@@ -19,6 +19,12 @@ class InvalidRequestError(GatewayError):
     status_code = 422
 
 
+class ForbiddenError(GatewayError):
+    """The token is known, but this gateway does not let it do this (a site switch that is off)."""
+
+    status_code = 403
+
+
 class NotFoundError(GatewayError):
     """Unknown, or belongs to another team: the caller cannot tell which."""
 

@@ -10,13 +10,12 @@ import re
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from gateway.admission import check_backlog, idempotent_job
 from gateway.auth import Principal
-from gateway.comments import slurm_comment
 from gateway.config import GatewayConfig, TeamConfig
-from gateway.errors import ConflictError, InvalidRequestError, NotFoundError, QueueFullError
+from gateway.errors import ConflictError, InvalidRequestError, NotFoundError
 from gateway.health import HealthOverrides, HealthPolicy
 from gateway.health import resolve as resolve_health
 from gateway.models import ID_LENGTH, Algorithm, AlgorithmVersion, Job, JobEvent, new_id, utcnow
@@ -24,7 +23,7 @@ from gateway.schemas import JobCreate, JobPublic, validate_parameters
 from launchers.errors import SpecError
 from launchers.resources import RESOURCE_FIELDS, Resources, check_fit
 from launchers.slurm.sinfo import PartitionSize
-from launchers.spec import ContainerSpec, Framework, JobSpec
+from launchers.spec import Framework
 from launchers.states import JobState
 
 ACTIVE_IN_SLURM = (
@@ -34,6 +33,7 @@ ACTIVE_IN_SLURM = (
     JobState.RUNNING.value,
 )
 MIN_PREFIX = 4  # the shortest id prefix taken for a job id
+FUNCTION_ALGORITHM = "python-function"  # what a function job (POST /v1/functions) has for an algorithm
 
 
 def resolve_team(config: GatewayConfig, principal: Principal, requested: str | None) -> tuple[str, TeamConfig]:
@@ -102,34 +102,30 @@ def create_job(
     verify: bool = False,
 ) -> tuple[Job, bool]:
     """Store the job as ``accepted`` (committed before anything reaches Slurm). Returns (job, created)."""
-    team_name, team = resolve_team(config, principal, request.team)
-    if request.idempotency_key is not None:
-        existing = session.exec(
-            select(Job).where(
-                Job.team == team_name, Job.user == principal.user, Job.idempotency_key == request.idempotency_key
-            )
-        ).first()
-        if existing is not None:
-            return existing, False
+    team_name, _ = resolve_team(config, principal, request.team)
+    existing = idempotent_job(session, team_name, principal.user, request.idempotency_key)
+    if existing is not None:
+        return existing, False
     version, partition = check_request(session, config, principal, team_name, request, partition_sizes)
-    backlog = session.exec(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.team == team_name, Job.state == JobState.ACCEPTED.value, col(Job.sweep_id).is_(None))
-    ).one()
-    if backlog >= team.max_queued_jobs:
-        raise QueueFullError(
-            f"team {team_name} already has {backlog} jobs waiting (max_queued_jobs)",
-            retry_after_s=max(5.0, 2 * config.poll.interval_s),  # the worker dispatches from it every cycle
-        )
+    check_backlog(session, config, team_name)
     job = build_job(config, team_name, principal.user, request, version, partition, rerun_of=rerun_of)
-    job.folder = str(config.job_root / team_name / job.id)
-    job.submit_folder = str(Path(job.folder) / "job")
+    place(config, job)
     job.verify = verify
+    store_new(session, job)
+    return job, True
+
+
+def place(config: GatewayConfig, job: Job) -> None:
+    """The job's folder (model, metrics) in its team's, and submitit's folder inside it."""
+    job.folder = str(config.job_root / job.team / job.id)
+    job.submit_folder = str(Path(job.folder) / "job")
+
+
+def store_new(session: Session, job: Job) -> None:
+    """Committed as ``accepted``, with the first event of its history, before anything reaches Slurm."""
     session.add(job)
     session.add(JobEvent(job_id=job.id, state=job.state, at=job.submit_time))
     session.commit()
-    return job, True
 
 
 def check_request(
@@ -160,8 +156,7 @@ def preview_job(
     team_name, _ = resolve_team(config, principal, request.team)
     version, partition = check_request(session, config, principal, team_name, request, partition_sizes)
     job = build_job(config, team_name, principal.user, request, version, partition)
-    job.folder = str(config.job_root / team_name / job.id)
-    job.submit_folder = str(Path(job.folder) / "job")
+    place(config, job)
     return job
 
 
@@ -227,6 +222,8 @@ def build_job(
 def rerun_request(job: Job, resources: dict[str, Any] | None = None) -> JobCreate:
     """Exactly the recorded inputs: the same algorithm version, dataset version, parameters and resources. A sweep
     task's name (``sweep[3]``) is not a request's name: its brackets become ``sweep-3``."""
+    if job.algorithm == FUNCTION_ALGORITHM:
+        raise InvalidRequestError(f"job {job.id} ran a Python function: submit the function again", field="job_id")
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", job.name).strip("-_.")[:64] or "train"
     chosen = {**stored_resources(job).model_dump(), **(resources or {})}
     return JobCreate(
@@ -241,47 +238,6 @@ def rerun_request(job: Job, resources: dict[str, Any] | None = None) -> JobCreat
         requeue=job.requeue,
         health=HealthOverrides.model_validate(job.health) if job.health else None,
         **chosen,
-    )
-
-
-def job_spec(config: GatewayConfig, job: Job) -> JobSpec:
-    """The launcher spec of a stored job. The gateway id rides along in the Slurm comment, for reconciliation."""
-    folder = Path(job.folder)
-    env = {
-        **job.parameters,
-        "TRAINING_DATA_PATH": str(config.dataset_root / job.dataset_id / job.train_data_version_hash),
-        "MODEL_OUTPUT_DIR": str(folder / "model"),
-        "METRICS_FILE": str(folder / "metrics.jsonl"),
-        "SEED": job.parameters.get("SEED", "0"),
-        "JOB_ID": job.id,
-    }
-    if job.health:
-        env["HPCGW_HEARTBEAT_S"] = f"{HealthPolicy.model_validate(job.health).heartbeat_s:g}"
-    if config.container_runtime == "apptainer":
-        data = config.dataset_root / job.dataset_id / job.train_data_version_hash
-        container = ContainerSpec.model_validate(
-            {
-                "runtime": "apptainer",
-                "image": job.image,
-                "binds": [{"source": str(data), "target": str(data), "read_only": True}],
-            }
-        )
-    else:
-        container = ContainerSpec()
-    return JobSpec(
-        name=f"hpcgw-{job.id}",
-        partition=job.partition,
-        account=job.account,
-        qos=job.qos,
-        **stored_resources(job).model_dump(),
-        requeue=job.requeue,
-        framework=cast(Framework, job.framework),
-        container=container,
-        command=tuple(job.command),
-        env=env,
-        folder=Path(job.submit_folder),
-        comment=slurm_comment(job.id),
-        run_as=config.unix_user_of(job.user),
     )
 
 

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from gateway.health import HealthOverrides, HealthPolicy
 from launchers.resources import (
@@ -101,6 +101,22 @@ class JobCreate(Resources):
     def _parameters(cls, params: dict[str, ParamValue]) -> dict[str, ParamValue]:
         validate_parameters(params)
         return params
+
+
+class FunctionCreate(Resources):
+    """A Python function as a job (``Client.submit_function``): every rank calls it with the framework set up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name = "function"
+    team: str | None = Field(None, description="admins only; others get their token's team")
+    partition: Name | None = Field(None, description="one of the team's partitions; default: its first")
+    framework: Framework = Field("horovod", description="initialised on every rank before the call")
+    payload: Base64Bytes = Field(
+        description="cloudpickle of (function, args, kwargs), base64; unpickled only in the job, as its user"
+    )
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    requeue: bool = Field(True, description="let Slurm run the job again after a node failure or preemption")
 
 
 class RerunRequest(BaseModel):

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from launchers.errors import SpecError, SubmitError
+    from launchers.executor import Executor, FunctionJob
     from launchers.job import Job, JobFailedError
+    from launchers.outcomes import FunctionFailedError
     from launchers.space import GridSpace, ListSpace, RandomSpace
     from launchers.spec import Bind, ContainerSpec, JobSpec
     from launchers.states import JobState
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "Bind": "launchers.spec",
     "ContainerSpec": "launchers.spec",
+    "Executor": "launchers.executor",
+    "FunctionFailedError": "launchers.outcomes",
+    "FunctionJob": "launchers.executor",
     "GridSpace": "launchers.space",
     "Job": "launchers.job",
     "JobFailedError": "launchers.job",
@@ -38,6 +43,9 @@ _EXPORTS = {
 __all__ = [
     "Bind",
     "ContainerSpec",
+    "Executor",
+    "FunctionFailedError",
+    "FunctionJob",
     "GridSpace",
     "Job",
     "JobFailedError",

@@ -106,6 +106,9 @@ class JobSpec(Resources):
     # The trainer's distributed framework: Horovod (its Gloo rendezvous, or MPI), or torch.distributed (DDP), whose
     # RANK, WORLD_SIZE, MASTER_ADDR... the in-job runtime sets from Slurm's variables (launchers/runtime/ddp.py).
     framework: Framework = "horovod"
+    # A Python function instead of a trainer: the cloudpickle payload (function, args, kwargs) every rank calls
+    # in its task process (launchers.runtime.function); ``command`` then only names it.
+    function: Path | None = None
     # Horovod controller: gloo (default) or MPI through `srun --mpi=pmix`
     controller: Literal["gloo", "mpi"] = "gloo"
     rendezvous_timeout_s: float = Field(60.0, gt=0, le=3600)

@@ -11,6 +11,7 @@ import logging
 import re
 import shutil
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from launchers.container import python_command
 from launchers.errors import SpecError, SubmitError
 from launchers.job import Job
 from launchers.resources import check_fit
+from launchers.runtime.function import FunctionTask
 from launchers.runtime.markers import exit_code_teardown
 from launchers.runtime.task import TrainerTask
 from launchers.slurm import commands
@@ -220,6 +222,27 @@ def check_partition(spec: JobSpec) -> None:
     check_fit(spec, spec.partition, size)
 
 
+def make_task(
+    spec: JobSpec,
+    command: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    function: Path | None = None,
+) -> TrainerTask:
+    """What every rank of ``spec``'s job runs: its trainer command, or its Python function (an array element
+    may bring its own command, environment or function)."""
+    payload = function or spec.function
+    if payload is not None:
+        return FunctionTask(str(payload), str(spec.folder), spec.rendezvous_timeout_s, spec.framework)
+    return TrainerTask(
+        list(spec.command if command is None else command),
+        dict(spec.env if env is None else env),
+        str(spec.folder),
+        spec.rendezvous_timeout_s,
+        spec.controller,
+        spec.framework,
+    )
+
+
 def submit(spec: JobSpec, backend: Backend = "auto", *, check: bool = True) -> Job:
     """Submit ``spec`` as one multi-node Horovod job; returns at once with the job's handle.
 
@@ -233,15 +256,7 @@ def submit(spec: JobSpec, backend: Backend = "auto", *, check: bool = True) -> J
     elif spec.nodes > 1:
         raise SpecError("nodes", "the local backend runs on this machine only; ask for 1 node")
     spec.folder.mkdir(parents=True, exist_ok=True)
-    task = TrainerTask(
-        list(spec.command),
-        dict(spec.env),
-        str(spec.folder),
-        spec.rendezvous_timeout_s,
-        spec.controller,
-        spec.framework,
-    )
-    submitted = make_executor(spec, chosen).submit(task)
+    submitted = make_executor(spec, chosen).submit(make_task(spec))
     job = Job(submitted, Path(spec.folder), chosen, spec.num_tasks)
     log.info("submitted %s job %s (%d nodes x %d tasks)", chosen, job.job_id, spec.nodes, spec.tasks_per_node)
     return job

@@ -17,12 +17,11 @@ from submitit.core.utils import DelayedSubmission
 
 from launchers.errors import SpecError
 from launchers.job import Job
-from launchers.runtime.task import TrainerTask
 from launchers.slurm.commands import max_array_size
 from launchers.slurm.ids import master_id
 from launchers.space import GridSpace, ListSpace, RandomSpace, Scalar
 from launchers.spec import JobSpec
-from launchers.submission import check_partition, slurm_executor, slurm_parameters
+from launchers.submission import check_partition, make_task, slurm_executor, slurm_parameters
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +63,17 @@ def submit_array(
     array_size: int | None = None,
     commands: Sequence[Sequence[str]] | None = None,
     chain: bool = True,
+    functions: Sequence[Path] | None = None,
 ) -> list[Job]:
     """One array element per environment in ``envs``, all else from ``spec``; split past MaxArraySize.
 
     ``commands`` gives each element its own command line (the gateway's coalesced dispatch: unrelated jobs of one
-    shape in one array); ``chain=False`` lets the split arrays run side by side, since there is no sweep-wide
-    throttle to keep."""
+    shape in one array), ``functions`` its own Python function (``Executor.map_array``); ``chain=False`` lets
+    the split arrays run side by side, since there is no sweep-wide throttle to keep."""
     if commands is not None and len(commands) != len(envs):
         raise SpecError("commands", f"{len(commands)} commands for {len(envs)} array elements")
+    if functions is not None and len(functions) != len(envs):
+        raise SpecError("functions", f"{len(functions)} functions for {len(envs)} array elements")
     for i, env in enumerate(
         envs
     ):  # the same rules as a single job's environment, checked before anything reaches Slurm
@@ -90,12 +92,11 @@ def submit_array(
         executor = slurm_executor(spec, params)
         tasks = [
             DelayedSubmission(
-                TrainerTask(
-                    list(spec.command if commands is None else commands[i]),
-                    dict(envs[i]),
-                    str(spec.folder),
-                    spec.rendezvous_timeout_s,
-                    spec.controller,
+                make_task(
+                    spec,
+                    spec.command if commands is None else commands[i],
+                    envs[i],
+                    None if functions is None else functions[i],
                 )
             )
             for i in part

@@ -15,7 +15,6 @@ from gateway.errors import ConflictError, InvalidRequestError
 from gateway.jobs import (
     create_job,
     get_visible_job,
-    job_spec,
     preview_job,
     request_cancel,
     rerun_request,
@@ -33,6 +32,7 @@ from gateway.schemas import (
     RerunRequest,
     Verification,
 )
+from gateway.specs import job_spec
 from launchers.states import JobState
 from launchers.submission import render_script
 

@@ -32,6 +32,7 @@ DATABASE_RETRY_AFTER_S = 5
 _DESCRIPTIONS = {
     400: "The request cannot be read.",
     401: "No bearer token, or one the gateway does not know.",
+    403: "This gateway does not allow it for the token's team (a site setting, e.g. functions.enabled).",
     404: "No such object, or one that belongs to another team.",
     409: "The object's state does not allow this (it exists already, it has ended).",
     413: "The request body is larger than the gateway accepts (max_body_bytes).",

@@ -20,8 +20,9 @@ from sqlmodel import Session, col, select
 from gateway.comments import batch_comment, sweep_comment
 from gateway.config import GatewayConfig
 from gateway.folders import FolderError, shared_folder, team_folder
-from gateway.jobs import active_counts, job_spec, record_state
+from gateway.jobs import active_counts, record_state
 from gateway.models import Job, Sweep, new_id, utcnow
+from gateway.specs import job_spec
 from gateway.worker.stats import WorkerStats
 from launchers.errors import SpecError, SubmitError
 from launchers.slurm.commands import is_unreachable

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -43,6 +44,20 @@ log = logging.getLogger("hpcgw.task")
 
 class TrainerFailedError(RuntimeError):
     """The trainer exited with a non-zero code on this rank."""
+
+
+@dataclass
+class RankRun:
+    """One rank's run as :meth:`TrainerTask._start` set it up: what the trainer (or function) runs with."""
+
+    topology: HorovodTopology
+    markers: JobMarkers
+    env: dict[str, str]
+    restart: int
+    server: Any
+    heartbeat: Heartbeat
+    hosts: list[str]
+    tag: str
 
 
 class TrainerTask(submitit.helpers.Checkpointable):
@@ -85,6 +100,31 @@ class TrainerTask(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s hpcgw-task %(levelname)s: %(message)s")
+        run = self._start()
+        try:
+            code = self._run(run)
+        finally:
+            run.heartbeat.stop()
+            if run.server is not None:
+                run.server.close() if self.framework == "ddp" else run.server.shutdown()
+        topology, markers = run.topology, run.markers
+        if code == 0 and topology.rank == 0:
+            provenance.write(
+                markers.provenance_path, provenance.record(run.env, self.command, topology.size, run.hosts)
+            )
+        markers.write_exit(topology.rank, run.restart, code)
+        if code != 0:
+            log.error("%s: trainer exited with code %d", run.tag, code)
+            _exit_now(code)
+        return {"rank": topology.rank, "size": topology.size, "exit_code": code, "restart": run.restart}
+
+    def _run(self, run: RankRun) -> int:
+        """The trainer, as a child process; its exit code."""
+        return _run_trainer(self.command, run.env)
+
+    def _start(self) -> RankRun:
+        """Everything before the trainer: placement, the rendezvous (hosted on rank 0), the framework's
+        variables, the heartbeat thread and the first provenance record."""
         host_env = dict(os.environ)
         topology, job_id, addr = _placement(host_env)
         restart = int(host_env.get("SLURM_RESTART_COUNT", "0") or 0)
@@ -147,19 +187,7 @@ class TrainerTask(submitit.helpers.Checkpointable):
             provenance.write(
                 markers.provenance_path, provenance.record(env, self.command, topology.size, hosts, model=False)
             )
-        try:
-            code = _run_trainer(self.command, env)
-        finally:
-            heartbeat.stop()
-            if server is not None:
-                server.close() if self.framework == "ddp" else server.shutdown()
-        if code == 0 and topology.rank == 0:
-            provenance.write(markers.provenance_path, provenance.record(env, self.command, topology.size, hosts))
-        markers.write_exit(topology.rank, restart, code)
-        if code != 0:
-            log.error("%s: trainer exited with code %d", tag, code)
-            _exit_now(code)
-        return {"rank": topology.rank, "size": topology.size, "exit_code": code, "restart": restart}
+        return RankRun(topology, markers, env, restart, server, heartbeat, hosts, tag)
 
 
 def _placement(env: Mapping[str, str]) -> tuple[HorovodTopology, str, str]:

@@ -1,0 +1,93 @@
+"""Python functions as jobs, through the gateway (``POST /v1/functions``, ``Client.submit_function``).
+
+The client pickles ``(function, args, kwargs)``; the gateway checks the site allows it, stores the bytes in the
+job's folder and runs the job as the token's user, like any other. It never unpickles the payload, nor the
+outcomes the ranks write back (``GET /v1/jobs/{id}/outcome`` hands them over as bytes): only the job, as its
+user, and the client that sent the function run that code. docs/functions.md has the reasoning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from sqlmodel import Session
+
+from gateway.admission import check_backlog, idempotent_job
+from gateway.auth import Principal
+from gateway.config import GatewayConfig
+from gateway.errors import ForbiddenError
+from gateway.folders import shared_folder, team_folder
+from gateway.health import resolve as resolve_health
+from gateway.jobs import (
+    FUNCTION_ALGORITHM,
+    check_resources,
+    place,
+    resolve_partition,
+    resolve_team,
+    store_new,
+)
+from gateway.models import Job, new_id, utcnow
+from gateway.schemas import FunctionCreate
+from gateway.specs import payload_path
+from launchers.runtime.function import function_command
+from launchers.slurm.sinfo import PartitionSize
+
+
+def check_allowed(config: GatewayConfig, team: str) -> None:
+    allowed = config.functions
+    if not allowed.enabled:
+        raise ForbiddenError("this gateway does not run Python functions (functions.enabled is off)")
+    if allowed.teams is not None and team not in allowed.teams:
+        raise ForbiddenError(f"team {team} may not run Python functions on this gateway (functions.teams)")
+
+
+def create_function_job(
+    session: Session,
+    config: GatewayConfig,
+    principal: Principal,
+    request: FunctionCreate,
+    partition_sizes: dict[str, PartitionSize],
+) -> tuple[Job, bool]:
+    """Store the function job as ``accepted``, its payload beside it. Returns (job, created)."""
+    team_name, team = resolve_team(config, principal, request.team)
+    check_allowed(config, team_name)
+    existing = idempotent_job(session, team_name, principal.user, request.idempotency_key)
+    if existing is not None:
+        return existing, False
+    partition = resolve_partition(team_name, team, request.partition)
+    check_resources(team_name, team, request, partition, partition_sizes)
+    check_backlog(session, config, team_name)
+    now = utcnow()
+    job = Job(
+        id=new_id(),
+        submit_time=now,
+        updated_at=now,
+        metrics=[],
+        name=request.name,
+        team=team_name,
+        user=principal.user,
+        partition=partition,
+        account=team.account,
+        qos=team.qos,
+        **request.resources().model_dump(),
+        algorithm=FUNCTION_ALGORITHM,
+        algorithm_version=hashlib.sha256(request.payload).hexdigest()[:16],  # which function, for the record
+        image=config.functions.image or "",
+        command=[],
+        framework=request.framework,
+        dataset_id="",
+        train_data_version_hash="",
+        parameters={},
+        idempotency_key=request.idempotency_key,
+        requeue=request.requeue,
+        folder="",
+        health=resolve_health(team.health, None).model_dump(),
+    )
+    place(config, job)
+    job.command = function_command(payload_path(job))
+    team_folder(config.job_root, team_name, config.unix_group_of(team_name))
+    shared_folder(Path(job.folder), sticky=True)
+    payload_path(job).write_bytes(request.payload)  # bytes only: the gateway never loads it
+    store_new(session, job)
+    return job, True

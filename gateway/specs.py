@@ -1,0 +1,94 @@
+"""A stored job as a launcher spec: what the worker submits and ``/v1/jobs/render`` shows. A trainer's job gets
+its dataset and protocol paths; a function's job gets its payload (gateway.functions) and no dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+from gateway.comments import slurm_comment
+from gateway.config import GatewayConfig
+from gateway.health import HealthPolicy
+from gateway.jobs import FUNCTION_ALGORITHM, stored_resources
+from gateway.models import Job
+from launchers.spec import ContainerSpec, Framework, JobSpec
+
+
+def job_spec(config: GatewayConfig, job: Job) -> JobSpec:
+    """The launcher spec of a stored job. The gateway id rides along in the Slurm comment, for reconciliation."""
+    if job.algorithm == FUNCTION_ALGORITHM:
+        return function_spec(config, job)
+    folder = Path(job.folder)
+    env = {
+        **job.parameters,
+        "TRAINING_DATA_PATH": str(config.dataset_root / job.dataset_id / job.train_data_version_hash),
+        "MODEL_OUTPUT_DIR": str(folder / "model"),
+        "METRICS_FILE": str(folder / "metrics.jsonl"),
+        "SEED": job.parameters.get("SEED", "0"),
+        "JOB_ID": job.id,
+    }
+    if job.health:
+        env["HPCGW_HEARTBEAT_S"] = f"{HealthPolicy.model_validate(job.health).heartbeat_s:g}"
+    if config.container_runtime == "apptainer":
+        data = config.dataset_root / job.dataset_id / job.train_data_version_hash
+        container = ContainerSpec.model_validate(
+            {
+                "runtime": "apptainer",
+                "image": job.image,
+                "binds": [{"source": str(data), "target": str(data), "read_only": True}],
+            }
+        )
+    else:
+        container = ContainerSpec()
+    return JobSpec(
+        name=f"hpcgw-{job.id}",
+        partition=job.partition,
+        account=job.account,
+        qos=job.qos,
+        **stored_resources(job).model_dump(),
+        requeue=job.requeue,
+        framework=cast(Framework, job.framework),
+        container=container,
+        command=tuple(job.command),
+        env=env,
+        folder=Path(job.submit_folder),
+        comment=slurm_comment(job.id),
+        run_as=config.unix_user_of(job.user),
+    )
+
+
+def function_spec(config: GatewayConfig, job: Job) -> JobSpec:
+    """A function job's spec: its payload instead of a trainer, no dataset, the site's function image."""
+    payload = payload_path(job)
+    env = {"JOB_ID": job.id}
+    if job.health:
+        env["HPCGW_HEARTBEAT_S"] = f"{HealthPolicy.model_validate(job.health).heartbeat_s:g}"
+    container = ContainerSpec()
+    if config.container_runtime == "apptainer":
+        container = ContainerSpec.model_validate(
+            {
+                "runtime": "apptainer",
+                "image": job.image,
+                "binds": [{"source": str(payload), "target": str(payload), "read_only": True}],
+            }
+        )
+    return JobSpec(
+        name=f"hpcgw-{job.id}",
+        partition=job.partition,
+        account=job.account,
+        qos=job.qos,
+        **stored_resources(job).model_dump(),
+        requeue=job.requeue,
+        framework=cast(Framework, job.framework),
+        container=container,
+        command=tuple(job.command),
+        env=env,
+        function=payload,
+        folder=Path(job.submit_folder),
+        comment=slurm_comment(job.id),
+        run_as=config.unix_user_of(job.user),
+    )
+
+
+def payload_path(job: Job) -> Path:
+    return Path(job.folder) / "function.pkl"
