@@ -52,7 +52,7 @@ postgres-up:
 
 # tmux: tests/slurm/test_terminal.py drives the real `hpcgw` in a terminal of a given size.
 test: horovod cluster-up postgres-up
-	@scripts/install-system-deps.sh tmux
+	@scripts/install-system-deps.sh tmux chromium chromium-driver
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # slurmrestd (Debian's) runs beside the gateway in the comparison; PostgreSQL holds the failover case's database.

@@ -25,6 +25,7 @@ from bench.load import bench_load
 from bench.report import health_line, restd_table, table
 from bench.restd import bench_restd
 from bench.support import gateway, register, scancel_all
+from bench.ui import bench_ui_both, ui_lines
 from devcluster import use_local_cluster
 from gateway import accounts
 from gateway.config import load_config
@@ -41,9 +42,10 @@ def main() -> int:
     parser.add_argument("--load-duration", type=float, default=300.0, help="seconds of the load case")
     parser.add_argument(
         "--only",
-        choices=("all", "restd", "health"),
+        choices=("all", "restd", "health", "ui"),
         default="all",
-        help="restd: only the slurmrestd comparison (issue 13); health: only the health checks' cost (issue 14)",
+        help="restd: only the slurmrestd comparison (issue 13); health: only the health checks' cost (issue 14); "
+        "ui: only the dashboard's render times (issue 16)",
     )
     parser.add_argument("--api-processes", type=int, default=2, help="`hpcgw serve --processes` in the restd case")
     parser.add_argument("--tracked-get", type=int, default=10_000, help="tracked jobs for the restd case's GETs")
@@ -58,6 +60,10 @@ def main() -> int:
     root.chmod(0o711)  # the gateway's jobs run as alice and bob, who must reach their folders
     try:
         scancel_all()
+        if args.only == "ui":
+            results["ui"] = bench_ui_both(root / "ui")
+            return _report(results)
+        results["ui"] = bench_ui_both(root / "ui")
         if args.only == "health":
             results["tracking"] = bench_tracking(root, [1000], cycles=5)
             results["health"] = bench_health(root, jobs=1000)
@@ -102,6 +108,8 @@ def _report(results: dict[str, Any]) -> int:
         print(restd_table(results["restd"]))
     if "health" in results and "tracking" in results:
         print(health_line(results["health"], results["tracking"].get("1000")))
+    if "ui" in results:
+        print(ui_lines(results["ui"]))
     print(f"\nraw figures: {out}")
     return 0
 

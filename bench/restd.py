@@ -231,7 +231,8 @@ def _get_with_tracked(base: str, body: str, tracked: int) -> dict[str, Any]:
 # --- failover ----------------------------------------------------------------------------------------------------
 
 
-def _postgres_database() -> str:
+def postgres_database() -> str:
+    """A new, empty database on the project's PostgreSQL (started if it is not)."""
     out = subprocess.run(
         ["bash", str(REPO / "scripts" / "postgres-dev.sh"), "up", str(REPO / ".hpcgw" / "postgres")],
         capture_output=True,
@@ -258,7 +259,7 @@ def _failover(root: Path, kills: int, jobs: int = 300) -> dict[str, Any]:
     worker is SIGKILLed ``kills`` times and started again (as a supervisor would)."""
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o711)
-    url = _postgres_database()
+    url = postgres_database()
     engine = make_engine(url)
     began = datetime.now(UTC)
     workers: list[subprocess.Popen[bytes]] = []

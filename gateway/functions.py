@@ -22,12 +22,13 @@ from gateway.health import resolve as resolve_health
 from gateway.jobs import (
     FUNCTION_ALGORITHM,
     check_resources,
+    new_row,
     place,
     resolve_partition,
     resolve_team,
     store_new,
 )
-from gateway.models import Job, new_id, utcnow
+from gateway.models import Job
 from gateway.schemas import FunctionCreate
 from gateway.specs import payload_path
 from launchers.runtime.function import function_command
@@ -58,19 +59,13 @@ def create_function_job(
     partition = resolve_partition(team_name, team, request.partition)
     check_resources(team_name, team, request, partition, partition_sizes)
     check_backlog(session, config, team_name)
-    now = utcnow()
-    job = Job(
-        id=new_id(),
-        submit_time=now,
-        updated_at=now,
-        metrics=[],
-        name=request.name,
-        team=team_name,
-        user=principal.user,
-        partition=partition,
-        account=team.account,
-        qos=team.qos,
-        **request.resources().model_dump(),
+    job = new_row(
+        team_name,
+        team,
+        principal.user,
+        request.name,
+        partition,
+        request.resources(),
         algorithm=FUNCTION_ALGORITHM,
         algorithm_version=hashlib.sha256(request.payload).hexdigest()[:16],  # which function, for the record
         image=config.functions.image or "",

@@ -189,19 +189,13 @@ def build_job(
                 field="algorithm_version",
             )
         command = version.local_command
-    now = utcnow()
-    return Job(  # every defaulted field given: pydantic inspects a default factory's signature at each call
-        id=new_id(),
-        submit_time=now,
-        updated_at=now,
-        metrics=[],
-        name=request.name,
-        team=team_name,
-        user=user,
-        partition=partition,
-        account=team.account,
-        qos=team.qos,
-        **request.resources().model_dump(),
+    return new_row(
+        team_name,
+        team,
+        user,
+        request.name,
+        partition,
+        request.resources(),
         algorithm=version.algorithm,
         algorithm_version=version.version,
         image=version.image,
@@ -216,6 +210,27 @@ def build_job(
         rerun_of=rerun_of,
         folder="",
         health=resolve_health(team.health, request.health).model_dump(),
+    )
+
+
+def new_row(
+    team_name: str, team: TeamConfig, user: str, name: str, partition: str, resources: Resources, **fields: Any
+) -> Job:
+    """A new job row in its team's account and QoS; ``fields``: what it runs."""
+    now = utcnow()
+    return Job(  # every defaulted field given: pydantic inspects a default factory's signature at each call
+        id=new_id(),
+        submit_time=now,
+        updated_at=now,
+        metrics=[],
+        name=name,
+        team=team_name,
+        user=user,
+        partition=partition,
+        account=team.account,
+        qos=team.qos,
+        **resources.model_dump(),
+        **fields,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from gateway.schemas import JobPublic, LogTail
-from launchers.outcomes import load_outcome, raise_failure, value_of
+from launchers.outcomes import OutcomeResults, load_outcome
 from launchers.states import JobState
 
 
@@ -23,11 +23,19 @@ class FunctionClient(Protocol):
     def outcome(self, job_id: str, rank: int = 0) -> bytes | None: ...
 
 
-class RemoteFunctionJob:
+class RemoteFunctionJob(OutcomeResults):
     def __init__(self, client: FunctionClient, job: JobPublic) -> None:
         self._client = client
-        self.job_id = job.id
-        self.ranks = job.resources.nodes * job.resources.tasks_per_node
+        self._job_id = job.id
+        self._ranks = job.resources.nodes * job.resources.tasks_per_node
+
+    @property
+    def job_id(self) -> str:
+        return self._job_id
+
+    @property
+    def ranks(self) -> int:
+        return self._ranks
 
     def __repr__(self) -> str:
         return f"RemoteFunctionJob({self.job_id!r})"
@@ -48,37 +56,10 @@ class RemoteFunctionJob:
     def stdout(self, rank: int = 0, lines: int = 10_000) -> str:
         return "\n".join(self._client.logs(self.job_id, rank=rank, lines=lines)[0].lines)
 
-    def result(self, timeout_s: float = 3600.0) -> Any:
-        """Rank 0's return value; raises the failing rank's own exception (or FunctionFailedError)."""
-        return self.results(timeout_s)[0]
-
-    def results(self, timeout_s: float = 3600.0) -> list[Any]:
-        values, error = self._collect(timeout_s)
-        if error is not None:
-            raise error
-        return values
-
-    def exception(self, timeout_s: float = 3600.0) -> BaseException | None:
-        return self._collect(timeout_s)[1]
+    def _settle(self, timeout_s: float) -> tuple[JobState, int | None]:
+        job = self.wait(timeout_s)
+        return job.state, job.exit_code
 
     def _outcome(self, rank: int) -> dict[str, Any] | None:
         data = self._client.outcome(self.job_id, rank)
         return load_outcome(data) if data is not None else None
-
-    def _collect(self, timeout_s: float) -> tuple[list[Any], BaseException | None]:
-        job = self.wait(timeout_s)
-        if job.state is not JobState.SUCCEEDED:
-            # The rank that raised left an outcome; the others were stopped by Slurm (--kill-on-bad-exit).
-            for rank in range(self.ranks):
-                outcome = self._outcome(rank)
-                if outcome is not None and not outcome.get("ok"):
-                    return [], raise_failure(self.job_id, job.state, outcome, rank, job.exit_code)
-            return [], raise_failure(self.job_id, job.state, None, None, job.exit_code)
-        values = []
-        for rank in range(self.ranks):
-            outcome = self._outcome(rank) or {"ok": False, "rank": rank, "traceback": "rank left no outcome"}
-            try:
-                values.append(value_of(self.job_id, job.state, outcome))
-            except Exception as exc:
-                return [], exc
-        return values, None

@@ -17,50 +17,23 @@ from launchers.spec import ContainerSpec, Framework, JobSpec
 def job_spec(config: GatewayConfig, job: Job) -> JobSpec:
     """The launcher spec of a stored job. The gateway id rides along in the Slurm comment, for reconciliation."""
     if job.algorithm == FUNCTION_ALGORITHM:
-        return function_spec(config, job)
+        payload = payload_path(job)  # its function instead of a trainer, no dataset, the site's function image
+        return _spec(config, job, {"JOB_ID": job.id}, payload, function=payload)
     folder = Path(job.folder)
+    data = config.dataset_root / job.dataset_id / job.train_data_version_hash
     env = {
         **job.parameters,
-        "TRAINING_DATA_PATH": str(config.dataset_root / job.dataset_id / job.train_data_version_hash),
+        "TRAINING_DATA_PATH": str(data),
         "MODEL_OUTPUT_DIR": str(folder / "model"),
         "METRICS_FILE": str(folder / "metrics.jsonl"),
         "SEED": job.parameters.get("SEED", "0"),
         "JOB_ID": job.id,
     }
-    if job.health:
-        env["HPCGW_HEARTBEAT_S"] = f"{HealthPolicy.model_validate(job.health).heartbeat_s:g}"
-    if config.container_runtime == "apptainer":
-        data = config.dataset_root / job.dataset_id / job.train_data_version_hash
-        container = ContainerSpec.model_validate(
-            {
-                "runtime": "apptainer",
-                "image": job.image,
-                "binds": [{"source": str(data), "target": str(data), "read_only": True}],
-            }
-        )
-    else:
-        container = ContainerSpec()
-    return JobSpec(
-        name=f"hpcgw-{job.id}",
-        partition=job.partition,
-        account=job.account,
-        qos=job.qos,
-        **stored_resources(job).model_dump(),
-        requeue=job.requeue,
-        framework=cast(Framework, job.framework),
-        container=container,
-        command=tuple(job.command),
-        env=env,
-        folder=Path(job.submit_folder),
-        comment=slurm_comment(job.id),
-        run_as=config.unix_user_of(job.user),
-    )
+    return _spec(config, job, env, data)
 
 
-def function_spec(config: GatewayConfig, job: Job) -> JobSpec:
-    """A function job's spec: its payload instead of a trainer, no dataset, the site's function image."""
-    payload = payload_path(job)
-    env = {"JOB_ID": job.id}
+def _spec(config: GatewayConfig, job: Job, env: dict[str, str], bind: Path, function: Path | None = None) -> JobSpec:
+    """``bind``: what the container must see besides the job's folder (read-only), with runtime apptainer."""
     if job.health:
         env["HPCGW_HEARTBEAT_S"] = f"{HealthPolicy.model_validate(job.health).heartbeat_s:g}"
     container = ContainerSpec()
@@ -69,7 +42,7 @@ def function_spec(config: GatewayConfig, job: Job) -> JobSpec:
             {
                 "runtime": "apptainer",
                 "image": job.image,
-                "binds": [{"source": str(payload), "target": str(payload), "read_only": True}],
+                "binds": [{"source": str(bind), "target": str(bind), "read_only": True}],
             }
         )
     return JobSpec(
@@ -83,7 +56,7 @@ def function_spec(config: GatewayConfig, job: Job) -> JobSpec:
         container=container,
         command=tuple(job.command),
         env=env,
-        function=payload,
+        function=function,
         folder=Path(job.submit_folder),
         comment=slurm_comment(job.id),
         run_as=config.unix_user_of(job.user),

@@ -18,7 +18,7 @@ from typing import Any
 
 from launchers.errors import SpecError
 from launchers.job import Job
-from launchers.outcomes import load_outcome, raise_failure, value_of
+from launchers.outcomes import OutcomeResults, load_outcome
 from launchers.runtime.function import function_command, outcome_path, write_payload
 from launchers.spec import ContainerSpec, Framework, JobSpec
 from launchers.states import JobState
@@ -45,7 +45,7 @@ SUBMITIT_NAMES = {
 }
 
 
-class FunctionJob:
+class FunctionJob(OutcomeResults):
     """A submitted function: submitit's ``Job`` interface (``result``, ``results``, ``exception``, ``state``,
     ``cancel``, ``stdout``). Inside ``Executor.batch()`` it has no Slurm job until the block ends."""
 
@@ -67,6 +67,10 @@ class FunctionJob:
         return self.job.job_id
 
     @property
+    def ranks(self) -> int:
+        return self.job.num_tasks
+
+    @property
     def state(self) -> JobState:
         return self.job.state
 
@@ -78,35 +82,6 @@ class FunctionJob:
 
     def cancel(self) -> None:
         self.job.cancel()
-
-    def result(self, timeout_s: float = 3600.0) -> Any:
-        """Rank 0's return value; raises the failing rank's exception (or :class:`FunctionFailedError`)."""
-        return self.results(timeout_s)[0]
-
-    def results(self, timeout_s: float = 3600.0) -> list[Any]:
-        """Every rank's return value, in rank order."""
-        values, error = self._collect(timeout_s)
-        if error is not None:
-            raise error
-        return values
-
-    def exception(self, timeout_s: float = 3600.0) -> BaseException | None:
-        """What ``result()`` would raise, or None once the job succeeded."""
-        return self._collect(timeout_s)[1]
-
-    def _collect(self, timeout_s: float) -> tuple[list[Any], BaseException | None]:
-        state = self.wait(timeout_s)
-        error = self._failure(state)
-        if error is not None:
-            return [], error
-        values = []
-        for rank in range(self.job.num_tasks):
-            outcome = self._outcome(rank) or {"ok": False, "rank": rank, "traceback": "rank left no outcome"}
-            try:
-                values.append(value_of(self.job_id, state, outcome))
-            except Exception as exc:
-                return [], exc
-        return values, None
 
     def stdout(self, rank: int = 0) -> str | None:
         path = self.job.stdout(rank)
@@ -120,13 +95,8 @@ class FunctionJob:
         path = outcome_path(self.job.folder, self.job_id, rank)
         return load_outcome(path.read_bytes()) if path.exists() else None
 
-    def _failure(self, state: JobState) -> BaseException | None:
-        if state is JobState.SUCCEEDED:
-            return None
-        failure = self.job.markers.first_failure()
-        rank, code = failure if failure is not None else (None, self.job.exit_code)
-        outcome = self._outcome(rank) if rank is not None else None
-        return raise_failure(self.job_id, state, outcome, rank, code)
+    def _settle(self, timeout_s: float) -> tuple[JobState, int | None]:
+        return self.wait(timeout_s), self.job.exit_code
 
 
 class Executor:

@@ -7,6 +7,7 @@ submitter, who sent the function, unpickles them. The gateway hands them over as
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,3 +74,56 @@ def value_of(job_id: str, state: JobState, outcome: Mapping[str, Any]) -> Any:
     if outcome.get("ok"):
         return outcome.get("value")
     raise raise_failure(job_id, state, outcome, outcome.get("rank"), outcome.get("exit_code"))
+
+
+class OutcomeResults(ABC):
+    """``result``, ``results`` and ``exception`` over the ranks' outcomes, for a handle that can wait for its job
+    and read one rank's outcome (on the shared filesystem, or through the gateway)."""
+
+    @property
+    @abstractmethod
+    def job_id(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def ranks(self) -> int: ...
+
+    @abstractmethod
+    def _settle(self, timeout_s: float) -> tuple[JobState, int | None]:
+        """Wait for the end: (the job's state, its exit code)."""
+
+    @abstractmethod
+    def _outcome(self, rank: int) -> dict[str, Any] | None: ...
+
+    def result(self, timeout_s: float = 3600.0) -> Any:
+        """Rank 0's return value; raises the failing rank's own exception (or :class:`FunctionFailedError`)."""
+        return self.results(timeout_s)[0]
+
+    def results(self, timeout_s: float = 3600.0) -> list[Any]:
+        """Every rank's return value, in rank order."""
+        values, error = self._collect(timeout_s)
+        if error is not None:
+            raise error
+        return values
+
+    def exception(self, timeout_s: float = 3600.0) -> BaseException | None:
+        """What ``result()`` would raise, or None once the job succeeded."""
+        return self._collect(timeout_s)[1]
+
+    def _collect(self, timeout_s: float) -> tuple[list[Any], BaseException | None]:
+        state, code = self._settle(timeout_s)
+        if state is not JobState.SUCCEEDED:
+            # The rank that raised left an outcome; Slurm stopped the others (--kill-on-bad-exit).
+            for rank in range(self.ranks):
+                outcome = self._outcome(rank)
+                if outcome is not None and not outcome.get("ok"):
+                    return [], raise_failure(self.job_id, state, outcome, rank, code)
+            return [], raise_failure(self.job_id, state, None, None, code)
+        values = []
+        for rank in range(self.ranks):
+            outcome = self._outcome(rank) or {"ok": False, "rank": rank, "traceback": "the rank left no outcome"}
+            try:
+                values.append(value_of(self.job_id, state, outcome))
+            except Exception as exc:
+                return [], exc
+        return values, None

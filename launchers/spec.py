@@ -167,6 +167,15 @@ class JobSpec(Resources):
             raise ValueError("contains a NUL character")
         return items
 
+    @field_validator("function")
+    @classmethod
+    def _payload(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if any(c in str(value) for c in "\n\0"):
+            raise ValueError("function payload path must not contain newlines or NUL")
+        return value.expanduser().absolute()
+
     @field_validator("folder")
     @classmethod
     def _folder(cls, value: Path) -> Path:
