@@ -47,8 +47,8 @@ class RemoteFunctionJob(OutcomeResults):
     def done(self) -> bool:
         return self.state.is_terminal
 
-    def wait(self, timeout_s: float = 3600.0) -> JobPublic:
-        return self._client.wait(self.job_id, timeout_s=timeout_s)
+    def wait(self, timeout_s: float = 3600.0) -> JobState:
+        return self._client.wait(self.job_id, timeout_s=timeout_s).state
 
     def cancel(self) -> None:
         self._client.cancel(self.job_id)
@@ -57,7 +57,7 @@ class RemoteFunctionJob(OutcomeResults):
         return "\n".join(self._client.logs(self.job_id, rank=rank, lines=lines)[0].lines)
 
     def _settle(self, timeout_s: float) -> tuple[JobState, int | None]:
-        job = self.wait(timeout_s)
+        job = self._client.wait(self.job_id, timeout_s=timeout_s)
         return job.state, job.exit_code
 
     def _outcome(self, rank: int) -> dict[str, Any] | None:

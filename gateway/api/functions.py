@@ -11,10 +11,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from gateway.api.deps import ConfigDep, JobIdPath, LimiterDep, PrincipalDep, ReleasingRoute, SessionDep, WorkerDep
+from gateway.api.jobs import answer_created
 from gateway.api.problems import AUTHENTICATED, BODY, declare
 from gateway.errors import ConflictError, InvalidRequestError, NotFoundError
 from gateway.functions import create_function_job
-from gateway.jobs import FUNCTION_ALGORITHM, get_visible_job, to_public
+from gateway.jobs import FUNCTION_ALGORITHM, get_visible_job
 from gateway.schemas import FunctionCreate, JobPublic
 from launchers.runtime.function import outcome_path
 
@@ -47,11 +48,7 @@ def submit_function(
     """Every rank of the job calls the function, as the token's user, with Horovod or torch.distributed set up."""
     limiter.admit(principal.user, body.team if principal.admin else principal.team)
     job, created = create_function_job(session, config, principal, body, worker.partition_sizes)
-    if created:
-        worker.wake()
-    else:
-        response.status_code = status.HTTP_200_OK
-    return to_public(job)
+    return answer_created(job, created, worker, response)
 
 
 @router.get(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
@@ -12,6 +11,7 @@ from sqlmodel import col, select
 from gateway.api.deps import ConfigDep, JobIdPath, LimiterDep, PrincipalDep, ReleasingRoute, SessionDep, WorkerDep
 from gateway.api.problems import AUTHENTICATED, BODY, declare
 from gateway.errors import ConflictError, InvalidRequestError
+from gateway.joblogs import rank_log, tail
 from gateway.jobs import (
     create_job,
     get_visible_job,
@@ -63,10 +63,15 @@ def submit_job(
 ) -> JobPublic:
     limiter.admit(principal.user, body.team if principal.admin else principal.team)
     job, created = create_job(session, config, principal, body, worker.partition_sizes)
+    return answer_created(job, created, worker, response)
+
+
+def answer_created(job: Job, created: bool, worker: WorkerDep, response: Response) -> JobPublic:
+    """201 and the worker woken for a new job; 200 for the one an earlier request's idempotency key made."""
     if created:
         worker.wake()
     else:
-        response.status_code = status.HTTP_200_OK  # the same idempotency key: the job that exists
+        response.status_code = status.HTTP_200_OK
     return to_public(job)
 
 
@@ -139,8 +144,8 @@ def job_logs(
         raise InvalidRequestError(f"rank {rank} outside 0..{job.nodes * job.tasks_per_node - 1}", field="rank")
     tails = []
     for r in ranks:
-        path = Path(job.submit_folder) / f"{job.slurm_job_id}_{r}_log.out"
-        tails.append(LogTail(rank=r, path=str(path), lines=_tail(path, lines) if job.slurm_job_id else []))
+        path = rank_log(job, r)
+        tails.append(LogTail(rank=r, path=str(path), lines=tail(path, lines) if job.slurm_job_id else []))
     return tails
 
 
@@ -196,14 +201,3 @@ def job_verification(job_id: JobIdPath, session: SessionDep, principal: Principa
         raise ConflictError(f"job {job_id} is not a rerun: there is nothing to compare it with")
     original = get_visible_job(session, principal, rerun.rerun_of)
     return verify(original, rerun)
-
-
-def _tail(path: Path, lines: int) -> list[str]:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - 256 * lines - 4096))
-            return fh.read().decode(errors="replace").splitlines()[-lines:]
-    except FileNotFoundError:
-        return []

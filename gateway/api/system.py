@@ -9,12 +9,12 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from gateway.api.deps import ConfigDep, PrincipalDep, ReleasingRoute, SessionDep, WorkerDep
 from gateway.api.problems import declare
 from gateway.config import GatewayConfig
+from gateway.jobs import counts_by_team
 from gateway.models import Job
 from gateway.schemas import TeamPublic
 from gateway.worker.status import WorkerView
@@ -25,9 +25,7 @@ router = APIRouter(tags=["system"], route_class=ReleasingRoute)
 
 @router.get("/v1/teams", response_model=list[TeamPublic], responses=declare(401, 503))
 def list_teams(session: SessionDep, config: ConfigDep, principal: PrincipalDep) -> list[TeamPublic]:
-    counts: dict[str, dict[str, int]] = defaultdict(dict)
-    for team, state, n in session.exec(select(Job.team, Job.state, func.count()).group_by(Job.team, Job.state)):
-        counts[team][state] = n
+    counts = counts_by_team(session)
     return [
         TeamPublic(
             name=name,
@@ -75,9 +73,7 @@ class _Snapshot(Collector):
 
 
 def _families(session: Session, config: GatewayConfig, worker: WorkerView) -> Iterator[Metric]:
-    counts = {
-        (t, s): n for t, s, n in session.exec(select(Job.team, Job.state, func.count()).group_by(Job.team, Job.state))
-    }
+    counts = {(t, s): n for t, by_state in counts_by_team(session).items() for s, n in by_state.items()}
     jobs = GaugeMetricFamily("hpcgw_jobs", "Jobs by team and state.", labels=["team", "state"])
     failures = CounterMetricFamily(
         "hpcgw_job_failures", "Jobs that ended failed, timed out, hung or diverged.", labels=["team"]

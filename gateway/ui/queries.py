@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import String, cast, func
@@ -15,7 +14,8 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from gateway.config import GatewayConfig
-from gateway.jobs import active_counts
+from gateway.joblogs import rank_log, tail
+from gateway.jobs import active_counts, counts_by_team
 from gateway.models import Job, JobAttempt, JobEvent, Sweep, utcnow
 from launchers.states import FAILED_STATES, JobState
 
@@ -26,13 +26,6 @@ MAX_RANK_LOGS = 8
 LOG_LINES = 40
 # What a list of jobs never shows: JSON columns that would be decoded for every row.
 LIST_DEFERRED = [defer(c) for c in (Job.metrics, Job.provenance, Job.health, Job.parameters, Job.command)]  # type: ignore[arg-type]
-
-
-def counts_by_team(session: Session) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = defaultdict(dict)
-    for team, state, n in session.exec(select(Job.team, Job.state, func.count()).group_by(Job.team, Job.state)):
-        counts[team][state] = n
-    return counts
 
 
 def quota(session: Session, config: GatewayConfig, team: str, counts: dict[str, int]) -> dict[str, Any]:
@@ -105,20 +98,7 @@ def rank_logs(job: Job) -> list[tuple[int, list[str]]]:
     if not job.slurm_job_id:
         return []
     ranks = min(job.nodes * job.tasks_per_node, MAX_RANK_LOGS)
-    return [(r, tail(Path(job.submit_folder) / f"{job.slurm_job_id}_{r}_log.out", LOG_LINES)) for r in range(ranks)]
-
-
-def tail(path: Path, lines: int) -> list[str]:
-    """The last ``lines`` lines, reading at most the file's last 64 KiB."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, 2)
-            size = handle.tell()
-            handle.seek(max(0, size - 65536))
-            text = handle.read().decode(errors="replace")
-    except OSError:
-        return []
-    return text.splitlines()[-lines:]
+    return [(r, tail(rank_log(job, r), LOG_LINES)) for r in range(ranks)]
 
 
 def admin_page(session: Session, config: GatewayConfig) -> dict[str, Any]:

@@ -3,7 +3,6 @@ another team's job or sweep is "not found", as in the API."""
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -126,7 +125,7 @@ def job_curves(request: Request, job_id: str, session: SessionDep, config: Confi
         job = get_visible_job(session, principal, job_id)
     except GatewayError:
         return JSONResponse({"detail": "not found"}, status_code=404)
-    return JSONResponse(json.loads(json.dumps(queries.curves(job), default=str)))
+    return JSONResponse(queries.curves(job))
 
 
 @router.post("/jobs/{job_id}/cancel")
