@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
+from gateway import rows
 from gateway.config import GatewayConfig
 from gateway.errors import QueueFullError
 from gateway.models import Job
-from launchers.states import JobState
 
 
 def idempotent_job(session: Session, team: str, user: str, key: str | None) -> Job | None:
-    """The job an earlier request with this idempotency key made, if any."""
+    """The job an earlier request with this idempotency key made, if any (loaded whole only when there is one)."""
     if key is None:
         return None
-    return session.exec(select(Job).where(Job.team == team, Job.user == user, Job.idempotency_key == key)).first()
+    job_id = rows.idempotent_id(session.connection(), team, user, key)
+    return None if job_id is None else session.get(Job, job_id)
 
 
-def check_backlog(session: Session, config: GatewayConfig, team_name: str) -> None:
-    backlog = session.exec(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.team == team_name, Job.state == JobState.ACCEPTED.value, col(Job.sweep_id).is_(None))
-    ).one()
-    if backlog >= config.teams[team_name].max_queued_jobs:
+def check_backlog(config: GatewayConfig, team_name: str, waiting: int) -> None:
+    """``waiting``: the team's jobs not yet sent to Slurm (rows.backlog, plus those accepted before in a group)."""
+    if waiting >= config.teams[team_name].max_queued_jobs:
         raise QueueFullError(
-            f"team {team_name} already has {backlog} jobs waiting (max_queued_jobs)",
+            f"team {team_name} already has {waiting} jobs waiting (max_queued_jobs)",
             retry_after_s=max(5.0, 2 * config.poll.interval_s),  # the worker dispatches from it every cycle
         )

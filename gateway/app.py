@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.api import algorithms, functions, jobs, problems, sweeps, system
 from gateway.config import GatewayConfig
 from gateway.db import API_THREADS, make_engine, migrate
+from gateway.intake import Intake
 from gateway.ratelimit import RateLimiter
 from gateway.ui import routes as ui_routes
 from gateway.worker.loop import Worker
@@ -36,6 +37,7 @@ def create_app(config: GatewayConfig, *, run_worker: bool = True, external_worke
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         to_thread.current_default_thread_limiter().total_tokens = API_THREADS  # what the pool is sized for
+        intake.start()
         if run_worker and worker is not None:
             worker.start()
         # Everything loaded so far (FastAPI, SQLAlchemy, the templates) lives as long as the process: out of the
@@ -47,6 +49,7 @@ def create_app(config: GatewayConfig, *, run_worker: bool = True, external_worke
         finally:
             if run_worker and worker is not None:
                 worker.stop()
+            intake.stop()
             engine.dispose()
 
     app = FastAPI(
@@ -59,6 +62,7 @@ def create_app(config: GatewayConfig, *, run_worker: bool = True, external_worke
     app.state.config, app.state.engine, app.state.worker = config, engine, worker
     app.state.worker_view = WorkerView(engine, worker, config.poll.interval_s)
     app.state.limiter = RateLimiter(config)
+    app.state.intake = intake = Intake(engine, config)
     for module in (jobs, functions, sweeps, algorithms, system):
         app.include_router(module.router)
     problems.install(app)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlmodel import Session
 
+from gateway import rows
 from gateway.admission import check_backlog, idempotent_job
 from gateway.auth import Principal
 from gateway.config import GatewayConfig
@@ -22,8 +23,7 @@ from gateway.health import resolve as resolve_health
 from gateway.jobs import (
     FUNCTION_ALGORITHM,
     check_resources,
-    new_row,
-    place,
+    new_values,
     resolve_partition,
     resolve_team,
     store_new,
@@ -58,10 +58,10 @@ def create_function_job(
         return existing, False
     partition = resolve_partition(team_name, team, request.partition)
     check_resources(team_name, team, request, partition, partition_sizes)
-    check_backlog(session, config, team_name)
-    job = new_row(
+    check_backlog(config, team_name, rows.backlog(session.connection(), team_name))
+    values = new_values(
+        config,
         team_name,
-        team,
         principal.user,
         request.name,
         partition,
@@ -76,10 +76,9 @@ def create_function_job(
         parameters={},
         idempotency_key=request.idempotency_key,
         requeue=request.requeue,
-        folder="",
         health=resolve_health(team.health, None).model_dump(),
     )
-    place(config, job)
+    job = Job(**values)
     job.command = function_command(payload_path(job))
     team_folder(config.job_root, team_name, config.unix_group_of(team_name))
     shared_folder(Path(job.folder), sticky=True)

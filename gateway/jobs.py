@@ -9,18 +9,20 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import func
+from sqlalchemy import Connection, func
 from sqlmodel import Session, col, select
 
-from gateway.admission import check_backlog, idempotent_job
+from gateway import rows
 from gateway.auth import Principal
 from gateway.config import GatewayConfig, TeamConfig
 from gateway.errors import ConflictError, InvalidRequestError, NotFoundError
 from gateway.health import HealthOverrides, HealthPolicy
 from gateway.health import resolve as resolve_health
-from gateway.models import ID_LENGTH, Algorithm, AlgorithmVersion, Job, JobEvent, new_id, utcnow
+from gateway.models import ID_LENGTH, Algorithm, Job, JobEvent, new_id, utcnow
+from gateway.rows import Version, find_version, insert_jobs, values_of
 from gateway.schemas import JobCreate, JobPublic, validate_parameters
 from launchers.errors import SpecError
 from launchers.resources import RESOURCE_FIELDS, Resources, check_fit
@@ -49,17 +51,23 @@ def resolve_team(config: GatewayConfig, principal: Principal, requested: str | N
     return name, config.teams[name]
 
 
-def resolve_version(session: Session, principal: Principal, name: str, version: str | None) -> AlgorithmVersion:
-    algorithm = session.get(Algorithm, name)
-    if algorithm is None:
-        raise InvalidRequestError(f"unknown algorithm {name!r}", field="algorithm")
-    wanted = version or algorithm.current_version
-    row = session.exec(
-        select(AlgorithmVersion).where(AlgorithmVersion.algorithm == name, AlgorithmVersion.version == wanted)
-    ).first()
-    if row is None:
+def resolve_version(
+    connection: Connection, name: str, version: str | None, known: dict[tuple[str, str | None], Version] | None = None
+) -> Version:
+    """The algorithm version a request names (its current one when it names none); ``known`` keeps what a group
+    of requests already read."""
+    if known is not None and (name, version) in known:
+        return known[(name, version)]
+    found = find_version(connection, name, version)
+    if found is None:
+        current = connection.execute(select(Algorithm.current_version).where(Algorithm.name == name)).scalar()
+        if current is None:
+            raise InvalidRequestError(f"unknown algorithm {name!r}", field="algorithm")
+        wanted = version or current
         raise InvalidRequestError(f"algorithm {name!r} has no version {wanted!r}", field="algorithm_version")
-    return row
+    if known is not None:
+        known[(name, version)] = found
+    return found
 
 
 def dataset_path(config: GatewayConfig, dataset_id: str, version_hash: str) -> Path:
@@ -94,54 +102,34 @@ def check_resources(
         raise InvalidRequestError(exc.message, field=exc.field) from None
 
 
-def create_job(
-    session: Session,
-    config: GatewayConfig,
-    principal: Principal,
-    request: JobCreate,
-    partition_sizes: dict[str, PartitionSize],
-    rerun_of: str | None = None,
-    verify: bool = False,
-) -> tuple[Job, bool]:
-    """Store the job as ``accepted`` (committed before anything reaches Slurm). Returns (job, created)."""
-    team_name, _ = resolve_team(config, principal, request.team)
-    existing = idempotent_job(session, team_name, principal.user, request.idempotency_key)
-    if existing is not None:
-        return existing, False
-    version, partition = check_request(session, config, principal, team_name, request, partition_sizes)
-    check_backlog(session, config, team_name)
-    job = build_job(config, team_name, principal.user, request, version, partition, rerun_of=rerun_of)
-    place(config, job)
-    job.verify = verify
-    store_new(session, job)
-    return job, True
-
-
 def place(config: GatewayConfig, job: Job) -> None:
     """The job's folder (model, metrics) in its team's, and submitit's folder inside it."""
-    job.folder = str(config.job_root / job.team / job.id)
-    job.submit_folder = str(Path(job.folder) / "job")
+    job.folder, job.submit_folder = folders_of(config, job.team, job.id)
+
+
+def folders_of(config: GatewayConfig, team: str, job_id: str) -> tuple[str, str]:
+    folder = config.job_root / team / job_id
+    return str(folder), str(folder / "job")
 
 
 def store_new(session: Session, job: Job) -> None:
     """Committed as ``accepted``, with the first event of its history, before anything reaches Slurm."""
-    session.add(job)
-    session.add(JobEvent(job_id=job.id, state=job.state, at=job.submit_time))
+    insert_jobs(session.connection(), [values_of(job)])
     session.commit()
 
 
 def check_request(
-    session: Session,
+    connection: Connection,
     config: GatewayConfig,
-    principal: Principal,
     team_name: str,
     request: JobCreate,
     partition_sizes: dict[str, PartitionSize],
-) -> tuple[AlgorithmVersion, str]:
+    known_versions: dict[tuple[str, str | None], Version] | None = None,
+) -> tuple[Version, str]:
     """Everything a request names must exist and fit: algorithm version, dataset, partition, limits."""
     team = config.teams[team_name]
     partition = resolve_partition(team_name, team, request.partition)
-    version = resolve_version(session, principal, request.algorithm, request.algorithm_version)
+    version = resolve_version(connection, request.algorithm, request.algorithm_version, known_versions)
     dataset_path(config, request.dataset_id, request.train_data_version_hash)
     check_resources(team_name, team, request, partition, partition_sizes)
     return version, partition
@@ -156,10 +144,8 @@ def preview_job(
 ) -> Job:
     """The job a request would create, checked the same way, but not stored (for dry runs)."""
     team_name, _ = resolve_team(config, principal, request.team)
-    version, partition = check_request(session, config, principal, team_name, request, partition_sizes)
-    job = build_job(config, team_name, principal.user, request, version, partition)
-    place(config, job)
-    return job
+    version, partition = check_request(session.connection(), config, team_name, request, partition_sizes)
+    return Job(**job_values(config, team_name, principal.user, request, version, partition))
 
 
 def resolve_partition(team_name: str, team: TeamConfig, requested: str | None) -> str:
@@ -169,18 +155,18 @@ def resolve_partition(team_name: str, team: TeamConfig, requested: str | None) -
     return partition
 
 
-def build_job(
+def job_values(
     config: GatewayConfig,
     team_name: str,
     user: str,
     request: JobCreate,
-    version: AlgorithmVersion,
+    version: Version,
     partition: str,
     *,
     parameters: dict[str, str] | None = None,
     rerun_of: str | None = None,
-) -> Job:
-    """A job row from a checked request (not yet added to the session; folders are the caller's)."""
+) -> dict[str, Any]:
+    """A new job's whole row, from a checked request, placed in its team's folder."""
     team = config.teams[team_name]
     command = version.command
     if config.container_runtime == "none":
@@ -191,9 +177,9 @@ def build_job(
                 field="algorithm_version",
             )
         command = version.local_command
-    return new_row(
+    return new_values(
+        config,
         team_name,
-        team,
         user,
         request.name,
         partition,
@@ -210,18 +196,19 @@ def build_job(
         idempotency_key=request.idempotency_key,
         requeue=request.requeue,
         rerun_of=rerun_of,
-        folder="",
         health=resolve_health(team.health, request.health).model_dump(),
     )
 
 
-def new_row(
-    team_name: str, team: TeamConfig, user: str, name: str, partition: str, resources: Resources, **fields: Any
-) -> Job:
-    """A new job row in its team's account and QoS; ``fields``: what it runs."""
-    now = utcnow()
-    return Job(  # every defaulted field given: pydantic inspects a default factory's signature at each call
-        id=new_id(),
+def new_values(
+    config: GatewayConfig, team_name: str, user: str, name: str, partition: str, resources: Resources, **fields: Any
+) -> dict[str, Any]:
+    """A new job's row in its team's account and QoS and its team's folder; ``fields``: what it runs."""
+    team = config.teams[team_name]
+    now, job_id = utcnow(), new_id()
+    folder, submit_folder = folders_of(config, team_name, job_id)
+    return rows.new_values(
+        id=job_id,
         submit_time=now,
         updated_at=now,
         metrics=[],
@@ -231,6 +218,8 @@ def new_row(
         partition=partition,
         account=team.account,
         qos=team.qos,
+        folder=folder,
+        submit_folder=submit_folder,
         **resources.model_dump(),
         **fields,
     )
@@ -258,7 +247,8 @@ def rerun_request(job: Job, resources: dict[str, Any] | None = None) -> JobCreat
     )
 
 
-def to_public(job: Job) -> JobPublic:
+def to_public(job: Job | SimpleNamespace) -> JobPublic:
+    """From a loaded row, or from the values a new one was inserted with (gateway.intake)."""
     return JobPublic(
         id=job.id,
         name=job.name,
@@ -298,7 +288,7 @@ def to_public(job: Job) -> JobPublic:
     )
 
 
-def stored_resources(job: Job) -> Resources:
+def stored_resources(job: Job | SimpleNamespace) -> Resources:
     return Resources.model_validate({name: getattr(job, name) for name in RESOURCE_FIELDS})
 
 

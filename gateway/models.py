@@ -72,7 +72,8 @@ class Sweep(SQLModel, table=True):
 
 class Job(SQLModel, table=True):
     __table_args__ = (
-        Index("ix_job_team_state", "team", "state"),
+        # Per-team counts (the backlog at each submission, the pages' totals) are read from this index alone.
+        Index("ix_job_team_state_sweep", "team", "state", "sweep_id"),
         # The worker's wake-up check: "accepted since my last cycle" reads this index, never the table.
         Index("ix_job_state_submit_time", "state", "submit_time"),
         UniqueConstraint("team", "user", "idempotency_key"),

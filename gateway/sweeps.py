@@ -9,7 +9,7 @@ from sqlmodel import Session, col, select
 from gateway.auth import Principal
 from gateway.config import GatewayConfig
 from gateway.errors import InvalidRequestError, NotFoundError
-from gateway.jobs import build_job, check_request, resolve_team
+from gateway.jobs import check_request, job_values, resolve_team
 from gateway.models import Job, JobEvent, Sweep
 from gateway.schemas import SweepCreate, SweepPublic, SweepTask, validate_parameters
 from launchers.slurm.sinfo import PartitionSize
@@ -32,7 +32,7 @@ def create_sweep(
         )
     points = body.space.points()
     base = body.base
-    version, partition = check_request(session, config, principal, team_name, base, partition_sizes)
+    version, partition = check_request(session.connection(), config, team_name, base, partition_sizes)
     merged = []
     for point in points:
         try:
@@ -50,7 +50,7 @@ def create_sweep(
     session.add(sweep)
     session.flush()
     for index, params in enumerate(merged):
-        job = build_job(config, team_name, principal.user, base, version, partition, parameters=params)
+        job = Job(**job_values(config, team_name, principal.user, base, version, partition, parameters=params))
         job.idempotency_key = None
         _make_task(config, job, sweep, index, attempt=0)
         session.add(job)

@@ -15,6 +15,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 
 from gateway.auth import Principal, authenticate
 from gateway.config import GatewayConfig
+from gateway.intake import Intake
 from gateway.ratelimit import RateLimiter
 from gateway.worker.status import WorkerView
 
@@ -54,19 +55,25 @@ class ReleasingRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
 
 
-def get_config(request: Request) -> GatewayConfig:
+# The dependencies that do no I/O are coroutines: FastAPI runs a plain function dependency in its thread pool, a
+# hop that cost more than the work itself, on every request.
+async def get_config(request: Request) -> GatewayConfig:
     return request.app.state.config  # type: ignore[no-any-return]
 
 
-def get_worker(request: Request) -> WorkerView:
+async def get_worker(request: Request) -> WorkerView:
     return request.app.state.worker_view  # type: ignore[no-any-return]
 
 
-def get_limiter(request: Request) -> RateLimiter:
+async def get_limiter(request: Request) -> RateLimiter:
     return request.app.state.limiter  # type: ignore[no-any-return]
 
 
-def get_principal(
+async def get_intake(request: Request) -> Intake:
+    return request.app.state.intake  # type: ignore[no-any-return]
+
+
+async def get_principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     return authenticate(request.app.state.config, f"Bearer {credentials.credentials}" if credentials else None)
@@ -77,6 +84,7 @@ ConfigDep = Annotated[GatewayConfig, Depends(get_config)]
 WorkerDep = Annotated[WorkerView, Depends(get_worker)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
+IntakeDep = Annotated[Intake, Depends(get_intake)]
 
 
 class _HexId(StringConvertor):

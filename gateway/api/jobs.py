@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from gateway.api.deps import ConfigDep, JobIdPath, LimiterDep, PrincipalDep, ReleasingRoute, SessionDep, WorkerDep
+from gateway.api.deps import (
+    ConfigDep,
+    IntakeDep,
+    JobIdPath,
+    LimiterDep,
+    PrincipalDep,
+    ReleasingRoute,
+    SessionDep,
+    WorkerDep,
+)
 from gateway.api.problems import AUTHENTICATED, BODY, declare
 from gateway.errors import ConflictError, InvalidRequestError
+from gateway.intake import Submission, create_job
 from gateway.joblogs import rank_log, tail
 from gateway.jobs import (
-    create_job,
     get_visible_job,
     preview_job,
     request_cancel,
@@ -52,21 +62,24 @@ MAX_OFFSET = 1_000_000_000  # far beyond any listing; bounded so that no integer
         also={200: {"model": JobPublic, "description": "The job this idempotency key made."}},
     ),
 )
-def submit_job(
+async def submit_job(
     body: JobCreate,
-    session: SessionDep,
-    config: ConfigDep,
     principal: PrincipalDep,
     worker: WorkerDep,
     limiter: LimiterDep,
+    intake: IntakeDep,
     response: Response,
 ) -> JobPublic:
+    """Stored by the process's intake, in a group with the requests that arrived beside it (gateway.intake);
+    answered once its row is committed."""
     limiter.admit(principal.user, body.team if principal.admin else principal.team)
-    job, created = create_job(session, config, principal, body, worker.partition_sizes)
-    return answer_created(job, created, worker, response)
+    [outcome] = await intake.submit([Submission(principal, body, worker.partition_sizes)])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return answer_created(outcome.job, outcome.created, worker, response)
 
 
-def answer_created(job: Job, created: bool, worker: WorkerDep, response: Response) -> JobPublic:
+def answer_created(job: Job | SimpleNamespace, created: bool, worker: WorkerDep, response: Response) -> JobPublic:
     """201 and the worker woken for a new job; 200 for the one an earlier request's idempotency key made."""
     if created:
         worker.wake()

@@ -65,3 +65,6 @@ def test_post_and_get_search_the_job_table_through_indexes_only(tmp_path: Path) 
     for statement, plan in on_jobs:
         assert not any(line.startswith("SCAN job") for line in plan), (statement, plan)
         assert any(line.startswith("SEARCH job") for line in plan), (statement, plan)
+    # the team's backlog, counted at every POST, is read from its index alone, never from the table's rows
+    [backlog] = [plan for statement, plan in on_jobs if "count(" in statement.lower()]
+    assert any("USING COVERING INDEX ix_job_team_state_sweep" in line for line in backlog), backlog

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from gateway.auth import Principal
 from gateway.config import GatewayConfig
 from gateway.db import make_engine, migrate
-from gateway.jobs import create_job
+from gateway.intake import create_job
 from gateway.models import Algorithm, AlgorithmVersion, Job, JobAttempt, JobEvent, Sweep
 from gateway.schemas import JobCreate, SweepCreate
 from gateway.sweeps import create_sweep

@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from gateway.auth import Principal
 from gateway.comments import batch_comment
-from gateway.jobs import create_job
+from gateway.intake import create_job
 from gateway.models import utcnow
 from gateway.schemas import JobCreate
 from gateway.worker import status

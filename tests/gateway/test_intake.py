@@ -1,0 +1,131 @@
+"""The intake's group commit (gateway.intake): requests stored together keep their own outcomes, the team's backlog
+and idempotency keys hold inside a group as across groups, and a failing database or a key that another process
+stored first is answered, never left hanging."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from gateway import rows
+from gateway.app import create_app
+from gateway.auth import Principal
+from gateway.errors import InvalidRequestError, QueueFullError
+from gateway.intake import Accepted, Intake, Submission
+from gateway.models import Job, JobEvent
+from gateway.schemas import JobCreate
+from tests.gateway.conftest import auth, job_body, make_config
+
+ALICE = Principal(user="alice", team="team-a", admin=False)
+
+
+@pytest.fixture
+def app_client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
+    app = create_app(make_config(tmp_path, database_url), run_worker=False)
+    with TestClient(app) as client:
+        body = {
+            "name": "intent-classifier",
+            "version": "1.0",
+            "image": "/images/intent-classifier.sif",
+            "command": ["python", "train.py"],
+            "local_command": ["python", "train.py"],
+        }
+        assert client.post("/v1/algorithms", json=body, headers=auth("alice")).status_code == 201
+        yield client
+
+
+def submission(**overrides: object) -> Submission:
+    return Submission(ALICE, JobCreate.model_validate(job_body(**overrides)), {})
+
+
+def counts(client: TestClient) -> tuple[int, int]:
+    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+        jobs = session.execute(select(func.count()).select_from(Job)).scalar_one()
+        events = session.execute(select(func.count()).select_from(JobEvent)).scalar_one()
+    return jobs, events
+
+
+def test_one_group_keeps_each_requests_outcome_its_keys_and_the_teams_backlog(app_client: TestClient) -> None:
+    intake: Intake = app_client.app.state.intake  # type: ignore[attr-defined]
+    items = [
+        submission(name="first", idempotency_key="same"),
+        submission(name="again", idempotency_key="same"),  # the same key in the same group: the first's job
+        submission(name="bad", algorithm="no-such-algorithm"),
+        *[submission(name=f"n{i}") for i in range(6)],  # team-a queues 5 at most: 4 more fit
+    ]
+    outcomes = asyncio.run(intake.submit(items))  # one call: one group, one transaction
+    first, again, bad, *rest = outcomes
+    assert isinstance(first, Accepted) and first.created
+    assert isinstance(again, Accepted) and not again.created and again.job.id == first.job.id
+    assert isinstance(bad, InvalidRequestError) and bad.field == "algorithm"
+    assert [isinstance(o, Accepted) and o.created for o in rest] == [True] * 4 + [False] * 2
+    assert all(isinstance(o, QueueFullError) for o in rest[4:])
+    assert counts(app_client) == (5, 5)  # each stored job with the first event of its history, nothing more
+
+
+def test_requests_sent_at_once_are_each_stored_once(app_client: TestClient) -> None:
+    intake: Intake = app_client.app.state.intake  # type: ignore[attr-defined]
+    intake.config.teams["team-a"].max_queued_jobs = 100
+
+    async def send() -> list[Any]:
+        return await asyncio.gather(*(intake.submit([submission(name=f"c{i}")]) for i in range(40)))
+
+    outcomes = [o for [o] in asyncio.run(send())]
+    assert all(isinstance(o, Accepted) and o.created for o in outcomes)
+    assert len({o.job.id for o in outcomes}) == 40
+    assert counts(app_client) == (40, 40)
+    assert intake.submissions == 40 and 1 <= intake.groups <= 40
+    listed = app_client.get("/v1/jobs?limit=100", headers=auth("alice")).json()
+    assert sorted(j["name"] for j in listed["items"]) == sorted(f"c{i}" for i in range(40))
+
+
+def test_a_database_error_is_answered_503_and_the_intake_goes_on(
+    app_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = rows.insert_jobs
+    calls = []
+
+    def failing_once(connection: Any, jobs: list[dict[str, Any]]) -> None:
+        calls.append(len(jobs))
+        if len(calls) == 1:
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        real(connection, jobs)
+
+    monkeypatch.setattr(rows, "insert_jobs", failing_once)
+    refused = app_client.post("/v1/jobs", json=job_body(name="refused"), headers=auth("alice"))
+    assert refused.status_code == 503, refused.text
+    assert "Retry-After" in refused.headers
+    stored = app_client.post("/v1/jobs", json=job_body(name="stored"), headers=auth("alice"))
+    assert stored.status_code == 201, stored.text
+    assert counts(app_client) == (1, 1)
+
+
+def test_a_key_another_process_stored_first_is_answered_with_its_job(
+    app_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race between two API processes: both read the key as unused, one inserts first, the other's insert
+    breaks the unique constraint. The loser reads again and answers 200 with the winner's job."""
+    first = app_client.post("/v1/jobs", json=job_body(idempotency_key="raced"), headers=auth("alice"))
+    assert first.status_code == 201, first.text
+    real = rows.idempotent_id
+    missed = []
+
+    def miss_once(connection: Any, team: str, user: str, key: str) -> str | None:
+        if not missed:
+            missed.append(key)
+            return None  # as if the other process had not committed yet
+        return real(connection, team, user, key)
+
+    monkeypatch.setattr(rows, "idempotent_id", miss_once)
+    second = app_client.post("/v1/jobs", json=job_body(idempotency_key="raced"), headers=auth("alice"))
+    assert second.status_code == 200, second.text
+    assert second.json()["id"] == first.json()["id"] and missed == ["raced"]
+    assert counts(app_client) == (1, 1)
