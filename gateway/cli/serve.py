@@ -199,6 +199,8 @@ def worker(config: ConfigOption) -> None:
     engine = make_engine(settings.database_url)
     migrate(engine)
     _private_database(settings)
+    if settings.poll.worker_nice:
+        os.nice(settings.poll.worker_nice)  # the API first, when both want the CPU ([poll] worker_nice)
     running = Worker(engine, settings)
     stopped = threading.Event()
 

@@ -283,6 +283,7 @@ class Worker:
             changed = False
             for start in range(0, len(to_decide), LOAD_CHUNK):
                 chunk = to_decide[start : start + LOAD_CHUNK]
+                self.attempts.prefetch(session, chunk)
                 for job in session.exec(select(Job).where(col(Job.id).in_(chunk))).all():
                     if self._stop.is_set():
                         break  # shutting down: what is written stays consistent, the rest waits for the next start

@@ -5,8 +5,6 @@ stored first is answered, never left hanging."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,30 +14,19 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from gateway import rows
-from gateway.app import create_app
 from gateway.auth import Principal
 from gateway.errors import InvalidRequestError, QueueFullError
 from gateway.intake import Accepted, Intake, Submission
 from gateway.models import Job, JobEvent
 from gateway.schemas import JobCreate
-from tests.gateway.conftest import auth, job_body, make_config
+from tests.gateway.conftest import auth, job_body
 
 ALICE = Principal(user="alice", team="team-a", admin=False)
 
 
 @pytest.fixture
-def app_client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
-    app = create_app(make_config(tmp_path, database_url), run_worker=False)
-    with TestClient(app) as client:
-        body = {
-            "name": "intent-classifier",
-            "version": "1.0",
-            "image": "/images/intent-classifier.sif",
-            "command": ["python", "train.py"],
-            "local_command": ["python", "train.py"],
-        }
-        assert client.post("/v1/algorithms", json=body, headers=auth("alice")).status_code == 201
-        yield client
+def app_client(client: TestClient, algorithm: dict) -> TestClient:
+    return client
 
 
 def submission(**overrides: object) -> Submission:

@@ -271,6 +271,8 @@ def test_a_second_worker_on_sqlite_refuses_to_start(cluster: ClusterSpec, tmp_pa
             while not (tmp_path / "gw.db.worker.lock").exists() or _worker_epoch(make_engine(_sqlite(tmp_path))) == 0:
                 assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
                 time.sleep(0.2)
+            # [poll] worker_nice, 10 by default: on a host shared with the API, requests are answered first
+            assert os.getpriority(os.PRIO_PROCESS, first.pid) == 10
             second = serve([HPCGW, "worker", "--config", str(config)], subprocess.PIPE)
             _, err = second.communicate(timeout=60)
         finally:
