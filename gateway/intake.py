@@ -144,7 +144,7 @@ class Intake:
         self.engine, self.config = engine, config
         self._queue: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="intake", daemon=True)
-        self.groups = 0  # transactions committed (the bench reads how many requests each carried)
+        self.groups = 0  # transactions committed, and the requests they carried (tests/gateway/test_intake.py)
         self.submissions = 0
 
     def start(self) -> None:

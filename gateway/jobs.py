@@ -102,12 +102,8 @@ def check_resources(
         raise InvalidRequestError(exc.message, field=exc.field) from None
 
 
-def place(config: GatewayConfig, job: Job) -> None:
-    """The job's folder (model, metrics) in its team's, and submitit's folder inside it."""
-    job.folder, job.submit_folder = folders_of(config, job.team, job.id)
-
-
 def folders_of(config: GatewayConfig, team: str, job_id: str) -> tuple[str, str]:
+    """The job's folder (model, metrics) in its team's, and submitit's folder inside it."""
     folder = config.job_root / team / job_id
     return str(folder), str(folder / "job")
 
