@@ -53,6 +53,7 @@ from gateway.models import WorkerStatus
 
 REPO = Path(__file__).resolve().parent.parent
 RESTD_USER = "bob"
+TOKEN_B = TEAM_B["Authorization"].removeprefix("Bearer ")
 # The teams' tables for this case: room for 20,000 jobs in Slurm (a job waiting there counts against
 # max_running_jobs; GrpSubmitJobs follows from both).
 TEAMS = """[teams.team-a]
@@ -99,12 +100,15 @@ def bench_restd(root: Path, *, api_processes: int = 2, tracked: int = 10_000, ki
             for clients, count in ((1, 100), (16, 400)):
                 restd = submit(restd_url, json.dumps(RESTD_BODY), clients, count, socket=sock, user=RESTD_USER)
                 scancel_all()
-                gw = submit(f"{base}/v1/jobs", gw_body, clients, count, token=TEAM_B["Authorization"][7:])
+                gw = submit(f"{base}/v1/jobs", gw_body, clients, count, token=TOKEN_B)
                 gw["reached_slurm_s"] = _until_dispatched(base, gw["started_at"])
                 gw["reaching_slurm_per_s"] = count / gw["reached_slurm_s"]
                 results[f"{clients}_clients"] = {"slurmrestd": restd, "gateway": gw}
                 print(f"restd case, {clients} clients: {_brief(restd)} | gateway {_brief(gw)}", flush=True)
                 scancel_all()
+            results["16_clients_batched"] = _batched(base, gw_body)
+            print(f"restd case, 16 clients, batches of {BATCH}: {_brief(results['16_clients_batched'])}", flush=True)
+            scancel_all()
             results["tracked"] = _get_with_tracked(base, gw_body, tracked)
             print(f"restd case, tracked: {results['tracked']}", flush=True)
         scancel_all()
@@ -176,6 +180,7 @@ def submit(
     socket: str | None = None,
     token: str | None = None,
     user: str | None = None,
+    batch: int = 0,
 ) -> dict[str, Any]:
     """bench/submitter.py as a process of its own (as ``user``): its latencies summarised."""
     argv = [sys.executable, "-m", "bench.submitter", "--url", url, "--body", body]
@@ -184,17 +189,33 @@ def submit(
         argv += ["--socket", socket]
     if token:
         argv += ["--token", token]
+    if batch:
+        argv += ["--batch", str(batch)]
     started_at = time.time()
     out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=REPO, **(as_user(user) if user else {}))
     data = json.loads(out.stdout)
     if data["error_count"]:
-        raise RuntimeError(f"{data['error_count']} of {count} submissions to {url} failed: {data['errors']}")
+        raise RuntimeError(
+            f"{data['error_count']} of {len(data['latencies'])} requests to {url} failed: {data['errors']}"
+        )
     return summary(data["latencies"]) | {
         "submissions": count,
         "clients": clients,
         "accepted_per_s": count / data["wall_s"],
         "started_at": started_at,
     }
+
+
+BATCH = 50  # jobs per POST /v1/jobs/batch in the batched case
+BATCHED_JOBS = 4000
+
+
+def _batched(base: str, body: str) -> dict[str, Any]:
+    """16 clients sending ``BATCHED_JOBS`` jobs, ``BATCH`` to a request: the same jobs and the same count from the
+    first request until none is left accepted, one request now carrying many jobs as a sweep does."""
+    sent = submit(f"{base}/v1/jobs/batch", body, 16, BATCHED_JOBS, token=TOKEN_B, batch=BATCH)
+    sent["reached_slurm_s"] = _until_dispatched(base, sent["started_at"])
+    return sent | {"batch": BATCH, "reaching_slurm_per_s": BATCHED_JOBS / sent["reached_slurm_s"]}
 
 
 def _until_dispatched(base: str, started_at: float) -> float:
@@ -210,7 +231,7 @@ def _until_dispatched(base: str, started_at: float) -> float:
 
 def _get_with_tracked(base: str, body: str, tracked: int) -> dict[str, Any]:
     """``tracked`` jobs pending in Slurm (team-b is DOWN) and followed by the worker; then GETs of one job."""
-    sent = submit(f"{base}/v1/jobs", body, 16, tracked, token=TEAM_B["Authorization"][7:])
+    sent = submit(f"{base}/v1/jobs", body, 16, tracked, token=TOKEN_B)
     sent["reached_slurm_s"] = _until_dispatched(base, sent["started_at"])
     with httpx.Client(headers=TEAM_B) as client:
         in_slurm = client.get(f"{base}/v1/jobs?state=queued&limit=1").json()["total"]

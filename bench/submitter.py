@@ -26,7 +26,10 @@ def main() -> int:
     parser.add_argument("--token", help="a bearer token (the gateway)")
     parser.add_argument("--body", required=True, help="the JSON body, with {n} replaced by the submission's number")
     parser.add_argument("--clients", type=int, default=1)
-    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--count", type=int, default=100, help="jobs to send in all")
+    parser.add_argument(
+        "--batch", type=int, default=0, help='send jobs K at a time as {"jobs": [...]} (POST /v1/jobs/batch)'
+    )
     args = parser.parse_args()
     headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {args.token}"} if args.token else {})
     latencies: list[float] = []
@@ -45,17 +48,20 @@ def main() -> int:
         connection = connect()
         while True:
             with lock:
-                n = next(counter, None)
-            if n is None:
+                numbers = [n for n in (next(counter, None) for _ in range(max(1, args.batch))) if n is not None]
+            if not numbers:
                 connection.close()
                 return
-            payload = args.body.replace("{n}", str(n)).encode()
+            bodies = [args.body.replace("{n}", str(n)) for n in numbers]
+            payload = (f'{{"jobs": [{", ".join(bodies)}]}}' if args.batch else bodies[0]).encode()
             started = time.perf_counter()
             connection.request("POST", target.path, body=payload, headers=headers)
             response = connection.getresponse()
             text = response.read().decode()
             elapsed = time.perf_counter() - started
             ok = response.status in (200, 201) and not (args.socket and _slurm_errors(text))
+            if ok and args.batch:
+                ok = json.loads(text)["created"] == len(numbers)
             with lock:
                 latencies.append(elapsed)
                 if not ok:

@@ -12,7 +12,7 @@ import base64
 import os
 import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from gateway.schemas import (
     AlgorithmCreate,
     AlgorithmPublic,
     AlgorithmVersionCreate,
+    JobBatchResult,
     JobCreate,
     JobList,
     JobPublic,
@@ -147,6 +148,11 @@ class Client:
 
     def submit(self, request: JobCreate | dict[str, Any]) -> JobPublic:
         return self._typed(JobPublic, "POST", "/v1/jobs", json=_body(request))
+
+    def submit_many(self, requests: Sequence[JobCreate | dict[str, Any]]) -> JobBatchResult:
+        """Up to 1,000 jobs in one request (POST /v1/jobs/batch): each item answers one job, in order; a job
+        refused (422, 429) is in ``items`` with its error, not raised."""
+        return self._typed(JobBatchResult, "POST", "/v1/jobs/batch", json={"jobs": [_body(r) for r in requests]})
 
     def job(self, job_id: str) -> JobPublic:
         return self._typed(JobPublic, "GET", f"/v1/jobs/{job_id}")

@@ -59,16 +59,26 @@ def closed_ancestors(job_root: Path) -> list[Path]:
     return [p for p in (job_root, *job_root.parents) if p.exists() and not p.stat().st_mode & 0o001]
 
 
-def shared_folder(folder: Path, *, sticky: bool = False) -> Path:
+def shared_folder(folder: Path | str, *, sticky: bool = False) -> None:
     """A folder the job's user writes in and the gateway reads: the team's group may write, whatever the umask of
     the process that creates it (a test's in-process gateway has its own). ``sticky`` for the job's own folder:
     what the gateway made in it (model/, job/) stays; the submitit folder is not, since submitit replaces its
-    own pickles there on a requeue."""
-    folder.mkdir(parents=True, exist_ok=True)
+    own pickles there on a requeue. Two system calls for a new folder: the worker makes two per job it sends."""
     mode = TEAM_FOLDER_MODE if sticky else SHARED_MODE
-    if stat.S_IMODE(folder.stat().st_mode) != mode:
-        folder.chmod(mode)
-    return folder
+    try:
+        os.mkdir(folder, mode)
+    except FileNotFoundError:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        pass
+    else:
+        os.chmod(folder, mode)  # the umask may have taken the group's bits away
+        return
+    info = os.stat(folder)
+    if not stat.S_ISDIR(info.st_mode):
+        raise FileExistsError(f"{folder} exists and is not a folder")
+    if stat.S_IMODE(info.st_mode) != mode:
+        os.chmod(folder, mode)
 
 
 def make_private(path: Path) -> None:

@@ -45,7 +45,7 @@ class HealthPolicy(BaseModel):
 class HealthOverrides(BaseModel):
     """A request's changes to its team's policy: only the fields given (null turns a rule off)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `"max_restarts": true` is no count
 
     heartbeat_s: float | None = Field(None, ge=0.5, le=600)
     hang_timeout_s: float | None = Field(None, ge=5, le=7 * 86400)

@@ -65,6 +65,7 @@ class ErrorBody(BaseModel):
 
 class JobCreate(Resources):
     model_config = ConfigDict(
+        strict=True,  # `"nodes": true` is no number of nodes, `"requeue": 1` no yes or no: a 422, as documented
         json_schema_extra={
             "examples": [
                 {
@@ -79,7 +80,7 @@ class JobCreate(Resources):
                     "idempotency_key": "nightly-2026-11-23",
                 }
             ]
-        }
+        },
     )
 
     name: Name = "train"
@@ -194,6 +195,31 @@ class JobList(BaseModel):
     total: int
     offset: int
     limit: int
+
+
+MAX_BATCH = 1000  # jobs in one POST /v1/jobs/batch: the intake stores them in one transaction
+
+
+class JobBatchCreate(BaseModel):
+    """Many job requests in one POST: each is checked, stored and answered on its own, as if POSTed alone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobCreate] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class JobBatchItem(BaseModel):
+    """One request's answer, at its index: the status a POST /v1/jobs of it alone would have had."""
+
+    status: int = Field(description="201 created; 200 made earlier by its idempotency key; 422, 429 or 503 not stored")
+    job: JobPublic | None = Field(None, description="the job, when status is 200 or 201")
+    error: ErrorBody | None = Field(None, description="why not, when the job was not stored")
+    retry_after_s: float | None = Field(None, description="seconds until a 429 or 503 may be tried again")
+
+
+class JobBatchResult(BaseModel):
+    items: list[JobBatchItem] = Field(description="one per request, in the order they were sent")
+    created: int = Field(description="how many items are 201")
 
 
 class AlgorithmVersionCreate(BaseModel):

@@ -8,6 +8,7 @@ that exit with the first failing trainer's code (see :mod:`launchers.runtime.mar
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import uuid
@@ -86,8 +87,12 @@ class HpcgwSlurmExecutor(submitit.SlurmExecutor):
             submitit.SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{i}", tasks=tasks)
             for i in range(len(delayed_submissions))
         ]
+        folder_text = str(jobs[0].paths.folder) if jobs else ""
         for job, path in zip(jobs, pickles, strict=True):
-            job.paths.move_temporary_file(path, "submitted_pickle")
+            if any(tag in folder_text for tag in ("%j", "%t", "%A", "%a")):
+                job.paths.move_temporary_file(path, "submitted_pickle")
+            else:  # submitit's name for it, without a Path and a mkdir per element (arrays of 1,000)
+                os.rename(path, os.path.join(folder_text, f"{job.job_id}_submitted.pkl"))
         return jobs
 
 

@@ -64,19 +64,19 @@ def submit_array(
     commands: Sequence[Sequence[str]] | None = None,
     chain: bool = True,
     functions: Sequence[Path] | None = None,
+    checked: bool = False,
 ) -> list[Job]:
     """One array element per environment in ``envs``, all else from ``spec``; split past MaxArraySize.
 
     ``commands`` gives each element its own command line (the gateway's coalesced dispatch: unrelated jobs of one
     shape in one array), ``functions`` its own Python function (``Executor.map_array``); ``chain=False`` lets
-    the split arrays run side by side, since there is no sweep-wide throttle to keep."""
+    the split arrays run side by side, since there is no sweep-wide throttle to keep. ``checked``: each element's
+    environment and command were validated already, in a JobSpec of their own (the gateway's jobs)."""
     if commands is not None and len(commands) != len(envs):
         raise SpecError("commands", f"{len(commands)} commands for {len(envs)} array elements")
     if functions is not None and len(functions) != len(envs):
         raise SpecError("functions", f"{len(functions)} functions for {len(envs)} array elements")
-    for i, env in enumerate(
-        envs
-    ):  # the same rules as a single job's environment, checked before anything reaches Slurm
+    for i, env in enumerate([] if checked else envs):  # a single job's rules, before anything reaches Slurm
         command = spec.command if commands is None else tuple(commands[i])
         JobSpec.model_validate({**spec.model_dump(), "env": dict(env), "command": command})
     if check:
@@ -103,7 +103,8 @@ def submit_array(
         ]
         submitted = executor.submit_as_array(tasks)
         previous = master_id(str(submitted[0].job_id))
-        jobs += [Job(s, Path(spec.folder), "slurm", spec.num_tasks) for s in submitted]
+        folder = Path(spec.folder)
+        jobs += [Job(s, folder, "slurm", spec.num_tasks) for s in submitted]
         log.info(
             "submitted array %s: tasks %d-%d of %d, at most %d at once",
             previous,

@@ -19,8 +19,8 @@ from gateway.api.deps import (
     SessionDep,
     WorkerDep,
 )
-from gateway.api.problems import AUTHENTICATED, BODY, declare
-from gateway.errors import ConflictError, InvalidRequestError
+from gateway.api.problems import AUTHENTICATED, BODY, DATABASE_RETRY_AFTER_S, declare
+from gateway.errors import ConflictError, GatewayError, InvalidRequestError
 from gateway.intake import Submission, create_job
 from gateway.joblogs import rank_log, tail
 from gateway.jobs import (
@@ -34,6 +34,10 @@ from gateway.models import Job, JobAttempt
 from gateway.reproduce import verify
 from gateway.schemas import (
     AttemptPublic,
+    ErrorBody,
+    JobBatchCreate,
+    JobBatchItem,
+    JobBatchResult,
     JobCreate,
     JobList,
     JobPublic,
@@ -80,6 +84,53 @@ async def submit_job(
     # Serialised here, once: handed a model, FastAPI validates it again against response_model first (~5 % of
     # the request's CPU in the intake's profile). The documented schema is still response_model's.
     return Response(public.model_dump_json(), status_code=response.status_code, media_type="application/json")
+
+
+@router.post("/batch", response_model=JobBatchResult, responses=declare(*AUTHENTICATED, *BODY))
+async def submit_jobs(
+    body: JobBatchCreate, principal: PrincipalDep, worker: WorkerDep, limiter: LimiterDep, intake: IntakeDep
+) -> Response:
+    """Up to MAX_BATCH jobs in one request, stored in one transaction: what lets one client put thousands of
+    jobs a second into the gateway (and the worker, into Slurm as arrays). Each job is answered as if POSTed
+    alone, at its index, and counts against the rate limits as one submission; one job's 422 or 429 does not
+    refuse the others. A database that does not answer refuses the whole request (503, nothing written)."""
+    items: list[Submission] = []
+    refused: dict[int, GatewayError] = {}
+    for index, request in enumerate(body.jobs):
+        try:
+            limiter.admit(principal.user, request.team if principal.admin else principal.team)
+        except GatewayError as exc:
+            refused[index] = exc
+            continue
+        items.append(Submission(principal, request, worker.partition_sizes))
+    outcomes = await intake.submit(items) if items else []
+    failed = [o for o in outcomes if isinstance(o, Exception) and not isinstance(o, GatewayError)]
+    if failed and len(failed) == len(outcomes):
+        raise failed[0]  # the database's, for every job: none of them was written
+    stored = iter(outcomes)
+    answers: list[JobBatchItem] = []
+    for index in range(len(body.jobs)):
+        outcome = refused.get(index) or next(stored)
+        if isinstance(outcome, Exception):
+            # a database error for some jobs only (after an idempotency-key race, each was stored on its own)
+            answers.append(_refusal(outcome))
+        else:
+            code = status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK
+            answers.append(JobBatchItem(status=code, job=to_public(outcome.job)))
+    created = sum(answer.status == status.HTTP_201_CREATED for answer in answers)
+    if created:
+        worker.wake()
+    return Response(JobBatchResult(items=answers, created=created).model_dump_json(), media_type="application/json")
+
+
+def _refusal(exc: Exception) -> JobBatchItem:
+    """A batch's refused job: its own error (422, 429), or the database's for it alone (after an idempotency-key
+    race, the intake stores each job of the group on its own)."""
+    if isinstance(exc, GatewayError):
+        error = ErrorBody(detail=exc.detail, field=exc.field)
+        return JobBatchItem(status=exc.status_code, error=error, retry_after_s=exc.retry_after_s)
+    error = ErrorBody(detail="the database did not answer; this job was not written, try again")
+    return JobBatchItem(status=503, error=error, retry_after_s=DATABASE_RETRY_AFTER_S)
 
 
 def answer_created(job: Job | SimpleNamespace, created: bool, worker: WorkerDep, response: Response) -> JobPublic:

@@ -30,7 +30,7 @@ from gateway.models import Job, aware, utcnow
 from gateway.worker import status
 from gateway.worker.apply import Evidence, Transition, cancelled_while_waiting, decide
 from gateway.worker.attempts import AttemptRecorder
-from gateway.worker.dispatch import Dispatcher, Outcome
+from gateway.worker.dispatch import Dispatcher, Outcome, collection_paused
 from gateway.worker.health import HealthGuard, read_provenance
 from gateway.worker.lease import Lease, holder_name, lease_for
 from gateway.worker.metrics import MetricsReader
@@ -50,19 +50,8 @@ WAITING_IN_SLURM = frozenset({JobState.QUEUED.value, JobState.REQUEUED.value})
 STANDBY_RETRY_S = 1.0  # how often a standby asks for the lease: the take-over delay after a kill
 LOAD_CHUNK = 500  # jobs loaded whole per query in a poll (SQLite allows 999 bound parameters in older builds)
 # What a poll reads of every active job: enough to know its Slurm job and whether anything may have changed.
-TRACKED_COLUMNS = tuple(
-    col(c)
-    for c in (
-        Job.id,
-        Job.state,
-        Job.slurm_job_id,
-        Job.sweep_id,
-        Job.attempt,
-        Job.batch_id,
-        Job.submit_time,
-        Job.slurm_submit_time,
-    )
-)
+TRACKED = (Job.id, Job.state, Job.slurm_job_id, Job.sweep_id, Job.attempt, Job.batch_id, Job.submit_time)
+TRACKED_COLUMNS = tuple(col(c) for c in (*TRACKED, Job.slurm_submit_time))
 
 
 class Worker:
@@ -84,6 +73,7 @@ class Worker:
         self.guard = HealthGuard(config)
         self._reconciled = False  # rows left dispatching by a crash were looked for in Slurm
         self._since = utcnow()  # the start of the last cycle: newer rows are new work
+        self._sent = False  # the last dispatch sent jobs to Slurm
         self._unchanged: dict[str, tuple[object, ...]] = {}  # job id -> what Slurm said of it, while it waits
         self._vanishing: set[str] = set()  # array elements scancel'd while waiting
 
@@ -155,7 +145,8 @@ class Worker:
                 self._reconciled = False
             floor, ceiling = self.config.poll.floor_s, self.config.poll.interval_s
             self.stats.interval_s = floor if busy else min(max(self.stats.interval_s, floor) * 2, ceiling)
-            self._sleep(self.stats.interval_s)
+            if not (busy and self.has_new_work()):  # jobs that arrived during a busy cycle's poll go now
+                self._sleep(self.stats.interval_s)
 
     def _stand_by(self) -> None:
         try:
@@ -173,27 +164,30 @@ class Worker:
         deadline = time.monotonic() + seconds
         while not self._stop.is_set():
             left = deadline - time.monotonic()
-            if left <= 0 or self._wake.wait(min(left, WAKE_CHECK_S)):
+            if left <= 0 or self._wake.wait(min(left, WAKE_CHECK_S)) or self.has_new_work():
                 break
-            try:
-                if self.has_new_work():
-                    break
-            except DBAPIError:
-                pass  # the database is away: the cycle at the deadline reports it
         self._wake.clear()
 
     def has_new_work(self) -> bool:
-        """Accepted since the last cycle began, or a cancellation asked since: through indexes, no scan."""
-        with Session(self.engine) as session:
-            accepted = session.exec(
-                select(Job.id).where(Job.state == JobState.ACCEPTED.value, col(Job.submit_time) > self._since).limit(1)
-            ).first()
-            if accepted is not None:
-                return True
-            cancel = session.exec(
-                select(Job.id).where(col(Job.cancel_requested).is_(True), col(Job.updated_at) > self._since).limit(1)
-            ).first()
-            return cancel is not None
+        """Accepted since the last cycle began, or a cancellation asked since: through indexes, no scan. False
+        while the database is away (the next cycle reports it)."""
+        try:
+            with Session(self.engine) as session:
+                accepted = session.exec(
+                    select(Job.id)
+                    .where(Job.state == JobState.ACCEPTED.value, col(Job.submit_time) > self._since)
+                    .limit(1)
+                ).first()
+                if accepted is not None:
+                    return True
+                cancel = session.exec(
+                    select(Job.id)
+                    .where(col(Job.cancel_requested).is_(True), col(Job.updated_at) > self._since)
+                    .limit(1)
+                ).first()
+                return cancel is not None
+        except DBAPIError:
+            return False
 
     # --- one cycle -----------------------------------------------------------------------------------------
 
@@ -208,6 +202,11 @@ class Worker:
         changed = self.cancel_requested()
         if not self._stop.is_set():
             changed |= self.dispatch()
+        # A burst: what arrived while sbatch ran goes out before the poll, which can wait (the fresh jobs are
+        # pending, and the poll of thousands of them costs as much as sending them); for one interval at most.
+        deadline = started + self.config.poll.interval_s
+        while self._sent and time.perf_counter() < deadline and not self._stop.is_set() and self.has_new_work():
+            self.dispatch()
         if not self._stop.is_set():
             changed |= self.poll()
         elapsed = time.perf_counter() - started
@@ -252,8 +251,10 @@ class Worker:
     def dispatch(self) -> bool:
         if not self._reconciled:  # Slurm did not answer, or a crash's sbatch may still land: look again
             self._reconciled = reconcile(self.engine, self.config.poll.dispatch_grace_s)
-        with Session(self.engine, expire_on_commit=False) as session:
-            return self.dispatcher.run(session) in (Outcome.QUEUED, Outcome.REFUSED)
+        with Session(self.engine, expire_on_commit=False) as session, collection_paused():
+            outcome = self.dispatcher.run(session)
+        self._sent = outcome is Outcome.QUEUED
+        return outcome in (Outcome.QUEUED, Outcome.REFUSED)
 
     def poll(self) -> bool:
         """One sacct (and at most one squeue) for every active job. The jobs are read first as a few columns;

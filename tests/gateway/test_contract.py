@@ -47,6 +47,21 @@ def test_fastapis_own_validation_errors_use_the_one_body(client: TestClient, alg
 
 
 @pytest.mark.parametrize(
+    "wrong",
+    [{"nodes": True}, {"nodes": 2.0}, {"requeue": 1}, {"time_limit_min": "30"}, {"health": {"max_restarts": True}}],
+)
+def test_a_value_of_the_wrong_json_type_is_422_not_coerced(client: TestClient, algorithm: dict, wrong: dict) -> None:
+    """Found by schemathesis through the batch endpoint: `"nodes": true` was taken as one node. The schema says
+    integer, and a value of another JSON type is refused, alone or in a batch, before anything is stored."""
+    field = next(iter(wrong))
+    alone = client.post("/v1/jobs", json=job_body(**wrong), headers=auth("alice"))
+    assert alone.status_code == 422 and alone.json()["field"].startswith(field), alone.text
+    batch = client.post("/v1/jobs/batch", json={"jobs": [job_body(), job_body(**wrong)]}, headers=auth("alice"))
+    assert batch.status_code == 422 and batch.json()["field"].startswith(f"jobs.1.{field}"), batch.text
+    assert client.get("/v1/jobs", headers=auth("alice")).json()["total"] == 0
+
+
+@pytest.mark.parametrize(
     ("path", "status"),
     [
         ("/v1/jobs?offset=421310802591449442418688", 422),  # found by schemathesis: was a 500
@@ -133,3 +148,25 @@ def test_the_team_bucket_holds_across_its_users() -> None:
     limiter.admit("bob", "team-b")
     with pytest.raises(RateLimitedError, match="team team-b"):
         limiter.admit("bob", "team-b")
+
+
+def test_each_job_of_a_batch_counts_against_the_rate_limit(limited: TestClient) -> None:
+    limited.post(
+        "/v1/algorithms",
+        json={
+            "name": "intent-classifier",
+            "version": "1",
+            "image": "i.sif",
+            "command": ["true"],
+            "local_command": ["true"],
+        },
+        headers=auth("alice"),
+    )
+    answer = limited.post(
+        "/v1/jobs/batch", json={"jobs": [job_body(name=f"j{i}") for i in range(5)]}, headers=auth("alice")
+    )
+    assert answer.status_code == 200, answer.text
+    items = answer.json()["items"]
+    assert [i["status"] for i in items] == [201, 201, 201, 429, 429]  # the token's burst is 3
+    assert "rate limit of the token of alice" in items[3]["error"]["detail"] and items[3]["retry_after_s"] > 0
+    assert limited.post("/v1/jobs", json=job_body(), headers=auth("alice")).status_code == 429

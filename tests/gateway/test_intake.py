@@ -116,3 +116,53 @@ def test_a_key_another_process_stored_first_is_answered_with_its_job(
     assert second.status_code == 200, second.text
     assert second.json()["id"] == first.json()["id"] and missed == ["raced"]
     assert counts(app_client) == (1, 1)
+
+
+def test_a_batch_answers_each_job_at_its_index_as_a_lone_post_would(app_client: TestClient) -> None:
+    """POST /v1/jobs/batch: one transaction, one answer per job in order; a refused job does not refuse the
+    others, an idempotency key answers 200 with its job, and each stored job is listed and has its history."""
+    earlier = app_client.post("/v1/jobs", json=job_body(name="earlier", idempotency_key="k1"), headers=auth("alice"))
+    assert earlier.status_code == 201, earlier.text
+    jobs = [
+        job_body(name="b0"),
+        job_body(name="again", idempotency_key="k1"),
+        job_body(name="bad", algorithm="no-such-algorithm"),
+        *[job_body(name=f"n{i}") for i in range(5)],  # team-a queues 5 at most: 1 earlier + b0 + 3 more fit
+    ]
+    answer = app_client.post("/v1/jobs/batch", json={"jobs": jobs}, headers=auth("alice"))
+    assert answer.status_code == 200, answer.text
+    items = answer.json()["items"]
+    assert [i["status"] for i in items] == [201, 200, 422, 201, 201, 201, 429, 429]
+    assert answer.json()["created"] == 4
+    assert items[0]["job"]["name"] == "b0" and items[0]["job"]["state"] == "accepted" and items[0]["error"] is None
+    assert items[1]["job"]["id"] == earlier.json()["id"]
+    assert items[2]["job"] is None and items[2]["error"]["field"] == "algorithm"
+    assert "max_queued_jobs" in items[6]["error"]["detail"] and items[6]["retry_after_s"] >= 5
+    assert counts(app_client) == (5, 5)
+    for item in items:
+        if item["status"] == 201:
+            got = app_client.get(f"/v1/jobs/{item['job']['id']}", headers=auth("alice"))
+            assert got.status_code == 200 and got.json()["name"] == item["job"]["name"]
+
+
+def test_a_batch_is_bounded_and_validated_as_a_whole(app_client: TestClient) -> None:
+    empty = app_client.post("/v1/jobs/batch", json={"jobs": []}, headers=auth("alice"))
+    assert empty.status_code == 422 and empty.json()["field"] == "jobs"
+    too_many = app_client.post("/v1/jobs/batch", json={"jobs": [job_body()] * 1001}, headers=auth("alice"))
+    assert too_many.status_code == 422 and too_many.json()["field"] == "jobs"
+    malformed = app_client.post("/v1/jobs/batch", json={"jobs": [job_body(), job_body(nodes=0)]}, headers=auth("alice"))
+    assert malformed.status_code == 422 and malformed.json()["field"] == "jobs.1.nodes"
+    assert app_client.post("/v1/jobs/batch", json={"jobs": [job_body()]}).status_code == 401
+    assert counts(app_client) == (0, 0)  # nothing of a refused request was stored
+
+
+def test_a_batch_whose_database_fails_is_503_and_stores_nothing(
+    app_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(connection: Any, jobs: list[dict[str, Any]]) -> None:
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(rows, "insert_jobs", failing)
+    refused = app_client.post("/v1/jobs/batch", json={"jobs": [job_body(), job_body()]}, headers=auth("alice"))
+    assert refused.status_code == 503 and "Retry-After" in refused.headers
+    assert counts(app_client) == (0, 0)

@@ -1,7 +1,7 @@
-"""Coalesced dispatch and the elected worker, on the real cluster: fifty same-shape jobs are one Slurm array
-whose elements each keep their own state, exit code, log and metrics; other shapes and users go out apart; and
-with two gateways and standby workers on PostgreSQL, SIGKILLs of the active worker in a burst lose and
-duplicate nothing."""
+"""Coalesced dispatch and the elected worker, on the real cluster: fifty same-shape jobs (POSTed one by one, and
+in one batch request) are one Slurm array whose elements each keep their own state, exit code, log and metrics;
+other shapes and users go out apart; and with two gateways and standby workers on PostgreSQL, SIGKILLs of the
+active worker in a burst lose and duplicate nothing."""
 
 from __future__ import annotations
 
@@ -95,7 +95,11 @@ def test_fifty_same_shape_jobs_are_one_array_and_each_keeps_its_own_outcome(
             bodies = [teller_job(dataset_hash, i) for i in range(50)]
             bodies[7]["parameters"]["EXIT_CODE"] = 3  # type: ignore[index]
             bodies[10]["parameters"]["SLEEP_S"] = 120  # type: ignore[index]  # (cancelled while it sleeps)
-            ids = [client.post("/v1/jobs", json=b, headers=auth("alice")).json()["id"] for b in bodies]
+            # Half POSTed one by one, half in one POST /v1/jobs/batch: one array all the same.
+            ids = [client.post("/v1/jobs", json=b, headers=auth("alice")).json()["id"] for b in bodies[:25]]
+            batch = client.post("/v1/jobs/batch", json={"jobs": bodies[25:]}, headers=auth("alice")).json()
+            assert [item["status"] for item in batch["items"]] == [201] * 25, batch
+            ids += [item["job"]["id"] for item in batch["items"]]
             app.state.worker.start()  # all fifty are waiting when the first cycle runs: "sent at once"
             try:
                 queued = {i: wait_for(client, i, {"queued", "launching", "running", *ENDED}) for i in ids}

@@ -203,3 +203,30 @@ def test_an_api_without_its_own_worker_reads_the_status_row(gw: Gateway, fake: F
     assert (health["cycles"], health["slurm_reachable"]) == (7, False)
     assert view.partition_sizes == {"team-a": PartitionSize(nodes=2, max_cpus=2, max_mem_mb=4000)}
     assert isinstance(gw.worker, Worker)
+
+
+def test_jobs_that_arrive_while_sbatch_runs_go_out_in_the_same_cycle_before_its_poll(
+    make_gateway: Callable[..., Gateway], fake: FakeSlurm
+) -> None:
+    """A burst: the poll of thousands of fresh jobs costs as much as sending them, so what arrived during an
+    sbatch is sent first, as its own array, and the cycle's one poll then sees every job."""
+    gw = make_gateway({"team_a": {"max_running_jobs": 100, "max_queued_jobs": 100}})
+    first = [gw.submit() for _ in range(3)]
+    late: list[str] = []
+
+    def arrive(_argv: object, _options: object) -> None:
+        if not late:
+            late.extend(gw.submit() for _ in range(4))
+
+    fake.on_sbatch = arrive
+    gw.cycle()
+    assert [gw.state(j) for j in first + late] == ["queued"] * 7
+    sbatch = [i for i, call in enumerate(fake.calls) if call[0] == "sbatch"]
+    sacct = [i for i, call in enumerate(fake.calls) if call[0] == "sacct"]
+    assert len(sbatch) == 2 and len(sacct) == 1 and sbatch[-1] < sacct[0]
+    assert {master(gw.slurm_id(j)) for j in first} != {master(gw.slurm_id(j)) for j in late}  # two arrays
+    assert [gw.history(j) for j in first + late] == [["accepted", "queued"]] * 7
+
+
+def master(slurm_id: str) -> str:
+    return slurm_id.split("_")[0]
