@@ -102,21 +102,12 @@ def limited(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
     )
     config.teams["team-a"].max_queued_jobs = 100
     with TestClient(create_app(config, run_worker=False)) as client:
+        algorithm = {"name": "intent-classifier", "version": "1", "image": "i.sif", "command": ["true"]}
+        client.post("/v1/algorithms", json=algorithm | {"local_command": ["true"]}, headers=auth("alice"))
         yield client
 
 
 def test_submissions_beyond_the_tokens_rate_are_429_with_retry_after(limited: TestClient) -> None:
-    limited.post(
-        "/v1/algorithms",
-        json={
-            "name": "intent-classifier",
-            "version": "1",
-            "image": "i.sif",
-            "command": ["true"],
-            "local_command": ["true"],
-        },
-        headers=auth("alice"),
-    )
     answers = [limited.post("/v1/jobs", json=job_body(), headers=auth("alice")) for _ in range(4)]
     assert [r.status_code for r in answers] == [201, 201, 201, 429]
     refused = answers[-1]
@@ -151,17 +142,6 @@ def test_the_team_bucket_holds_across_its_users() -> None:
 
 
 def test_each_job_of_a_batch_counts_against_the_rate_limit(limited: TestClient) -> None:
-    limited.post(
-        "/v1/algorithms",
-        json={
-            "name": "intent-classifier",
-            "version": "1",
-            "image": "i.sif",
-            "command": ["true"],
-            "local_command": ["true"],
-        },
-        headers=auth("alice"),
-    )
     answer = limited.post(
         "/v1/jobs/batch", json={"jobs": [job_body(name=f"j{i}") for i in range(5)]}, headers=auth("alice")
     )
