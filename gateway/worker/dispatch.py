@@ -105,9 +105,8 @@ def link_batch(session: Session, batch_id: str, master: str) -> None:
 
 
 def _each(session: Session, statement: Any, values: list[dict[str, Any]]) -> None:
-    """One statement run for every row of ``values``. Each row carries all its values, constants included: a
-    constant written into the statement costs SQLAlchemy a look-up per row and column (a third of linking
-    1,000 jobs)."""
+    """One statement run for every row of ``values`` (an executemany), each row carrying all of its values:
+    an UPDATE's columns are bound from the rows' keys, ``job`` naming the row to update."""
     if values:
         names = [name for name in values[0] if name != "job"]
         if isinstance(statement, Update):

@@ -289,6 +289,7 @@ class Worker:
                     if self._stop.is_set():
                         break  # shutting down: what is written stays consistent, the rest waits for the next start
                     changed |= self.apply(session, job, obs, now)
+                self.attempts.flush(session)
                 if self._stop.is_set():
                     break
             session.commit()

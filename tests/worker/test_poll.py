@@ -243,3 +243,6 @@ def test_a_requeued_job_says_why_and_runs_again(gw: Gateway, fake: FakeSlurm) ->
     fake.finish(slurm_id)
     gw.cycle()
     assert gw.history(job_id) == ["accepted", "queued", "launching", "requeued", "launching", "running", "succeeded"]
+    # each run's row: the first written when the job started, updated when its node failed; the second new
+    runs = [(a.number, a.slurm_state, a.node_list, a.slurm_job_id, a.end_time is not None) for a in gw.attempts(job_id)]
+    assert runs == [(0, "NODE_FAIL", "n[1-2]", slurm_id, True), (1, "COMPLETED", "n[1,3]", slurm_id, True)]
