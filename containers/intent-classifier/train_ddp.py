@@ -1,7 +1,5 @@
 """Entry point of the DDP form: `python /path/to/train_ddp.py` (the directory holding this file goes on sys.path)."""
 
-import sys
-
 from intent_classifier.train_ddp import main
 
-sys.exit(main())
+main()

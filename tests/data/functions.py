@@ -56,9 +56,10 @@ def square_slowly(x: int, seconds: float = 2.0) -> int:
 class Counter:
     """A checkpointable function object, as in submitit: its state (``done``) survives a requeue."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold_after: int = 0) -> None:
         self.done = 0
         self.resumed_from: list[int] = []
+        self.hold_after = hold_after  # the first run holds there, so a test's signal always finds it running
 
     def __call__(self, steps: int, progress: str) -> dict[str, Any]:
         self.resumed_from.append(self.done)
@@ -66,6 +67,8 @@ class Counter:
             time.sleep(0.5)
             self.done += 1
             Path(progress).write_text(str(self.done))
+            if self.done == self.hold_after and len(self.resumed_from) == 1:
+                time.sleep(300)
         return {"done": self.done, "resumed_from": self.resumed_from}
 
     def checkpoint(self, steps: int, progress: str) -> DelayedSubmission:

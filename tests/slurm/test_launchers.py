@@ -95,7 +95,16 @@ def test_failing_rank_fails_the_job_promptly_with_its_exit_code(
 
 @pytest.mark.parametrize("framework", ["horovod", "ddp"])
 def test_requeue_resumes_from_checkpoint(cluster, dataset: Path, tmp_path: Path, framework: Framework) -> None:
-    spec = intent_classifier_spec(tmp_path, dataset_dir=dataset, partition="team-a", epochs=6, framework=framework)
+    # The first run holds after epoch 2's checkpoint (PAUSE_AFTER_EPOCH), so the signal always finds it there: a
+    # trainer free to run on can finish all six epochs before the signal arrives.
+    spec = intent_classifier_spec(
+        tmp_path,
+        dataset_dir=dataset,
+        partition="team-a",
+        epochs=6,
+        framework=framework,
+        extra_env={"PAUSE_AFTER_EPOCH": "2", "PAUSE_S": "300"},
+    )
     job = submit(spec)
     metrics_file = tmp_path / "metrics.jsonl"
     deadline = time.monotonic() + 300
@@ -104,7 +113,8 @@ def test_requeue_resumes_from_checkpoint(cluster, dataset: Path, tmp_path: Path,
         time.sleep(0.5)
     # What Slurm sends before a preemption or time-out (`--signal=USR2@…`): submitit checkpoints and requeues.
     subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True, timeout=30)
-    assert job.wait(timeout_s=600) is JobState.SUCCEEDED
+    state = job.wait(timeout_s=600)
+    assert state is JobState.SUCCEEDED, "\n".join(job.stderr(rank).read_text()[-1500:] for rank in range(4))
     lines = metrics(metrics_file)
     assert [m["epoch"] for m in lines] == [1, 2, 3, 4, 5, 6]
     assert job.restarts == 1

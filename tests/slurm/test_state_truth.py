@@ -48,7 +48,9 @@ from tests.slurm.support import (
 )
 
 pytestmark = pytest.mark.slurm
-LONG = {"SEED": 7, "EPOCHS": 12, "LR": 0.3, "BATCH_SIZE": 32, "FC_SIZE": 64}
+# The first run holds after epoch 2's checkpoint until the test has failed its node or requeued it: a trainer free
+# to run on can finish before the test acts. The run that resumes from that checkpoint starts past the hold.
+LONG = {"SEED": 7, "EPOCHS": 12, "LR": 0.3, "BATCH_SIZE": 32, "FC_SIZE": 64, "PAUSE_AFTER_EPOCH": 2, "PAUSE_S": 300}
 
 
 @pytest.fixture(scope="module")

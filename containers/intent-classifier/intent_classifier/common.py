@@ -53,6 +53,11 @@ class Config:
     lr: float
     batch_size: int
     fc_size: int
+    # A hold at a known point: after this epoch's checkpoint, rank 0 waits ``pause_s`` before going on (0: never).
+    # A run resumed from that checkpoint starts past it, so only the first run holds. Tests and demos of
+    # preemption signal the job while it holds, instead of racing a trainer that may finish first.
+    pause_after_epoch: int = 0
+    pause_s: float = 0.0
 
     @classmethod
     def from_env(cls) -> Config:
@@ -63,7 +68,7 @@ class Config:
             return value
 
         try:
-            return cls(
+            cfg = cls(
                 data=Path(need("TRAINING_DATA_PATH")),
                 output=Path(need("MODEL_OUTPUT_DIR")),
                 metrics=Path(need("METRICS_FILE")),
@@ -72,9 +77,14 @@ class Config:
                 lr=float(os.environ.get("LR", "0.5")),
                 batch_size=int(os.environ.get("BATCH_SIZE", "32")),
                 fc_size=int(os.environ.get("FC_SIZE", "64")),
+                pause_after_epoch=int(os.environ.get("PAUSE_AFTER_EPOCH", "0")),
+                pause_s=float(os.environ.get("PAUSE_S", "300")),
             )
         except ValueError as exc:
             raise SystemExit(f"intent-classifier: bad hyper-parameter: {exc}") from None
+        if cfg.pause_after_epoch < 0 or not 0 <= cfg.pause_s <= 86_400:
+            raise SystemExit("intent-classifier: bad hyper-parameter: PAUSE_AFTER_EPOCH >= 0, 0 <= PAUSE_S <= 86400")
+        return cfg
 
 
 class IntentClassifier(nn.Module):
@@ -243,6 +253,9 @@ def train(ops: Collective) -> int:
                 {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}, checkpoint_path
             )
             print(f"epoch {epoch + 1}/{cfg.epochs}: {json.dumps(line)}", flush=True)
+            if epoch + 1 == cfg.pause_after_epoch:
+                print(f"holding {cfg.pause_s:g} s after epoch {epoch + 1} (PAUSE_AFTER_EPOCH)", flush=True)
+                time.sleep(cfg.pause_s)
         ops.barrier(f"epoch_barrier_{epoch}")  # nobody races ahead of the checkpoint
 
     if rank == 0:

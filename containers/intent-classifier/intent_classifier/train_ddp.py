@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -42,15 +43,22 @@ class TorchCollective:
             dist.destroy_process_group()
 
 
-def main() -> int:
+def main() -> NoReturn:
     collective = TorchCollective()
     try:
-        return train(collective)
+        code = train(collective)
     finally:
         # Also on an error: a process group alive at exit can abort the interpreter (SIGABRT), and the job would
         # report 134 instead of the trainer's own exit code.
         collective.shutdown()
+    # DDP's wrapper still holds the Gloo group after destroy_process_group. Freed during interpreter shutdown, while
+    # a peer closes its connections, it can abort the process ("terminate called without an active exception"):
+    # seen once in about ten requeued runs on Slurm, a finished run reported as exit code 134. Every output is
+    # written and closed by now, so leave without that teardown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
