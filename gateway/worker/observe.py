@@ -125,10 +125,19 @@ def _from_accounting(wanted: Mapping[str, Identity], chunk: int, obs: Observatio
     query = sorted({master_id(j) for j in wanted}, key=lambda j: (len(j), j))
     obs.commands += -(-len(query) // chunk)
     runs: dict[str, list[SacctRow]] = {}
+    in_range: dict[str, SacctRow] = {}
     for row in commands.sacct(query, chunk=chunk, attempts=True):
         for job_id in expand_array_id(row.job_id):
             if job_id in wanted and is_ours(wanted[job_id], row.comment, row.submit):
-                runs.setdefault(job_id, []).append(row)
+                if row.job_id == job_id:
+                    runs.setdefault(job_id, []).append(row)
+                else:
+                    in_range[job_id] = row
+    # An array's pending range (``523_[1-2]``) is no run: an element in it has not started. slurmdbd updates the
+    # range's task list later than it records an element's own start, so an element that started can be in both
+    # for a while; its own rows are then the truth, and only an element without any is read from the range.
+    for job_id, row in in_range.items():
+        runs.setdefault(job_id, [row])
     return {job_id: from_runs(rows) for job_id, rows in runs.items()}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,8 @@ class FakeSlurm:
         self.crash_after_sbatch = False
         self._next = first_id
         self._failures: dict[str, Failure] = {}
+        # array id -> (its pending elements as accounting still prints them, printed before the other rows)
+        self._stale_ranges: dict[str, tuple[list[FakeJob], bool]] = {}
 
     # --- installing --------------------------------------------------------------------------------------
 
@@ -189,7 +191,12 @@ class FakeSlurm:
             return 0, slurmtext.sacct_comments(self._accounting()), ""
         wanted = set(argv[argv.index("-j") + 1].split(","))
         rows = [j for j in self._accounting() if j.job_id in wanted or master_id(j.job_id) in wanted]
-        return 0, slurmtext.sacct_rows(rows, now(), attempts="-D" in argv), ""
+        text = slurmtext.sacct_rows(rows, now(), attempts="-D" in argv)
+        for array_id, (copies, first) in self._stale_ranges.items():
+            if array_id in wanted:
+                stale = slurmtext.sacct_rows(copies, now(), attempts="-D" in argv)
+                text = stale + text if first else text + stale
+        return 0, text, ""
 
     def _squeue(self, argv: tuple[str, ...]) -> tuple[int, str, str]:
         held = self._controller()
@@ -324,6 +331,16 @@ class FakeSlurm:
             job.run.reason = reason
             if priority is not None:
                 job.priority = priority
+
+    def lag_pending_range(self, array_id: str, first: bool = False) -> None:
+        """Accounting keeps printing the array's pending record as it is now while elements start and leave it,
+        beside their own rows (slurmdbd updates the record's task list later than it records an element's start),
+        until :meth:`catch_up`. ``first``: that stale row comes before the others."""
+        pending = [replace(e, runs=[Run()], raw_id=array_id) for e in self.elements(array_id) if e.pending]
+        self._stale_ranges[array_id] = (pending, first)
+
+    def catch_up(self) -> None:
+        self._stale_ranges.clear()
 
     def forget(self, job_id: str) -> None:
         """slurmctld drops the job (MinJobAge after its end); accounting keeps it."""

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from launchers.slurm.ids import master_id
 from launchers.slurm.sacct import sacct_argv
 from tests.worker.conftest import Gateway
 from tests.worker.fakeslurm import FakeSlurm
@@ -246,3 +247,27 @@ def test_a_requeued_job_says_why_and_runs_again(gw: Gateway, fake: FakeSlurm) ->
     # each run's row: the first written when the job started, updated when its node failed; the second new
     runs = [(a.number, a.slurm_state, a.node_list, a.slurm_job_id, a.end_time is not None) for a in gw.attempts(job_id)]
     assert runs == [(0, "NODE_FAIL", "n[1-2]", slurm_id, True), (1, "COMPLETED", "n[1,3]", slurm_id, True)]
+
+
+@pytest.mark.parametrize("stale_first", [True, False], ids=["stale-row-first", "stale-row-last"])
+def test_a_pending_range_accounting_has_not_updated_is_not_an_earlier_run(
+    gw: Gateway, fake: FakeSlurm, stale_first: bool
+) -> None:
+    """Seen on the local cluster: an element had started (its own row, RUNNING) while accounting still printed it in
+    the array's pending range (``523_[1-2]``, PENDING). Two rows are not two runs: the job was not requeued."""
+    sweep = gw.sweep([0, 1, 2], max_parallel=2)
+    gw.cycle()
+    array = master_id(gw.tasks(sweep)[0].slurm_job_id or "")
+    fake.lag_pending_range(array, first=stale_first)
+    fake.start(f"{array}_1")
+    gw.cycle()
+    first, second, third = gw.tasks(sweep)
+    assert [t.state for t in (first, second, third)] == ["queued", "launching", "queued"]
+    fake.finish(f"{array}_1")
+    gw.cycle()
+    fake.catch_up()
+    gw.cycle()
+    assert gw.history(second.id) == ["accepted", "queued", "launching", "succeeded"]
+    assert (gw.job(second.id).restarts, [a.number for a in gw.attempts(second.id)]) == (0, [0])
+    assert gw.history(first.id) == gw.history(third.id) == ["accepted", "queued"]
+    assert gw.job(first.id).restarts == gw.job(third.id).restarts == 0
