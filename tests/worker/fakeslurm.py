@@ -70,7 +70,7 @@ class FakeSlurm:
         self.crash_after_sbatch = False
         self._next = first_id
         self._failures: dict[str, Failure] = {}
-        # array id -> (its pending elements as accounting still prints them, printed before the other rows)
+        # array id -> (its pending elements as accounting still prints them, whether that row comes first)
         self._stale_ranges: dict[str, tuple[list[FakeJob], bool]] = {}
 
     # --- installing --------------------------------------------------------------------------------------

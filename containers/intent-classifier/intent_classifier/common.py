@@ -57,7 +57,7 @@ class Config:
     # A run resumed from that checkpoint starts past it, so only the first run holds. Tests and demos of
     # preemption signal the job while it holds, instead of racing a trainer that may finish first.
     pause_after_epoch: int = 0
-    pause_s: float = 0.0
+    pause_s: float = 300.0
 
     @classmethod
     def from_env(cls) -> Config:
