@@ -3,7 +3,9 @@
 Parameters (environment): EPOCHS, STEPS (per epoch), STEP_S (seconds a step takes), LOSSES (the loss of each
 epoch, comma-separated, ``nan`` allowed; the last one repeats), HANG_RANK and HANG_AFTER (that rank stops,
 alive, after that epoch: the others wait in the next allreduce), FREEZE_AFTER (on the first run, every rank
-SIGSTOPs its task process and itself after that epoch, as a frozen node would look). It reports progress
+SIGSTOPs its task process and itself after that epoch, as a frozen node would look), HOLD_AFTER and HOLD_S (on the
+first run, every rank waits HOLD_S seconds, default 300, after that epoch: a test that expects the gateway to stop
+the run there does not race a trainer that could reach its end first). It reports progress
 through HPCGW_PROGRESS_FILE, writes a metrics line per epoch and a checkpoint it resumes from after a requeue.
 """
 
@@ -54,6 +56,8 @@ for epoch in range(start + 1, epochs + 1):
         (output / f"freeze.{rank}").write_text(json.dumps({"time": now, "host": env.get("SLURMD_NODENAME")}))
         os.kill(os.getppid(), signal.SIGSTOP)  # the task process: its heartbeat thread stops with it
         os.kill(os.getpid(), signal.SIGSTOP)
+    if env.get("HOLD_AFTER") and restart == 0 and epoch == int(env["HOLD_AFTER"]):
+        time.sleep(float(env.get("HOLD_S", "300")))
 if rank == 0:
     (output / "model.json").write_text(json.dumps({"epochs": epochs, "loss": losses[-1]}))
 hvd.shutdown()

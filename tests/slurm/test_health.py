@@ -86,7 +86,11 @@ def test_a_rank_that_hangs_is_stopped_as_hung(gateway: TestClient, dataset_hash:
 
 def test_a_nan_loss_is_stopped_as_diverged(gateway: TestClient, dataset_hash: str) -> None:
     job = submit(
-        gateway, dataset_hash, {"EPOCHS": 6, "LOSSES": "1.0,0.8,nan"}, {"on_divergence": "stop"}, tasks_per_node=2
+        gateway,
+        dataset_hash,
+        {"EPOCHS": 6, "LOSSES": "1.0,0.8,nan", "HOLD_AFTER": 3},  # held after the NaN: the end is out of reach
+        {"on_divergence": "stop"},
+        tasks_per_node=2,
     )
     done = wait_for(gateway, job["id"], STOPPED, timeout_s=240)
     assert done["state"] == "diverged", done
@@ -104,16 +108,18 @@ def test_a_plateau_stops_early_with_the_best_epoch(gateway: TestClient, dataset_
     job = submit(
         gateway,
         dataset_hash,
-        {"EPOCHS": 8, "LOSSES": losses, "STEPS": 2},
+        {"EPOCHS": 8, "LOSSES": losses, "STEPS": 2, "HOLD_AFTER": 4},  # the plateau shows at epoch 4: held there
         {"patience": 2, "min_delta": 0.01, "monitor": "loss", "mode": "min"},
     )
     done = wait_for(gateway, job["id"], STOPPED, timeout_s=240)
     assert done["state"] == "stopped_early", done
     assert done["best_epoch"] == 2
-    assert "best 0.5 at epoch 2" in done["health_reason"]
+    # decided on the first epoch that showed the plateau (patience 2 after the best), not later
+    assert "for 2 epochs (patience 2); best 0.5 at epoch 2" in done["health_reason"], done["health_reason"]
     assert sacct_row(done["slurm_job_id"])[0].startswith("CANCELLED")
+    assert not (Path(_folder(gateway, job["id"])) / "model.json").exists()
     metrics = gateway.get(f"/v1/jobs/{job['id']}/metrics", headers=auth("alice")).json()
-    assert 4 <= len(metrics["epochs"]) < 8  # stopped within a cycle or two of epoch 4, well before the end
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3, 4]
     assert (metrics["state"], metrics["best_epoch"]) == ("stopped_early", 2)
 
 
