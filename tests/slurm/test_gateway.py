@@ -98,13 +98,16 @@ def test_over_quota_waits_in_accepted_then_runs(gateway: TestClient, dataset_has
 @pytest.mark.parametrize("gateway", [{"team-a": {"max_running_jobs": 1}}], indirect=True)
 def test_a_teams_backlog_does_not_delay_another_team(gateway: TestClient, dataset_hash: str) -> None:
     long_run = {"SEED": 7, "EPOCHS": 6, "LR": 0.3, "BATCH_SIZE": 32, "FC_SIZE": 64}
+    # team-a's first job holds 30 s after its first epoch: team-b's job, sent once that one runs, has that long to
+    # start beside it (it needs about a poll interval), however fast the trainer is on the day.
+    held = {**long_run, "PAUSE_AFTER_EPOCH": 1, "PAUSE_S": 30}
     backlog = [
         gateway.post(
             "/v1/jobs",
-            json=classifier_job(dataset_hash, nodes=1, tasks_per_node=2, parameters=long_run),
+            json=classifier_job(dataset_hash, nodes=1, tasks_per_node=2, parameters=held if i == 0 else long_run),
             headers=auth("alice"),
         ).json()
-        for _ in range(3)
+        for i in range(3)
     ]
     wait_for(gateway, backlog[0]["id"], {"launching", "running"})
     other = gateway.post(
