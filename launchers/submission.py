@@ -23,6 +23,7 @@ from launchers.container import python_command
 from launchers.errors import SpecError, SubmitError
 from launchers.job import Job
 from launchers.resources import check_fit
+from launchers.runtime.element import ELEMENTS_PREFIX, ArrayElement, manifest_size
 from launchers.runtime.function import FunctionTask
 from launchers.runtime.markers import exit_code_teardown
 from launchers.runtime.task import TrainerTask
@@ -68,7 +69,8 @@ class HpcgwSlurmExecutor(submitit.SlurmExecutor):
         return self.submit_as_array(delayed_submissions)
 
     def submit_as_array(self, delayed_submissions: list[submitit_utils.DelayedSubmission]) -> list[submitit.Job[Any]]:
-        """One Slurm job array (``--array=0-N%K``), even for a single task: a sweep is always an array."""
+        """One Slurm job array (``--array=0-N%K``), even for a single task: a sweep is always an array. Each
+        element has its own pickle (submitit's batches of arbitrary callables); ``submit_elements`` shares one."""
         folder = submitit_utils.JobPaths.get_first_id_independent_folder(self.folder)
         folder.mkdir(parents=True, exist_ok=True)
         pickles = []
@@ -77,23 +79,57 @@ class HpcgwSlurmExecutor(submitit.SlurmExecutor):
             delayed.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
             delayed.dump(path)
             pickles.append(path)
+        jobs = self._submit_array_script(len(delayed_submissions))
+        for job, path in zip(jobs, pickles, strict=True):
+            job.paths.folder.mkdir(parents=True, exist_ok=True)
+            os.rename(path, job.paths.submitted_pickle)
+        return jobs
+
+    def submit_elements(self, element: ArrayElement, count: int) -> list[submitit.Job[Any]]:
+        """One Slurm job array of ``count`` elements that share one pickle (launchers.runtime.element), written
+        before sbatch beside the element's manifest and hard-linked under each element's name once Slurm gave
+        the array its id."""
+        shared = Path(element.manifest).with_suffix(".pkl")
+        delayed = submitit_utils.DelayedSubmission(element)
+        delayed.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
+        delayed.dump(shared)
+        jobs = self._submit_array_script(count)
+        folder_text = str(jobs[0].paths.folder) if jobs else ""
+        if any(tag in folder_text for tag in ("%j", "%t", "%A", "%a")):
+            link_elements(shared, [job.paths.submitted_pickle for job in jobs])
+        else:  # submitit's names, without a Path per element (arrays of 1,000)
+            link_elements(shared, [os.path.join(folder_text, f"{job.job_id}_submitted.pkl") for job in jobs])
+        return jobs
+
+    def _submit_array_script(self, count: int) -> list[submitit.Job[Any]]:
+        """sbatch of the array's script (``--array=0-<count-1>``): one handle per element."""
         array_ex = HpcgwSlurmExecutor(self.folder, max_num_timeout=self.max_num_timeout, python=self.python)
         array_ex.run_as = self.run_as
         array_ex.update_parameters(**self.parameters)
-        array_ex.parameters["map_count"] = len(delayed_submissions)
+        array_ex.parameters["map_count"] = count
         first = array_ex._submit_command(self._submitit_command_str)
         tasks = list(range(first.num_tasks))
-        jobs: list[submitit.Job[Any]] = [
-            submitit.SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{i}", tasks=tasks)
-            for i in range(len(delayed_submissions))
-        ]
-        folder_text = str(jobs[0].paths.folder) if jobs else ""
-        for job, path in zip(jobs, pickles, strict=True):
-            if any(tag in folder_text for tag in ("%j", "%t", "%A", "%a")):
-                job.paths.move_temporary_file(path, "submitted_pickle")
-            else:  # submitit's name for it, without a Path and a mkdir per element (arrays of 1,000)
-                os.rename(path, os.path.join(folder_text, f"{job.job_id}_submitted.pkl"))
-        return jobs
+        return [submitit.SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{i}", tasks=tasks) for i in range(count)]
+
+
+def manifest_path(folder: Path) -> Path:
+    """A new array's manifest, in the folder's part that does not depend on the job id (like submitit's pickles)."""
+    return submitit_utils.JobPaths.get_first_id_independent_folder(folder) / f"{ELEMENTS_PREFIX}{uuid.uuid4().hex}.json"
+
+
+def link_elements(shared: Path, targets: Sequence[Path | str]) -> int:
+    """Hard links of ``shared`` under the names still missing; returns how many were made."""
+    made = 0
+    for target in targets:
+        try:
+            os.link(shared, target)
+        except FileNotFoundError:  # a folder with %j-style tags: each element's own
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.link(shared, target)
+        except FileExistsError:
+            continue
+        made += 1
+    return made
 
 
 ARRAY_PICKLE_PREFIX = "task"
@@ -116,8 +152,10 @@ def finish_interrupted_submission(folder: Path, slurm_job_id: str) -> bool:
 
 
 def finish_interrupted_array(folder: Path, master_id: str) -> int:
-    """The same for an array's folder: each task's pickle carries its index (``task<i>-<uuid>.pkl``), and becomes
-    ``<master>_<i>_submitted.pkl``. Returns how many were finished."""
+    """The same for an array's folder. A shared pickle (``elements-<uuid>.pkl``, its manifest beside it) gets its
+    missing links ``<master>_<i>_submitted.pkl``: the one already linked under the array's names, else the newest
+    never linked (older ones are from attempts whose sbatch failed). A per-element pickle (``task<i>-<uuid>.pkl``)
+    becomes ``<master>_<i>_submitted.pkl``. Returns how many were finished."""
     finished = 0
     for path in folder.glob(f"{ARRAY_PICKLE_PREFIX}*.pkl"):
         match = _TASK_PICKLE.match(path.name)
@@ -125,7 +163,21 @@ def finish_interrupted_array(folder: Path, master_id: str) -> int:
         if target is not None and not target.exists():
             path.rename(target)
             finished += 1
+    shared = _shared_pickle(folder, master_id)
+    if shared is not None:
+        count = manifest_size(shared.with_suffix(".json"))
+        finished += link_elements(shared, [folder / f"{master_id}_{i}_submitted.pkl" for i in range(count)])
     return finished
+
+
+def _shared_pickle(folder: Path, master_id: str) -> Path | None:
+    candidates = [p for p in folder.glob(f"{ELEMENTS_PREFIX}*.pkl") if p.with_suffix(".json").exists()]
+    linked = [p for p in folder.glob(f"{master_id}_*_submitted.pkl")]
+    if linked:
+        inodes = {p.stat().st_ino for p in linked}
+        return next((p for p in candidates if p.stat().st_ino in inodes), None)
+    fresh = [p for p in candidates if p.stat().st_nlink == 1]
+    return max(fresh, key=lambda p: p.stat().st_mtime_ns) if fresh else None
 
 
 def slurm_parameters(spec: JobSpec) -> dict[str, Any]:

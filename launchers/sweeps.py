@@ -13,15 +13,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from submitit.core.utils import DelayedSubmission
-
 from launchers.errors import SpecError
 from launchers.job import Job
+from launchers.runtime.element import ArrayElement, element_entry, write_manifest
 from launchers.slurm.commands import max_array_size
 from launchers.slurm.ids import master_id
 from launchers.space import GridSpace, ListSpace, RandomSpace, Scalar
 from launchers.spec import JobSpec
-from launchers.submission import check_partition, make_task, slurm_executor, slurm_parameters
+from launchers.submission import check_partition, manifest_path, slurm_executor, slurm_parameters
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +89,22 @@ def submit_array(
         if previous is not None and chain:
             params["additional_parameters"] = {**params["additional_parameters"], "dependency": f"afterany:{previous}"}
         executor = slurm_executor(spec, params)
-        tasks = [
-            DelayedSubmission(
-                make_task(
-                    spec,
+        manifest = manifest_path(spec.folder)
+        write_manifest(
+            manifest,
+            [
+                element_entry(
                     spec.command if commands is None else commands[i],
                     envs[i],
-                    None if functions is None else functions[i],
+                    spec.function if functions is None else functions[i],
                 )
-            )
-            for i in part
-        ]
-        submitted = executor.submit_as_array(tasks)
+                for i in part
+            ],
+        )
+        element = ArrayElement(
+            str(manifest), str(spec.folder), spec.rendezvous_timeout_s, spec.controller, spec.framework
+        )
+        submitted = executor.submit_elements(element, len(part))
         previous = master_id(str(submitted[0].job_id))
         folder = Path(spec.folder)
         jobs += [Job(s, folder, "slurm", spec.num_tasks) for s in submitted]

@@ -6,6 +6,7 @@ import os
 import uuid
 from pathlib import Path
 
+from launchers.runtime.element import ELEMENTS_PREFIX, element_entry, write_manifest
 from launchers.submission import finish_interrupted_array, finish_interrupted_submission
 
 
@@ -36,3 +37,31 @@ def test_each_array_task_gets_its_own_pickle_back(tmp_path: Path) -> None:
         "40_1_submitted.pkl": "task 1",
         "40_2_submitted.pkl": "task 2",
     }
+
+
+def shared_pickle(folder: Path, elements: int, content: bytes) -> Path:
+    manifest = folder / f"{ELEMENTS_PREFIX}{uuid.uuid4().hex}.json"
+    write_manifest(manifest, [element_entry(["train"], {"I": str(i)}) for i in range(elements)])
+    manifest.with_suffix(".pkl").write_bytes(content)
+    return manifest.with_suffix(".pkl")
+
+
+def test_a_shared_pickle_is_linked_under_every_elements_name(tmp_path: Path) -> None:
+    old = shared_pickle(tmp_path, 3, b"an attempt whose sbatch failed")
+    os.utime(old, ns=(1, 1))
+    shared_pickle(tmp_path, 3, b"the one sbatch took")
+    assert finish_interrupted_array(tmp_path, "41") == 3
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("41_*_submitted.pkl")} == {
+        f"41_{i}_submitted.pkl": b"the one sbatch took" for i in range(3)
+    }
+    assert finish_interrupted_array(tmp_path, "41") == 0
+
+
+def test_a_half_linked_array_is_finished_with_its_own_shared_pickle(tmp_path: Path) -> None:
+    """The crash came between two links: the links made name the pickle, though a newer one is unlinked."""
+    taken = shared_pickle(tmp_path, 4, b"array 42")
+    os.link(taken, tmp_path / "42_0_submitted.pkl")
+    shared_pickle(tmp_path, 2, b"a later attempt that never reached sbatch")
+    assert finish_interrupted_array(tmp_path, "42") == 3
+    assert {p.read_bytes() for p in tmp_path.glob("42_*_submitted.pkl")} == {b"array 42"}
+    assert len(list(tmp_path.glob("42_*_submitted.pkl"))) == 4

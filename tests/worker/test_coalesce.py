@@ -38,9 +38,10 @@ def submit_as(gw: Gateway, user: str, team: str = "team-a", **fields: object) ->
 
 
 def element_task(submit_folder: str, slurm_id: str) -> object:
-    """The TrainerTask that submitit pickled for an array element (``<A>_<i>_submitted.pkl``)."""
+    """The TrainerTask an array element runs: submitit's pickle of it (``<A>_<i>_submitted.pkl``, a link to the
+    array's shared one) resolved through the array's manifest, as the element does by its SLURM_ARRAY_TASK_ID."""
     with open(Path(submit_folder) / f"{slurm_id}_submitted.pkl", "rb") as fh:
-        return pickle.load(fh).function
+        return pickle.load(fh).function.element(int(slurm_id.split("_")[1]))
 
 
 def test_fifty_same_shape_jobs_are_one_array_each_with_its_own_command_and_environment(
@@ -101,6 +102,8 @@ def test_a_crash_after_a_batchs_sbatch_adopts_each_element(gw: Gateway, fake: Fa
     assert {gw.job(i).dispatching for i in ids} == {True}
     restart(gw)
     assert [gw.slurm_id(i) for i in ids] == [f"{master}_0", f"{master}_1"]
+    for job in map(gw.job, ids):  # the links the crash left unmade, each element's own job again
+        assert element_task(job.submit_folder, job.slurm_job_id or "").env["JOB_ID"] == job.id  # type: ignore[attr-defined]
     gw.cycle()
     assert fake.count("sbatch") == 1
 
