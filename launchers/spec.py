@@ -38,6 +38,24 @@ MAX_ENV_VALUE_LEN = 32 * 1024
 Framework = Literal["horovod", "ddp"]
 
 
+def check_env(env: dict[str, str]) -> dict[str, str]:
+    """A JobSpec's rules for its environment, also for an array element's own, which travels outside a JobSpec."""
+    for name, value in env.items():
+        if not ENV_NAME_RE.match(name):
+            raise ValueError(f"invalid environment variable name {name!r}")
+        if name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIXES):
+            raise ValueError(f"environment variable {name!r} is reserved for the launcher or Slurm")
+        if "\0" in value or len(value) > MAX_ENV_VALUE_LEN:
+            raise ValueError(f"value of {name!r} contains NUL or is longer than {MAX_ENV_VALUE_LEN} characters")
+    return env
+
+
+def check_no_nul(items: tuple[str, ...]) -> tuple[str, ...]:
+    if any("\0" in item for item in items):
+        raise ValueError("contains a NUL character")
+    return items
+
+
 class Bind(BaseModel):
     """A bind mount into the container. Apptainer's --bind syntax reserves ':' and ','."""
 
@@ -143,14 +161,7 @@ class JobSpec(Resources):
     @field_validator("env")
     @classmethod
     def _env(cls, env: dict[str, str]) -> dict[str, str]:
-        for name, value in env.items():
-            if not ENV_NAME_RE.match(name):
-                raise ValueError(f"invalid environment variable name {name!r}")
-            if name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIXES):
-                raise ValueError(f"environment variable {name!r} is reserved for the launcher or Slurm")
-            if "\0" in value or len(value) > MAX_ENV_VALUE_LEN:
-                raise ValueError(f"value of {name!r} contains NUL or is longer than {MAX_ENV_VALUE_LEN} characters")
-        return env
+        return check_env(env)
 
     @field_validator("extra_sbatch")
     @classmethod
@@ -163,9 +174,7 @@ class JobSpec(Resources):
     @field_validator("setup", "command")
     @classmethod
     def _no_nul(cls, items: tuple[str, ...]) -> tuple[str, ...]:
-        if any("\0" in item for item in items):
-            raise ValueError("contains a NUL character")
-        return items
+        return check_no_nul(items)
 
     @field_validator("function")
     @classmethod

@@ -10,7 +10,6 @@ that calls Slurm once per job. The fair order and the quotas are decided before 
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from gateway.folders import FolderError, shared_folder, team_folder
 from gateway.jobs import active_counts, record_state
 from gateway.models import Job, Sweep, new_id, utcnow
 from gateway.specs import job_spec
+from gateway.worker.shapes import Element, Shapes, element
 from gateway.worker.stats import WorkerStats
 from launchers.errors import SpecError, SubmitError
 from launchers.slurm.commands import is_unreachable
@@ -132,15 +132,6 @@ def prepare_folders(config: GatewayConfig, job: Job, done: set[str] | None = Non
             done.add(job.submit_folder)
 
 
-# What may differ between the elements of one array: the rest is the sbatch script's, and must be equal.
-PER_ELEMENT = frozenset({"name", "command", "env", "folder", "comment"})
-
-
-def shape(spec: JobSpec) -> str:
-    """Jobs with the same shape can share an sbatch script; the key is everything else in their spec."""
-    return json.dumps(spec.model_dump(mode="json", exclude=set(PER_ELEMENT)), sort_keys=True)
-
-
 @contextmanager
 def collection_paused() -> Iterator[None]:
     """No cyclic garbage collection while a dispatch runs: the thousands of rows, specs and tasks it makes
@@ -168,6 +159,7 @@ class Dispatcher:
         outcome = self._sweeps(session)
         if outcome is Outcome.UNREACHABLE:
             return outcome
+        shapes = Shapes(self.config)
         for team_name, team in self.config.teams.items():
             waiting = session.exec(
                 select(Job)
@@ -188,19 +180,27 @@ class Dispatcher:
                     break
                 admitted.append(job)
                 running, gpus = running + 1, gpus + job.gpus
-            groups: dict[str, list[tuple[Job, JobSpec]]] = {}
+            groups: dict[str, tuple[JobSpec, list[tuple[Job, Element]]]] = {}
             for job in admitted:
-                spec = job_spec(self.config, job)
-                groups.setdefault(shape(spec), []).append((job, spec))
-            for group in groups.values():
+                try:
+                    own = element(self.config, job)
+                    key, spec = shapes.of(job)
+                except ValueError as exc:  # a row no spec can be made of: it fails alone
+                    outcome = self.failed(session, [job], exc)
+                    continue
+                groups.setdefault(key, (spec, []))[1].append((job, own))
+            for spec, group in groups.values():
                 account = group[0][0].account
                 size = min(self.max_array_size or len(group), self.batch_cap.get(account, len(group)))
                 for part in chunks(len(group), size):
                     if self.stopping():
                         return outcome
                     jobs = [job for job, _ in group[part.start : part.stop]]
-                    specs = [spec for _, spec in group[part.start : part.stop]]
-                    one = self._single(session, jobs[0]) if len(jobs) == 1 else self._batch(session, jobs, specs)
+                    elements = [own for _, own in group[part.start : part.stop]]
+                    if len(jobs) == 1:
+                        one = self._single(session, jobs[0])
+                    else:
+                        one = self._batch(session, jobs, spec, elements)
                     if one is Outcome.UNREACHABLE:
                         return one
                     outcome = one if outcome is Outcome.NOTHING else outcome
@@ -263,10 +263,10 @@ class Dispatcher:
         )
         return Outcome.QUEUED
 
-    def _batch(self, session: Session, jobs: list[Job], specs: list[JobSpec]) -> Outcome:
+    def _batch(self, session: Session, jobs: list[Job], spec: JobSpec, elements: list[Element]) -> Outcome:
         """Same-shape jobs as one array. The batch, each job's element and the shared submitit folder are
         committed with ``dispatching`` before sbatch, so that reconciliation can adopt the array after a crash.
-        ``specs``: the jobs' own (what differs between elements does not depend on the submitit folder)."""
+        ``spec``: one of the jobs' (the shape's), ``elements``: each job's own part."""
         batch_id = new_id()
         first = jobs[0]
         folder = Path(self.config.job_root) / first.team / "batches" / batch_id
@@ -275,7 +275,7 @@ class Dispatcher:
             done: set[str] = set()
             for job in jobs:
                 prepare_folders(self.config, job, done)
-            base = specs[0].model_copy(
+            base = spec.model_copy(
                 update={
                     "comment": batch_comment(batch_id),
                     "name": f"hpcgw-batch-{batch_id}",
@@ -284,11 +284,11 @@ class Dispatcher:
             )
             handles = submit_array(
                 base,
-                [s.env for s in specs],
+                [own.env for own in elements],
                 len(jobs),
                 check=False,
                 array_size=len(jobs),
-                commands=[s.command for s in specs],
+                commands=[own.command for own in elements],
                 chain=False,
                 checked=True,
             )
