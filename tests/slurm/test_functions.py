@@ -122,6 +122,37 @@ def test_a_checkpointable_function_is_requeued_with_its_own_state(cluster, tmp_p
     assert history == ["REQUEUED", "COMPLETED"]
 
 
+def test_one_checkpointed_element_of_an_array_resumes_alone(cluster, tmp_path: Path) -> None:
+    """The elements share one pickle, hard-linked under each one's name: submitit's checkpoint replaces only the
+    signalled element's link, which then runs again from its own state while the other element keeps the shared
+    pickle."""
+    executor = Executor(tmp_path, partition="team-a", time=10)
+    progress = tmp_path / "progress"
+    with executor.batch():
+        counter = executor.submit(functions.Counter(hold_after=3), 8, str(progress))
+        other = executor.submit(functions.square_slowly, 5, seconds=0)
+    master = counter.job_id.split("_")[0]
+    assert other.job_id == f"{master}_1"
+    deadline = time.monotonic() + 120
+    while not (progress.exists() and int(progress.read_text() or 0) >= 3):
+        assert time.monotonic() < deadline and not counter.done()
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR2", counter.job_id], check=True, timeout=30)
+    assert counter.result(timeout_s=300) == {"done": 8, "resumed_from": [0, 3]}
+    assert other.result(timeout_s=300) == 25
+    [shared] = tmp_path.rglob("elements-*.pkl")
+    folder = shared.parent
+    assert (folder / f"{master}_1_submitted.pkl").stat().st_ino == shared.stat().st_ino
+    assert (folder / f"{master}_0_submitted.pkl").stat().st_ino != shared.stat().st_ino
+    history = subprocess.run(
+        ["sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", counter.job_id],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert history == ["REQUEUED", "COMPLETED"]
+
+
 def test_the_docs_example_moves_a_submitit_program_over(cluster, tmp_path: Path) -> None:
     example = ROOT / "docs" / "examples" / "from_submitit.py"
     done = subprocess.run(
