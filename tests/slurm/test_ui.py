@@ -17,6 +17,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.slurm.test_cli import Gateway
@@ -91,7 +92,11 @@ def log_in(browser: webdriver.Chrome, gw: Gateway, token: str, page: str = "/ui"
     browser.get(f"{gw.url}{page}")
     WebDriverWait(browser, 20).until(lambda b: b.find_elements(By.ID, "token"))
     browser.find_element(By.ID, "token").send_keys(token)
-    browser.find_element(By.CSS_SELECTOR, "#login button").click()
+    button = browser.find_element(By.CSS_SELECTOR, "#login button")
+    button.click()
+    # The form's POST answers with the cookie and a new page: wait for that page, not only for the click (a second
+    # back-to-back pass read the cookie before the answer had set it).
+    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(button))
 
 
 def points(browser: webdriver.Chrome) -> int:
