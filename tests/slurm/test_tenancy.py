@@ -8,124 +8,27 @@ teams' limits `hpcgw accounts sync` wrote into Slurm (team-a: GrpJobs 2).
 
 from __future__ import annotations
 
-import grp
 import json
-import pwd
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
-from gateway.client import wait_healthy
 from tests.conftest import EXAMPLE_CONFIG
 from tests.slurm.support import HPCGW, serve
+from tests.slurm.tenants import CONFIG, Gateway, group, owner, run_gateway
 
 pytestmark = pytest.mark.slurm
-TOKENS = {
-    "alice": "team-a-dev-token",
-    "bob": "team-b-dev-token",
-    "carol": "team-c-dev-token",
-    "admin": "admin-dev-token",
-}
 PROBE = Path(__file__).parent.parent / "data" / "probe_files.py"
-
-CONFIG = """
-dev_mode = true
-database_url = "sqlite:///{root}/gw.db"
-dataset_root = "{root}/datasets"
-job_root = "{root}/jobs"
-container_runtime = "none"
-[poll]
-interval_s = 1.0
-floor_s = 0.2
-[teams.team-a]
-partitions = ["team-a"]
-account = "team-a"
-max_nodes = 2
-max_running_jobs = 2
-max_queued_jobs = 200
-[teams.team-b]
-partitions = ["team-b"]
-account = "team-b"
-max_nodes = 2
-max_running_jobs = 2
-[teams.team-c]
-partitions = ["team-c"]
-account = "team-c"
-max_nodes = 2
-max_running_jobs = 2
-[[tokens]]
-user = "alice"
-team = "team-a"
-token = "team-a-dev-token"
-[[tokens]]
-user = "bob"
-team = "team-b"
-token = "team-b-dev-token"
-[[tokens]]
-user = "carol"
-team = "team-c"
-token = "team-c-dev-token"
-[[tokens]]
-user = "admin"
-role = "admin"
-token = "admin-dev-token"
-"""
-
-
-class Gateway:
-    def __init__(self, base: str, root: Path) -> None:
-        self.base, self.root = base, root
-
-    def post(self, path: str, body: dict, user: str) -> dict:
-        response = httpx.post(f"{self.base}{path}", json=body, headers=auth(user), timeout=30)
-        assert response.status_code in (200, 201), response.text
-        return response.json()
-
-    def get(self, path: str, user: str) -> dict:
-        return httpx.get(f"{self.base}{path}", headers=auth(user), timeout=30).json()
-
-    def algorithm(self, name: str, team: str, code: str) -> None:
-        body = {"name": name, "version": "1", "image": f"/images/{name}.sif", "command": ["true"], "team": team}
-        self.post("/v1/algorithms", {**body, "local_command": [sys.executable, "-c", code]}, "admin")
-
-    def job(self, user: str, algorithm: str, **fields: object) -> dict:
-        body = {"algorithm": algorithm, "dataset_id": "d", "train_data_version_hash": "v1", "time_limit_min": 10}
-        return self.post("/v1/jobs", body | fields, user)
-
-    def wait(self, job_id: str, user: str, timeout_s: float = 180) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while (job := self.get(f"/v1/jobs/{job_id}", user))["state"] not in ("succeeded", "failed", "cancelled"):
-            assert time.monotonic() < deadline, job
-            time.sleep(0.5)
-        return job
-
-
-def auth(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {TOKENS[user]}"}
 
 
 @pytest.fixture
 def gw(cluster, tmp_path: Path) -> Iterator[Gateway]:
-    (tmp_path / "datasets" / "d" / "v1").mkdir(parents=True)
-    config = tmp_path / "gw.toml"
-    config.write_text(CONFIG.format(root=tmp_path))
-    port = 18941
-    log = open(tmp_path / "gateway.log", "ab")
-    proc = serve([HPCGW, "serve", "--config", str(config), "--port", str(port)], log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, alive=lambda: proc.poll() is None)
-        yield Gateway(base, tmp_path)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+    with run_gateway(tmp_path) as gateway:
+        yield gateway
 
 
 def sacct(job_ids: list[str], fields: str) -> list[list[str]]:
@@ -299,11 +202,3 @@ def max_concurrent(runs: list[tuple[float, float]]) -> int:
         current += step
         best = max(best, current)
     return best
-
-
-def owner(uid: int) -> str:
-    return pwd.getpwuid(uid).pw_name
-
-
-def group(gid: int) -> str:
-    return grp.getgrgid(gid).gr_name

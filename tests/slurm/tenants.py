@@ -1,0 +1,154 @@
+"""The multi-tenant stage the tests on Slurm attack: a gateway run as its own unprivileged user (``hpcgw``), as a
+deployment runs it, in front of the local cluster, and the example configuration's real Unix users acting
+through their own accounts, as a login node allows (``runuser``).
+
+alice and dave are team-a, bob team-b, carol team-c; admin is in every team's group (`hpcgw cluster users`).
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.client import wait_healthy
+from tests.slurm.support import HPCGW, serve
+
+TOKENS = {
+    "alice": "team-a-dev-token",
+    "dave": "team-a-dave-dev-token",
+    "bob": "team-b-dev-token",
+    "carol": "team-c-dev-token",
+    "admin": "admin-dev-token",
+}
+DEFAULT_PORT = 18941
+
+CONFIG = """
+dev_mode = true
+database_url = "sqlite:///{root}/gw.db"
+dataset_root = "{root}/datasets"
+job_root = "{root}/jobs"
+container_runtime = "none"
+[poll]
+interval_s = 1.0
+floor_s = 0.2
+[teams.team-a]
+partitions = ["team-a"]
+account = "team-a"
+max_nodes = 2
+max_running_jobs = 2
+max_queued_jobs = 200
+[teams.team-b]
+partitions = ["team-b"]
+account = "team-b"
+max_nodes = 2
+max_running_jobs = 2
+[teams.team-c]
+partitions = ["team-c"]
+account = "team-c"
+max_nodes = 2
+max_running_jobs = 2
+[[tokens]]
+user = "alice"
+team = "team-a"
+token = "team-a-dev-token"
+[[tokens]]
+user = "dave"
+team = "team-a"
+token = "team-a-dave-dev-token"
+[[tokens]]
+user = "bob"
+team = "team-b"
+token = "team-b-dev-token"
+[[tokens]]
+user = "carol"
+team = "team-c"
+token = "team-c-dev-token"
+[[tokens]]
+user = "admin"
+role = "admin"
+token = "admin-dev-token"
+"""
+
+
+def auth(user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[user]}"}
+
+
+class Gateway:
+    """The running gateway, as its users reach it over HTTP."""
+
+    def __init__(self, base: str, root: Path, log: Path | None = None) -> None:
+        self.base, self.root, self.log = base, root, log
+
+    def request(self, method: str, path: str, user: str | None = None, **kwargs: Any) -> httpx.Response:
+        headers = {**(auth(user) if user else {}), **kwargs.pop("headers", {})}
+        return httpx.request(method, f"{self.base}{path}", headers=headers, timeout=30, **kwargs)
+
+    def post(self, path: str, body: dict, user: str) -> dict:
+        response = httpx.post(f"{self.base}{path}", json=body, headers=auth(user), timeout=30)
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    def get(self, path: str, user: str) -> dict:
+        return httpx.get(f"{self.base}{path}", headers=auth(user), timeout=30).json()
+
+    def algorithm(self, name: str, team: str, code: str) -> None:
+        """An algorithm of ``team`` whose trainer is ``code`` run by this Python (runtime none), registered by the
+        admin."""
+        body = {"name": name, "version": "1", "image": f"/images/{name}.sif", "command": ["true"], "team": team}
+        self.post("/v1/algorithms", {**body, "local_command": [sys.executable, "-c", code]}, "admin")
+
+    def job(self, user: str, algorithm: str, **fields: object) -> dict:
+        body = {"algorithm": algorithm, "dataset_id": "d", "train_data_version_hash": "v1", "time_limit_min": 10}
+        return self.post("/v1/jobs", body | fields, user)
+
+    def wait(self, job_id: str, user: str, timeout_s: float = 180) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while (job := self.get(f"/v1/jobs/{job_id}", user))["state"] not in ("succeeded", "failed", "cancelled"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.5)
+        return job
+
+
+@contextmanager
+def run_gateway(tmp_path: Path, *, extra: str = "", port: int = DEFAULT_PORT) -> Iterator[Gateway]:
+    """``hpcgw serve`` as ``hpcgw`` with :data:`CONFIG` (plus ``extra`` TOML at its end), stopped at the end."""
+    (tmp_path / "datasets" / "d" / "v1").mkdir(parents=True, exist_ok=True)
+    config = tmp_path / "gw.toml"
+    config.write_text(CONFIG.format(root=tmp_path) + extra)
+    log_path = tmp_path / "gateway.log"
+    log = open(log_path, "ab")
+    proc = serve([HPCGW, "serve", "--config", str(config), "--port", str(port)], log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, alive=lambda: proc.poll() is None)
+        yield Gateway(base, tmp_path, log_path)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def as_user(user: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """``argv`` run as ``user`` through their own Unix account, as on a login node (never as root)."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    kwargs.setdefault("cwd", "/tmp")
+    return subprocess.run(["runuser", "-u", user, "--", *argv], check=False, **kwargs)
+
+
+def owner(uid: int) -> str:
+    return pwd.getpwuid(uid).pw_name
+
+
+def group(gid: int) -> str:
+    return grp.getgrgid(gid).gr_name
