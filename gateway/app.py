@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from anyio import to_thread
 from fastapi import FastAPI
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api import algorithms, functions, jobs, problems, sweeps, system
 from gateway.config import GatewayConfig
@@ -72,21 +73,43 @@ def create_app(config: GatewayConfig, *, run_worker: bool = True, external_worke
     return app
 
 
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised from ``receive`` once the bytes received pass the limit: an HTTPException, so the app's own error
+    handler answers it (FastAPI re-raises those from its body parsing instead of calling them a bad body)."""
+
+
 class _BodyLimit:
-    """413 for a declared body over ``max_bytes``, before anything reads it. Plain ASGI: Starlette's
-    BaseHTTPMiddleware runs each request through an extra task and stream, a cost paid on every request."""
+    """413 for a body over ``max_bytes``: at once when its declared length says so, else as soon as the bytes
+    actually received pass it (a chunked body declares nothing, and a declared length may lie), so nothing past
+    the limit is ever buffered. Plain ASGI: Starlette's BaseHTTPMiddleware runs each request through an extra task
+    and stream, a cost paid on every request."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = Headers(scope=scope).get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-                response = problems.error_response(413, f"request body larger than {self.max_bytes} bytes")
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length")
+        too_large = f"request body larger than {self.max_bytes} bytes"
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await problems.error_response(413, too_large)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _BodyTooLarge(413, too_large)
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:  # read outside the app's error handling: nothing has been answered yet
+            await problems.error_response(413, too_large)(scope, receive, send)
 
 
 def from_environment() -> FastAPI:
