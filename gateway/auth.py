@@ -27,8 +27,18 @@ class Principal:
 def authenticate(config: GatewayConfig, authorization: str | None) -> Principal:
     if not authorization or not authorization.lower().startswith("bearer "):
         raise UnauthorizedError("missing bearer token")
-    digest = hash_token(authorization[7:].strip())
+    principal = principal_of_digest(config, hash_token(authorization[7:].strip()))
+    if principal is None:
+        raise UnauthorizedError("invalid token")
+    return principal
+
+
+def principal_of_digest(config: GatewayConfig, digest: str, *, user: str | None = None) -> Principal | None:
+    """Whom a token's digest stands for in the configuration as it is now (None once the token is taken out of
+    it); with ``user``, only if it still stands for that user."""
     for token in config.tokens:
         if hmac.compare_digest(token.digest, digest):
+            if user is not None and token.user != user:
+                return None
             return Principal(user=token.user, team=token.team, admin=token.role == "admin")
-    raise UnauthorizedError("invalid token")
+    return None

@@ -196,3 +196,15 @@ class WorkerStatus(SQLModel, table=True):
     heartbeat_at: datetime | None = None
     partitions: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     stats: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class UiSession(SQLModel, table=True):
+    """A dashboard log-in: the cookie holds a random id, this row holds what it stands for. In the database, not in
+    memory, so that every process of `hpcgw serve --processes N` knows it and a log-out ends it everywhere; the
+    id itself is stored only as its SHA-256 (a copy of the table opens no session)."""
+
+    id_sha256: str = Field(primary_key=True, max_length=64)
+    token_sha256: str = Field(max_length=64)  # the token logged in with: once out of the configuration, no session
+    user: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)

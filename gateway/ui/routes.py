@@ -1,4 +1,4 @@
-"""/ui: the pages. Each reads the database only (never Slurm) and shows only what the cookie's token may see:
+"""/ui: the pages. Each reads the database only (never Slurm) and shows only what the cookie's session may see:
 another team's job or sweep is "not found", as in the API."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from gateway.api.deps import ConfigDep, ReleasingRoute, SessionDep, WorkerDep
 from gateway.auth import Principal
@@ -18,7 +20,16 @@ from gateway.errors import GatewayError
 from gateway.jobs import get_visible_job, request_cancel
 from gateway.sweeps import get_visible_sweep
 from gateway.ui import queries
-from gateway.ui.session import check_token, forget, form_token, form_token_ok, principal_of, remember
+from gateway.ui.session import (
+    check_token,
+    close_session,
+    forget,
+    form_token,
+    form_token_ok,
+    open_session,
+    principal_of,
+    remember,
+)
 from launchers.states import JobState
 
 router = APIRouter(prefix="/ui", route_class=ReleasingRoute, include_in_schema=False)
@@ -31,8 +42,8 @@ class LoginRequired(Exception):  # noqa: N818 - a redirect, not an error
     """No cookie, or one whose token the gateway does not know: the login page."""
 
 
-def _who(request: Request, config: Any) -> Principal:
-    principal = principal_of(request, config)
+def _who(request: Request, config: Any, session: Session) -> Principal:
+    principal = principal_of(request, config, session)
     if principal is None:
         raise LoginRequired
     return principal
@@ -72,28 +83,29 @@ def login_page(request: Request, config: ConfigDep, next: str = "/ui") -> Respon
 
 
 @router.post("/login")
-async def login(request: Request, config: ConfigDep) -> Response:
+async def login(request: Request, config: ConfigDep, session: SessionDep) -> Response:
     form = await _form(request)
     principal = check_token(config, form.get("token", ""))
     target = _local(form.get("next", "/ui"))
     if principal is None:
         return _page(request, "login.html", None, 401, next=target, error="The gateway does not know this token.")
     response = RedirectResponse(target, status_code=303)
-    remember(response, request, form["token"])
+    remember(response, request, await run_in_threadpool(open_session, session, principal, form["token"]))
     return response
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
+async def logout(request: Request, session: SessionDep) -> Response:
     response = RedirectResponse("/ui/login", status_code=303)
     if form_token_ok(request, (await _form(request)).get("form_token")):
+        await run_in_threadpool(close_session, session, request)
         forget(response)
     return response
 
 
 @router.get("", response_class=HTMLResponse)
-def home(request: Request, config: ConfigDep) -> Response:
-    principal = _who(request, config)
+def home(request: Request, config: ConfigDep, session: SessionDep) -> Response:
+    principal = _who(request, config, session)
     if principal.admin:
         return RedirectResponse("/ui/admin", status_code=303)
     return RedirectResponse(f"/ui/teams/{principal.team}", status_code=303)
@@ -101,7 +113,7 @@ def home(request: Request, config: ConfigDep) -> Response:
 
 @router.get("/teams/{team}", response_class=HTMLResponse)
 def team_page(request: Request, team: str, session: SessionDep, config: ConfigDep) -> Response:
-    principal = _who(request, config)
+    principal = _who(request, config, session)
     if team not in config.teams or not principal.can_see(team):
         return _page(request, "missing.html", principal, 404, what=f"team {team}")
     return _page(request, "team.html", principal, **queries.team_page(session, config, team))
@@ -109,7 +121,7 @@ def team_page(request: Request, team: str, session: SessionDep, config: ConfigDe
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(request: Request, job_id: str, session: SessionDep, config: ConfigDep) -> Response:
-    principal = _who(request, config)
+    principal = _who(request, config, session)
     try:
         job = get_visible_job(session, principal, job_id)
     except GatewayError:
@@ -120,7 +132,7 @@ def job_page(request: Request, job_id: str, session: SessionDep, config: ConfigD
 @router.get("/jobs/{job_id}/curves")
 def job_curves(request: Request, job_id: str, session: SessionDep, config: ConfigDep) -> Response:
     """What the job page polls while the job runs: the epochs so far and the state."""
-    principal = _who(request, config)
+    principal = _who(request, config, session)
     try:
         job = get_visible_job(session, principal, job_id)
     except GatewayError:
@@ -130,7 +142,7 @@ def job_curves(request: Request, job_id: str, session: SessionDep, config: Confi
 
 @router.post("/jobs/{job_id}/cancel")
 async def cancel(request: Request, job_id: str, session: SessionDep, config: ConfigDep, worker: WorkerDep) -> Response:
-    principal = _who(request, config)
+    principal = _who(request, config, session)
     if not form_token_ok(request, (await _form(request)).get("form_token")):
         return _page(request, "missing.html", principal, 403, what="this form (reload the page)")
     try:
@@ -148,7 +160,7 @@ async def cancel(request: Request, job_id: str, session: SessionDep, config: Con
 def sweep_page(
     request: Request, sweep_id: str, session: SessionDep, config: ConfigDep, metric: str = "accuracy", mode: str = "max"
 ) -> Response:
-    principal = _who(request, config)
+    principal = _who(request, config, session)
     mode = mode if mode in ("max", "min") else "max"
     metric = metric if 0 < len(metric) <= 64 and ":" not in metric else "accuracy"
     try:
@@ -162,10 +174,10 @@ def sweep_page(
 
 @router.get("/admin", response_class=HTMLResponse)
 def admin_page(request: Request, session: SessionDep, config: ConfigDep, worker: WorkerDep) -> Response:
-    principal = _who(request, config)
+    principal = _who(request, config, session)
     if not principal.admin:
         return _page(request, "missing.html", principal, 404, what="the admin view")
-    health = worker.health()
+    health = worker.health(detailed=True)
     stats = worker.stats
     return _page(request, "admin.html", principal, health=health, stats=stats, **queries.admin_page(session, config))
 
