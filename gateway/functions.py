@@ -9,7 +9,7 @@ user, and the client that sent the function run that code. docs/functions.md has
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+import os
 
 from sqlmodel import Session
 
@@ -18,7 +18,7 @@ from gateway.admission import check_backlog, idempotent_job
 from gateway.auth import Principal
 from gateway.config import GatewayConfig
 from gateway.errors import ForbiddenError
-from gateway.folders import shared_folder, team_folder
+from gateway.folders import JobFolders
 from gateway.health import resolve as resolve_health
 from gateway.jobs import (
     FUNCTION_ALGORITHM,
@@ -31,6 +31,7 @@ from gateway.jobs import (
 from gateway.models import Job
 from gateway.schemas import FunctionCreate
 from gateway.specs import payload_path
+from launchers.runtime.element import write_new_file
 from launchers.runtime.function import function_command
 from launchers.slurm.sinfo import PartitionSize
 
@@ -80,8 +81,13 @@ def create_function_job(
     )
     job = Job(**values)
     job.command = function_command(payload_path(job))
-    team_folder(config.job_root, team_name, config.unix_group_of(team_name))
-    shared_folder(Path(job.folder), sticky=True)
-    payload_path(job).write_bytes(request.payload)  # bytes only: the gateway never loads it
+    with JobFolders(config) as folders:  # the gateway's alone until dispatch gives the job's user its rights
+        folder = folders.private(team_name, job.folder)
+        try:
+            write_new_file(
+                payload_path(job).name, request.payload, dir_fd=folder
+            )  # bytes only: the gateway never loads it
+        finally:
+            os.close(folder)
     store_new(session, job)
     return job, True

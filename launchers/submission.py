@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import shutil
 import uuid
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import cloudpickle
 import submitit
 from submitit.core import utils as submitit_utils
 
@@ -23,7 +25,7 @@ from launchers.container import python_command
 from launchers.errors import SpecError, SubmitError
 from launchers.job import Job
 from launchers.resources import check_fit
-from launchers.runtime.element import ELEMENTS_PREFIX, ArrayElement, manifest_size
+from launchers.runtime.element import ELEMENTS_PREFIX, ArrayElement, manifest_size, write_new_file
 from launchers.runtime.function import FunctionTask
 from launchers.runtime.markers import exit_code_teardown
 from launchers.runtime.task import TrainerTask
@@ -48,7 +50,7 @@ class HpcgwSlurmExecutor(submitit.SlurmExecutor):
         folder = submitit_utils.JobPaths.get_first_id_independent_folder(self.folder)
         folder.mkdir(parents=True, exist_ok=True)
         submission_file = folder / f".submission_file_{tmp_uuid}.sh"
-        submission_file.write_text(self._make_submission_file_text(command, tmp_uuid))
+        write_new_file(submission_file, self._make_submission_file_text(command, tmp_uuid).encode())
         try:
             output = run(self._make_submission_command(submission_file), timeout_s=120, as_user=self.run_as).stdout
         except CommandError as exc:
@@ -63,10 +65,20 @@ class HpcgwSlurmExecutor(submitit.SlurmExecutor):
     def _internal_process_submissions(
         self, delayed_submissions: list[submitit_utils.DelayedSubmission]
     ) -> list[submitit.Job[Any]]:
-        """submitit's array path, but with this class for the array's sbatch (submitit uses a plain executor)."""
-        if len(delayed_submissions) == 1:
-            return super()._internal_process_submissions(delayed_submissions)
-        return self.submit_as_array(delayed_submissions)
+        """submitit's paths, but with this class for an array's sbatch (submitit uses a plain executor), and the
+        pickle written 0640 whatever the umask: the job's team reads it, only the gateway and the job's user
+        (who may rename over it, through the folder) change it."""
+        if len(delayed_submissions) > 1:
+            return self.submit_as_array(delayed_submissions)
+        (delayed,) = delayed_submissions
+        folder = submitit_utils.JobPaths.get_first_id_independent_folder(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        pickle_path = folder / f"{uuid.uuid4().hex}.pkl"  # submitit's temporary name (finish_interrupted_submission)
+        delayed.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
+        dump_new(delayed, pickle_path)
+        job = self._submit_command(self._submitit_command_str)
+        job.paths.move_temporary_file(pickle_path, "submitted_pickle")
+        return [job]
 
     def submit_as_array(self, delayed_submissions: list[submitit_utils.DelayedSubmission]) -> list[submitit.Job[Any]]:
         """One Slurm job array (``--array=0-N%K``), even for a single task: a sweep is always an array. Each
@@ -77,7 +89,7 @@ class HpcgwSlurmExecutor(submitit.SlurmExecutor):
         for index, delayed in enumerate(delayed_submissions):
             path = folder / f"{ARRAY_PICKLE_PREFIX}{index}-{uuid.uuid4().hex}.pkl"  # its task, should we crash
             delayed.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
-            delayed.dump(path)
+            dump_new(delayed, path)
             pickles.append(path)
         jobs = self._submit_array_script(len(delayed_submissions))
         for job, path in zip(jobs, pickles, strict=True):
@@ -92,7 +104,7 @@ class HpcgwSlurmExecutor(submitit.SlurmExecutor):
         shared = Path(element.manifest).with_suffix(".pkl")
         delayed = submitit_utils.DelayedSubmission(element)
         delayed.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
-        delayed.dump(shared)
+        dump_new(delayed, shared)
         jobs = self._submit_array_script(count)
         folder_text = str(jobs[0].paths.folder) if jobs else ""
         if any(tag in folder_text for tag in ("%j", "%t", "%A", "%a")):
@@ -110,6 +122,11 @@ class HpcgwSlurmExecutor(submitit.SlurmExecutor):
         first = array_ex._submit_command(self._submitit_command_str)
         tasks = list(range(first.num_tasks))
         return [submitit.SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{i}", tasks=tasks) for i in range(count)]
+
+
+def dump_new(delayed: submitit_utils.DelayedSubmission, path: Path) -> None:
+    """submitit's ``DelayedSubmission.dump``, into a new file of mode 0640."""
+    write_new_file(path, cloudpickle.dumps(delayed, pickle.HIGHEST_PROTOCOL))
 
 
 def manifest_path(folder: Path) -> Path:

@@ -41,9 +41,10 @@ def _prepare(config: Path, command: str) -> GatewayConfig:
         )
         raise typer.Exit(2) from None
 
-    os.umask(GATEWAY_UMASK)  # what the gateway writes is its own and its teams', never everyone's
+    os.umask(GATEWAY_UMASK)  # what the gateway writes its teams may read, never change; others never see
     try:
         settings = load_config(config)
+        settings.check_run_as()
         make_private(config)
     except (ConfigError, FolderError) as exc:
         typer.echo(f"hpcgw {command}: error: {exc}", err=True)

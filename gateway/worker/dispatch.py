@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -25,7 +24,7 @@ from sqlmodel import Session, col, select
 from gateway import rows
 from gateway.comments import batch_comment, sweep_comment
 from gateway.config import GatewayConfig
-from gateway.folders import FolderError, shared_folder, team_folder
+from gateway.folders import FolderError, JobFolders
 from gateway.jobs import active_counts, record_state
 from gateway.models import Job, Sweep, new_id, utcnow
 from gateway.specs import job_spec
@@ -114,22 +113,11 @@ def _each(session: Session, statement: Any, values: list[dict[str, Any]]) -> Non
         session.connection().execute(statement, values)
 
 
-def prepare_folders(config: GatewayConfig, job: Job, done: set[str] | None = None) -> None:
+def prepare_folders(folders: JobFolders, job: Job) -> None:
     """The trainer protocol promises existing directories for MODEL_OUTPUT_DIR and the METRICS_FILE; they sit
-    in the team's folder, which only the team and the gateway may enter (gateway.folders). ``done``: the
-    folders a batch's earlier jobs already prepared (the team's, the batch's), each made once per batch."""
-    done = set() if done is None else done
-    if job.team not in done:
-        team_folder(config.job_root, job.team, config.unix_group_of(job.team))
-        done.add(job.team)
-    shared_folder(job.folder, sticky=True)
-    shared_folder(os.path.join(job.folder, "model"))
-    if job.submit_folder not in done:
-        if job.batch_id is not None:  # the batch's submitit folder sits beside the jobs' folders
-            shared_folder(os.path.dirname(job.submit_folder))
-        shared_folder(job.submit_folder)
-        if job.batch_id is not None:
-            done.add(job.submit_folder)
+    in the team's folder, and only the gateway and the job's user may write in them (gateway.folders). A folder
+    someone else made first is refused: that job fails, with the folder in its reason."""
+    folders.job(job.team, job.user, job.folder, job.submit_folder)
 
 
 @contextmanager
@@ -233,8 +221,9 @@ class Dispatcher:
             return Outcome.REFUSED
         _mark_dispatching(session, tasks)
         try:
-            for job in tasks:
-                prepare_folders(self.config, job)
+            with JobFolders(self.config) as folders:
+                for job in tasks:
+                    prepare_folders(folders, job)
             specs = [job_spec(self.config, job) for job in tasks]
             base = specs[0].model_copy(update={"comment": sweep_comment(sweep_id, attempt)})
             handles = submit_array(
@@ -270,11 +259,11 @@ class Dispatcher:
         batch_id = new_id()
         first = jobs[0]
         folder = Path(self.config.job_root) / first.team / "batches" / batch_id
+        jobs, elements = self._with_folders(session, jobs, elements, str(folder))
+        if not jobs:
+            return Outcome.REFUSED
         _mark_dispatching(session, jobs, batch_id, str(folder))
         try:
-            done: set[str] = set()
-            for job in jobs:
-                prepare_folders(self.config, job, done)
             base = spec.model_copy(
                 update={
                     "comment": batch_comment(batch_id),
@@ -309,10 +298,26 @@ class Dispatcher:
         )
         return Outcome.QUEUED
 
+    def _with_folders(
+        self, session: Session, jobs: list[Job], elements: list[Element], submit_folder: str
+    ) -> tuple[list[Job], list[Element]]:
+        """The batch's jobs whose folders (and the batch's submitit folder) could be made; the others fail alone."""
+        kept: list[tuple[Job, Element]] = []
+        with JobFolders(self.config) as folders:
+            for job, own in zip(jobs, elements, strict=True):
+                try:
+                    folders.job(job.team, job.user, job.folder, submit_folder)
+                except (FolderError, OSError) as exc:
+                    self.failed(session, [job], exc)
+                    continue
+                kept.append((job, own))
+        return [job for job, _ in kept], [own for _, own in kept]
+
     def _single(self, session: Session, job: Job) -> Outcome:
         _mark_dispatching(session, [job])
         try:
-            prepare_folders(self.config, job)
+            with JobFolders(self.config) as folders:
+                prepare_folders(folders, job)
             handle = submit(job_spec(self.config, job), backend="slurm", check=False)
         except SUBMIT_ERRORS as exc:
             return self.failed(session, [job], exc)
@@ -343,7 +348,8 @@ class Dispatcher:
             job.dispatch_error = text[-2000:]
             if not unreachable:
                 last = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
-                job.reason = f"sbatch refused the job: {last}"[:256]  # the job's own reason, not only its history's
+                refused = "" if isinstance(exc, FolderError) else "sbatch refused the job: "
+                job.reason = f"{refused}{last}"[:256]  # the job's own reason, not only its history's
                 record_state(session, job, JobState.FAILED, reason=job.reason)
                 job.end_time = utcnow()
             session.add(job)

@@ -37,8 +37,20 @@ def element_entry(command: Sequence[str], env: Mapping[str, str], function: Path
 def write_manifest(path: Path, entries: list[dict[str, Any]]) -> None:
     """Atomically: an element that starts while the gateway writes must never read half of it."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(entries, separators=(",", ":")))
+    write_new_file(tmp, json.dumps(entries, separators=(",", ":")).encode())
     os.replace(tmp, path)
+
+
+def write_new_file(path: Path | str, data: bytes, mode: int = 0o640, dir_fd: int | None = None) -> None:
+    """A new file, never through a link nor over another's file, and never writable by the group or others
+    whatever the umask: the gateway writes a job's manifest, pickles and script in a folder its team can read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def manifest_size(path: Path) -> int:
