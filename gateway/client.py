@@ -2,14 +2,18 @@
 
 It retries with back-off on 502/503/504 and on connection errors (a gateway restarting, a proxy in between),
 and on 429 (a rate limit, a full backlog); where the answer has ``Retry-After``, it waits that long. It never
-retries another 4xx: those are answers. Errors carry the server's detail. URL and token come from the arguments,
-else from HPCGW_URL / HPCGW_TOKEN, else from ~/.config/hpcgw/config.toml (``url = …``, ``token = …``).
+retries another 4xx: those are answers. Errors carry the server's detail. URL and token come from the arguments
+(``token_file``: a file only its owner may read), else from HPCGW_URL / HPCGW_TOKEN (or HPCGW_TOKEN_FILE), else
+from ~/.config/hpcgw/config.toml (``url = …``, ``token = …``). Never from a command line: every user of the
+machine reads those (`ps`).
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import shlex
+import stat
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -72,7 +76,37 @@ def wait_healthy(url: str, timeout_s: float = 60.0, *, alive: Callable[[], bool]
     raise ClientError(f"the gateway at {url} did not answer /healthz within {timeout_s:.0f} s")
 
 
-def resolve(url: str | None, token: str | None, config_file: Path | None = None) -> tuple[str, str]:
+MAX_TOKEN_FILE_BYTES = 4096
+
+
+def read_token_file(path: Path) -> str:
+    """The token in ``path``, if only its owner, this user, can read or change it (as ssh holds a private key):
+    a token others can read is a token others have. Read through the descriptor that was checked, never a link."""
+    try:
+        fd = os.open(path.expanduser(), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ClientConfigError(f"token file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ClientConfigError(f"token file {path}: not a regular file")
+        if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            raise ClientConfigError(
+                f"token file {path}: must be yours and readable by you only (chmod 600 {shlex.quote(str(path))})"
+            )
+        token = handle.read(MAX_TOKEN_FILE_BYTES + 1).decode(errors="replace").strip()
+    if not token or len(token) > MAX_TOKEN_FILE_BYTES:
+        raise ClientConfigError(f"token file {path}: empty or too long")
+    return token
+
+
+def resolve(
+    url: str | None, token: str | None, config_file: Path | None = None, *, token_file: Path | None = None
+) -> tuple[str, str]:
+    if token is None and token_file is None and os.environ.get("HPCGW_TOKEN_FILE"):
+        token_file = Path(os.environ["HPCGW_TOKEN_FILE"])
+    if token is None and token_file is not None:
+        token = read_token_file(token_file)
     file_values: dict[str, Any] = {}
     path = (config_file or CONFIG_FILE).expanduser()
     if path.is_file():
@@ -85,7 +119,9 @@ def resolve(url: str | None, token: str | None, config_file: Path | None = None)
     if not url:
         raise ClientConfigError(f'no gateway URL: pass url=, set HPCGW_URL, or put url = "…" in {path}')
     if not token:
-        raise ClientConfigError(f'no token: pass token=, set HPCGW_TOKEN, or put token = "…" in {path}')
+        raise ClientConfigError(
+            f'no token: pass token=, set HPCGW_TOKEN or HPCGW_TOKEN_FILE, or put token = "…" in {path}'
+        )
     return str(url).rstrip("/"), str(token)
 
 
@@ -99,9 +135,10 @@ class Client:
         retries: int = 8,
         backoff_s: float = 0.5,
         config_file: Path | None = None,
+        token_file: Path | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url, token = resolve(url, token, config_file)
+        self.url, token = resolve(url, token, config_file, token_file=token_file)
         self.retries, self.backoff_s = retries, backoff_s
         self._http = httpx.Client(
             base_url=self.url, timeout=timeout_s, transport=transport, headers={"Authorization": f"Bearer {token}"}

@@ -32,6 +32,7 @@ from gateway.cli.options import (
     NodesOpt,
     NtasksPerNodeOpt,
     PartitionOpt,
+    TokenFileOpt,
     TokenOpt,
     UrlOpt,
     bad_parameters,
@@ -82,6 +83,7 @@ def submit(
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job live; exit with its outcome")] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Submit a training job through the gateway (like sbatch, with the team's partition and quota)."""
@@ -115,7 +117,7 @@ def submit(
             parameters=dict(params),
             idempotency_key=idempotency_key,
         )
-    with client(url, token) as c:
+    with client(url, token, token_file) as c:
         try:
             job = c.submit(request)
         except ClientError as exc:
@@ -131,9 +133,15 @@ def submit(
     raise typer.Exit(exit_code_for(final))
 
 
-def status(job_id: JobIdArg, url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
+def status(
+    job_id: JobIdArg,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
     """One job, in full."""
-    with client(url, token) as c:
+    with client(url, token, token_file) as c:
         try:
             job = c.job(job_id)
         except ClientError as exc:
@@ -157,6 +165,7 @@ def jobs(
     noheader: Annotated[bool, typer.Option("--noheader", "-h", help="No header line")] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List jobs, newest first, as squeue does: full ids, 80 columns (--wide for more), -o for your own fields.
@@ -169,7 +178,7 @@ def jobs(
         lines.render([], chosen)
     except lines.FormatError as exc:
         raise typer.BadParameter(str(exc), param_hint="--format") from None
-    with client(url, token) as c:
+    with client(url, token, token_file) as c:
         try:
             page = c.jobs(team=team, state=state, limit=limit)
         except ClientError as exc:
@@ -189,9 +198,10 @@ def logs(
     follow_: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job ends")] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
     """The tail of each rank's output."""
-    with client(url, token) as c:
+    with client(url, token, token_file) as c:
         seen: dict[int, int] = {}
         while True:
             try:
@@ -209,10 +219,10 @@ def logs(
             time.sleep(1)
 
 
-def cancel(job_ids: JobIdsArg, url: UrlOpt = None, token: TokenOpt = None) -> None:
+def cancel(job_ids: JobIdsArg, url: UrlOpt = None, token: TokenOpt = None, token_file: TokenFileOpt = None) -> None:
     """Cancel jobs (like scancel): waiting ones at once, running ones through Slurm."""
     code = 0
-    with client(url, token) as c:
+    with client(url, token, token_file) as c:
         for job_id in job_ids:
             try:
                 job = c.cancel(job_id)
@@ -223,9 +233,15 @@ def cancel(job_ids: JobIdsArg, url: UrlOpt = None, token: TokenOpt = None) -> No
     raise typer.Exit(code)
 
 
-def metrics(job_id: JobIdArg, url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
+def metrics(
+    job_id: JobIdArg,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Per-epoch training metrics."""
-    with client(url, token) as c:
+    with client(url, token, token_file) as c:
         try:
             found = c.metrics(job_id)
         except ClientError as exc:
@@ -241,9 +257,11 @@ def metrics(job_id: JobIdArg, url: UrlOpt = None, token: TokenOpt = None, json_o
     console.print(table)
 
 
-def algorithms(url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
+def algorithms(
+    url: UrlOpt = None, token: TokenOpt = None, token_file: TokenFileOpt = None, json_out: JsonOpt = False
+) -> None:
     """Registered algorithms and their versions."""
-    with client(url, token) as c:
+    with client(url, token, token_file) as c:
         try:
             items = c.algorithms()
         except ClientError as exc:
@@ -273,6 +291,7 @@ def render(
     param: Annotated[list[str] | None, typer.Option("--param")] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
     """Print the exact job script a request would produce, without submitting it (a dry run)."""
     resources = resources_from_flags(
@@ -305,7 +324,7 @@ def render(
             partition=partition,
             parameters=dict(params),
         )
-    with client(url, token) as c:
+    with client(url, token, token_file) as c:
         try:
             typer.echo(c.render(request), nl=False)
         except ClientError as exc:
@@ -325,12 +344,13 @@ def rerun(
     wait: Annotated[bool, typer.Option("--wait", help="Follow the rerun; exit with its outcome")] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a job again from its recorded inputs. With --verify: exit 0 when the model is byte-identical, 1 when
     it differs (the recorded inputs that differ are listed), 2 when a run failed, 3 when no digest was recorded."""
     request = RerunRequest(verify=verify, nodes=nodes, tasks_per_node=tasks_per_node)
-    with client(url, token) as c:
+    with client(url, token, token_file) as c:
         try:
             job = c.rerun(job_id, request)
             if not (verify or wait):

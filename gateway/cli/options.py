@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -22,7 +23,18 @@ from launchers.resources import Resources
 from launchers.slurm import times
 
 UrlOpt = Annotated[str | None, typer.Option("--url", envvar="HPCGW_URL", help="Gateway URL")]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="HPCGW_TOKEN", help="API token", show_default=False)]
+# The token itself is never an argument: every user of the machine reads command lines (`ps`, /proc/*/cmdline).
+# --token is still parsed, so that it is refused with the way to do it instead of "no such option".
+TokenOpt = Annotated[str | None, typer.Option("--token", hidden=True, show_default=False)]
+TokenFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        envvar="HPCGW_TOKEN_FILE",
+        help="File holding the API token, readable by you only (else HPCGW_TOKEN, or ~/.config/hpcgw/config.toml)",
+        show_default=False,
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 JobIdArg = Annotated[
     str, typer.Argument(help="A job id, or a unique prefix of it (4 or more digits)", autocompletion=complete.job_ids)
@@ -137,10 +149,20 @@ def resources_from_flags(
         )
 
 
-def client(url: str | None, token: str | None) -> Client:
-    """No URL or token to be found is a usage error (2), unlike a gateway that refuses (1)."""
+def client(url: str | None, token: str | None, token_file: Path | None = None) -> Client:
+    """No URL or token to be found is a usage error (2), unlike a gateway that refuses (1); so is a token on the
+    command line, where every user of the machine can read it."""
+    if token is not None:
+        err.print(
+            "hpcgw: error: --token would show the token to every user of this machine (ps); "
+            "set HPCGW_TOKEN, or pass --token-file FILE (a file only you can read)",
+            style="red",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(2)
     try:
-        return Client(url, token)
+        return Client(url, token_file=token_file)
     except ClientError as exc:
         err.print(f"hpcgw: error: {exc}", style="red", highlight=False, markup=False)
         raise typer.Exit(2) from None

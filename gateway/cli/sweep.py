@@ -27,6 +27,7 @@ from gateway.cli.options import (
     NodesOpt,
     NtasksPerNodeOpt,
     PartitionOpt,
+    TokenFileOpt,
     TokenOpt,
     UrlOpt,
     bad_parameters,
@@ -118,6 +119,7 @@ def sweep(
     wait: Annotated[bool, typer.Option("--wait", help="Follow the sweep until every task ended")] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the submitted tasks as JSON")] = False,
 ) -> None:
     """Submit a sweep as one Slurm job array (split past MaxArraySize), like sbatch --array=0-N%K."""
@@ -142,7 +144,7 @@ def sweep(
             partition=partition,
             parameters=dict(base_env),
         )
-    with client(url, token) as c:
+    with client(url, token, token_file) as c:
         try:
             created = c.submit_sweep(
                 {

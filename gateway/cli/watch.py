@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.text import Text
 
 from gateway.cli import lines
-from gateway.cli.options import TokenOpt, UrlOpt, client, fail
+from gateway.cli.options import TokenFileOpt, TokenOpt, UrlOpt, client, fail
 from gateway.cli.views import err, interactive
 from gateway.client import ClientError
 from gateway.schemas import JobPublic
@@ -27,6 +27,7 @@ def watch(
     wide: Annotated[bool, typer.Option("--wide", "-l")] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
     """The jobs that have not ended yet, newest first, until Ctrl-C."""
     fmt = lines.WIDE_FORMAT if wide else lines.DEFAULT_FORMAT
@@ -36,7 +37,7 @@ def watch(
     try:
         if live is not None:
             live.start()
-        with client(url, token) as c:
+        with client(url, token, token_file) as c:
             while iterations is None or looks < iterations:
                 looks += 1
                 try:
