@@ -8,6 +8,7 @@ Everything here is idempotent: it creates what is missing and leaves what exists
 
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import pwd
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devcluster.errors import ClusterError
+from gateway import acl
 from launchers.slurm.shell import CommandError, run
 
 if TYPE_CHECKING:
@@ -87,7 +89,11 @@ def ensure(unix: UnixPlan) -> list[str]:
             extra = ["--user-group"] if primary == user else ["--gid", primary]
             _run(["useradd", "--create-home", "--shell", "/bin/bash", *extra, user])
             done.append(f"user {user}")
-    done += open_for_jobs([Path(sys.executable), Path(__file__)])
+    done += open_for_jobs(
+        [Path(sys.executable), Path(__file__)],
+        users=[pwd.getpwnam(GATEWAY_USER).pw_uid],
+        groups=sorted(grp.getgrnam(group).gr_gid for group in unix.groups),
+    )
     for group, members in unix.groups.items():
         have = set(grp.getgrnam(group).gr_mem)
         for member in sorted(members - have):
@@ -126,17 +132,58 @@ def give_to_gateway(config_file: Path, database: Path | None, job_root: Path) ->
     return [f"{GATEWAY_USER} owns {p}" for p in changed]
 
 
-def open_for_jobs(paths: list[Path]) -> list[str]:
-    """Let every user traverse (o+x, never list) the folders above ``paths``: the jobs' users and the gateway's run
-    this project's Python (a pyenv interpreter under /root, mode 0700 on a fresh machine) and read its code."""
+def open_for_jobs(paths: list[Path], *, users: list[int], groups: list[int]) -> list[str]:
+    """Let the gateway's user and the teams' groups traverse (never list) the private folders above ``paths``:
+    they run this project's Python (a pyenv interpreter under /root, mode 0700 on a fresh machine) and read its
+    code. An access list entry (``u:hpcgw:--x``, ``g:<team>:--x``) each, not ``o+x``: every other account of the
+    machine stays out of /root. A folder everyone may read and enter is left alone; one others may only enter
+    (``o+x`` alone: what earlier versions of this command did) loses it, for the entries."""
     done = []
     for path in paths:
         for folder in reversed(path.resolve().parents):
-            mode = folder.stat().st_mode
-            if not mode & 0o001:
-                folder.chmod(stat.S_IMODE(mode) | 0o001)
-                done.append(f"others may traverse {folder} (o+x)")
+            mode = stat.S_IMODE(folder.stat().st_mode)
+            if mode & 0o005 == 0o005:
+                continue
+            if _traversable_by(folder, mode & ~0o001, users, groups):
+                if mode & 0o001:
+                    folder.chmod(mode & ~0o001)
+                    done.append(f"others may no longer traverse {folder} (o-x)")
+                continue
+            os.setxattr(folder, acl.ACCESS, _with_traversal(folder, mode & ~0o001, users, groups))
+            done.append(f"the gateway's user and the teams' groups may traverse {folder} (an access list, not o+x)")
     return done
+
+
+def _entries(folder: Path, mode: int) -> list[acl.Entry]:
+    """The folder's access list, or the three entries its mode stands for; others' bits from ``mode``."""
+    try:
+        entries = [e for e in acl.decode(os.getxattr(folder, acl.ACCESS)) if e.tag != acl.OTHER]
+    except OSError as exc:
+        if exc.errno not in (errno.ENODATA, errno.EOPNOTSUPP):
+            raise
+        entries = [acl.Entry(acl.USER_OBJ, mode >> 6 & 7), acl.Entry(acl.GROUP_OBJ, mode >> 3 & 7)]
+    return [*entries, acl.Entry(acl.OTHER, mode & 7)]
+
+
+def _traversable_by(folder: Path, mode: int, users: list[int], groups: list[int]) -> bool:
+    entries = _entries(folder, mode)
+    named = {(e.tag, e.id) for e in entries if e.perm & 1}
+    mask = next((e.perm for e in entries if e.tag == acl.MASK), 7)
+    return (
+        bool(mask & 1) and all((acl.USER, u) in named for u in users) and all((acl.GROUP, g) in named for g in groups)
+    )
+
+
+def _with_traversal(folder: Path, mode: int, users: list[int], groups: list[int]) -> bytes:
+    entries = {(e.tag, e.id): e.perm for e in _entries(folder, mode) if e.tag != acl.MASK}
+    for tag, ids in ((acl.USER, users), (acl.GROUP, groups)):
+        for id_ in ids:
+            entries[(tag, id_)] = entries.get((tag, id_), 0) | 1
+    mask = 0
+    for (tag, _id), perm in entries.items():
+        if tag in (acl.USER, acl.GROUP_OBJ, acl.GROUP):
+            mask |= perm
+    return acl.encode([acl.Entry(tag, perm, id_) for (tag, id_), perm in entries.items()] + [acl.Entry(acl.MASK, mask)])
 
 
 def as_gateway() -> dict[str, Any]:
