@@ -17,6 +17,7 @@ from gateway.errors import ConflictError, InvalidRequestError, NotFoundError
 from gateway.functions import create_function_job
 from gateway.jobs import FUNCTION_ALGORITHM, get_visible_job
 from gateway.schemas import FunctionCreate, JobPublic
+from launchers.files import NotARegularFileError, read_job_bytes
 from launchers.runtime.function import outcome_path
 
 router = APIRouter(tags=["functions"], route_class=ReleasingRoute)
@@ -59,6 +60,7 @@ def submit_function(
 def function_outcome(
     job_id: JobIdPath,
     session: SessionDep,
+    config: ConfigDep,
     principal: PrincipalDep,
     rank: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> Response:
@@ -69,9 +71,17 @@ def function_outcome(
         raise ConflictError(f"job {job.id} runs a trainer, not a function: it has no outcome")
     if rank >= job.nodes * job.tasks_per_node:
         raise InvalidRequestError(f"rank {rank} outside 0..{job.nodes * job.tasks_per_node - 1}", field="rank")
-    path = outcome_path(Path(job.submit_folder), job.slurm_job_id, rank) if job.slurm_job_id else None
-    if path is None or not path.is_file():
+    if not job.slurm_job_id:
         raise NotFoundError(f"rank {rank} of job {job.id} has no outcome (yet)")
-    if path.stat().st_size > MAX_OUTCOME_BYTES:
-        raise ConflictError(f"rank {rank}'s outcome is larger than {MAX_OUTCOME_BYTES >> 20} MiB; read {path}")
-    return Response(path.read_bytes(), media_type="application/octet-stream")
+    path = outcome_path(Path(job.submit_folder), job.slurm_job_id, rank)
+    try:  # the rank's own file: never through a link, a regular file only, the bytes really read bounded
+        data = read_job_bytes(path, MAX_OUTCOME_BYTES, root=config.job_root)
+    except FileNotFoundError:
+        raise NotFoundError(f"rank {rank} of job {job.id} has no outcome (yet)") from None
+    except NotARegularFileError:
+        raise ConflictError(
+            f"rank {rank}'s outcome is not a regular file of at most {MAX_OUTCOME_BYTES >> 20} MiB; read {path}"
+        ) from None
+    except OSError:
+        raise NotFoundError(f"rank {rank} of job {job.id} has no readable outcome") from None
+    return Response(data, media_type="application/octet-stream")

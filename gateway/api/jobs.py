@@ -200,6 +200,7 @@ def job_attempts(job_id: JobIdPath, session: SessionDep, principal: PrincipalDep
 def job_logs(
     job_id: JobIdPath,
     session: SessionDep,
+    config: ConfigDep,
     principal: PrincipalDep,
     rank: Annotated[int | None, Query(ge=0, le=100_000)] = None,
     lines: Annotated[int, Query(ge=1, le=MAX_LOG_LINES)] = 100,
@@ -211,7 +212,8 @@ def job_logs(
     tails = []
     for r in ranks:
         path = rank_log(job, r)
-        tails.append(LogTail(rank=r, path=str(path), lines=tail(path, lines) if job.slurm_job_id else []))
+        found = tail(path, lines, config.job_root) if job.slurm_job_id else []  # never through a link
+        tails.append(LogTail(rank=r, path=str(path), lines=found))
     return tails
 
 

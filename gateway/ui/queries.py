@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import String, cast, func
@@ -70,7 +71,8 @@ def team_page(session: Session, config: GatewayConfig, team: str) -> dict[str, A
     }
 
 
-def job_page(session: Session, job: Job) -> dict[str, Any]:
+def job_page(session: Session, job: Job, root: Path | None = None) -> dict[str, Any]:
+    """``root``: the job root, from which the logs are read without following a link (gateway.joblogs)."""
     events = session.exec(select(JobEvent).where(JobEvent.job_id == job.id).order_by(col(JobEvent.id))).all()
     attempts = session.exec(
         select(JobAttempt).where(JobAttempt.job_id == job.id).order_by(col(JobAttempt.number))
@@ -79,7 +81,7 @@ def job_page(session: Session, job: Job) -> dict[str, Any]:
         "job": job,
         "events": events,
         "attempts": attempts,
-        "logs": rank_logs(job),
+        "logs": rank_logs(job, root),
         "provenance": json.dumps(job.provenance, indent=2, sort_keys=True) if job.provenance else None,
         "curves": curves(job),
     }
@@ -94,11 +96,11 @@ def curves(job: Job) -> dict[str, Any]:
     return {"state": job.state, "reason": job.reason, "terminal": JobState(job.state).is_terminal, **series}
 
 
-def rank_logs(job: Job) -> list[tuple[int, list[str]]]:
+def rank_logs(job: Job, root: Path | None = None) -> list[tuple[int, list[str]]]:
     if not job.slurm_job_id:
         return []
     ranks = min(job.nodes * job.tasks_per_node, MAX_RANK_LOGS)
-    return [(r, tail(rank_log(job, r), LOG_LINES)) for r in range(ranks)]
+    return [(r, tail(rank_log(job, r), LOG_LINES, root)) for r in range(ranks)]
 
 
 def admin_page(session: Session, config: GatewayConfig) -> dict[str, Any]:

@@ -126,7 +126,7 @@ def job_page(request: Request, job_id: str, session: SessionDep, config: ConfigD
         job = get_visible_job(session, principal, job_id)
     except GatewayError:
         return _page(request, "missing.html", principal, 404, what=f"job {job_id}")
-    return _page(request, "job.html", principal, **queries.job_page(session, job))
+    return _page(request, "job.html", principal, **queries.job_page(session, job, config.job_root))
 
 
 @router.get("/jobs/{job_id}/curves")

@@ -56,7 +56,7 @@ class HealthGuard:
         """Decide on one running job (the caller writes the row); a requeue waits for :meth:`carry_out`."""
         if not job.health or job.health_verdict or job.cancel_requested or job.state != JobState.RUNNING.value:
             return
-        if started is None or int(started.get("restart", 0)) != job.restarts or not job.slurm_job_id:
+        if started is None or started.get("restart", 0) != job.restarts or not job.slurm_job_id:
             return  # the run that started is not the run Slurm reports: its evidence is an older run's
         if self._requeued.get(job.id) == job.restarts:
             return  # asked already; accounting has not shown the next run yet
@@ -105,7 +105,7 @@ class HealthGuard:
             timeout = policy.hang_timeout_s
             if timeout is None or started_at is None or now - last_progress(cached[2], started_at)[0] <= timeout:
                 return cached[2]
-        markers = JobMarkers(Path(job.submit_folder), job.slurm_job_id)
+        markers = JobMarkers(Path(job.submit_folder), job.slurm_job_id, root=self.config.job_root)
         beats = markers.heartbeats(job.restarts, job.nodes * job.tasks_per_node)
         self._beats[job.id] = (now, job.restarts, beats)
         return beats
@@ -155,11 +155,12 @@ class HealthGuard:
         self._plateaus.pop(job_id, None)
 
 
-def read_provenance(job: Job) -> dict[str, Any] | None:
-    """What rank 0 recorded at the end of a successful run (launchers.runtime.provenance)."""
+def read_provenance(job: Job, root: Path | None = None) -> dict[str, Any] | None:
+    """What rank 0 recorded at the end of a successful run (launchers.runtime.provenance), its fields checked;
+    read from ``root`` (the job root) without following a link."""
     if not job.slurm_job_id:
         return None
-    return JobMarkers(Path(job.submit_folder), job.slurm_job_id).provenance()
+    return JobMarkers(Path(job.submit_folder), job.slurm_job_id, root=root).provenance()
 
 
 def _bounded(nodes: tuple[str, ...], limit: int = 1024) -> str:
