@@ -338,7 +338,7 @@ class Worker:
         pending = obs.pending.get(slurm_id)
         if seen is not None or pending is not None:
             self._last_seen[slurm_id] = now
-        markers = JobMarkers(Path(job.submit_folder), slurm_id)
+        markers = JobMarkers(Path(job.submit_folder), slurm_id, root=self.config.job_root)
         terminal = seen is not None and seen.settled and from_slurm(seen.slurm_state).is_terminal
         lost = (
             seen is None
@@ -366,7 +366,7 @@ class Worker:
             self.attempts.record(session, job, seen)
         changed = self.write(session, job, transition)
         if transition.state is not None and transition.state.is_terminal:
-            job.provenance = read_provenance(job)  # every finished run: what it needs to be run again
+            job.provenance = read_provenance(job, self.config.job_root)  # every finished run: to run it again
             self._last_seen.pop(slurm_id, None)
             self._vanishing.discard(slurm_id)
             self.guard.forget(job.id)
@@ -379,7 +379,7 @@ class Worker:
             if getattr(job, name) != value:  # an equal value set is still a dirty attribute, flushed for nothing
                 setattr(job, name, value)
         if transition.read_metrics:
-            epochs = self.metrics.read(job.id, Path(job.folder) / "metrics.jsonl")
+            epochs = self.metrics.read(job.id, Path(job.folder) / "metrics.jsonl", root=self.config.job_root)
             if epochs is not None:
                 job.metrics = epochs
         for state, slurm_state, reason in transition.history:
