@@ -8,6 +8,8 @@ refuses the well-known development tokens and short ones.
 from __future__ import annotations
 
 import hashlib
+import os
+import pwd
 import re
 import tomllib
 from pathlib import Path
@@ -133,6 +135,17 @@ class FunctionsConfig(BaseModel):
     image: str | None = None
 
 
+class AlgorithmsConfig(BaseModel):
+    """Algorithm versions that run a command of their own outside any image (``local_command``, what runs with
+    container runtime 'none'). Off unless the site turns it on: such a command is code (``bash -c …``), run as
+    the user of every job of the algorithm's team. Even when on, only an admin token registers one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    local_commands: bool = False
+    teams: list[str] | None = None  # the teams whose jobs may run one; none: every team, once on
+
+
 class GatewayConfig(BaseSettings):
     """The file's values, with ``HPCGW_<FIELD>`` environment variables winning over them (pydantic-settings):
     ``HPCGW_DATABASE_URL`` points a deployment at its database without editing the file."""
@@ -152,6 +165,12 @@ class GatewayConfig(BaseSettings):
     tokens: list[TokenConfig] = Field(min_length=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)
     functions: FunctionsConfig = FunctionsConfig()
+    algorithms: AlgorithmsConfig = AlgorithmsConfig()
+    # The folders whose image files an algorithm version may name by path (their SHA-256 is recorded); any other
+    # local path is refused, so that registering an image is no way to learn of, or hash, the gateway's files.
+    image_roots: list[Path] = Field(default_factory=list)
+    # Unix accounts below MIN_UID (system accounts) a token may still run jobs as; root never.
+    allowed_system_users: list[str] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -182,9 +201,10 @@ class GatewayConfig(BaseSettings):
                     raise ValueError(f"development token of user {token.user!r} is refused outside dev_mode")
                 if len(token.token) < MIN_TOKEN_LEN:
                     raise ValueError(f"token of user {token.user!r} is shorter than {MIN_TOKEN_LEN} characters")
-        for team in self.functions.teams or []:
-            if team not in self.teams:
-                raise ValueError(f"functions.teams names unknown team {team!r}")
+        for key, teams in (("functions", self.functions.teams), ("algorithms", self.algorithms.teams)):
+            for team in teams or []:
+                if team not in self.teams:
+                    raise ValueError(f"{key}.teams names unknown team {team!r}")
         if self.functions.enabled and self.container_runtime == "apptainer" and not self.functions.image:
             raise ValueError("functions.enabled with container_runtime 'apptainer' needs functions.image")
         digests = [t.digest for t in self.tokens]
@@ -194,7 +214,23 @@ class GatewayConfig(BaseSettings):
         for token in self.tokens:
             if accounts.setdefault(token.user, token.account_name) != token.account_name:
                 raise ValueError(f"user {token.user!r} is mapped to two Unix accounts")
+            check_unix_user(token.account_name, self.allowed_system_users, user=token.user)
         return self
+
+    def check_run_as(self, uid: int | None = None) -> None:
+        """At serve start: no token may run jobs as the gateway's own account (``uid``: this process's), whose
+        jobs could read its configuration, its database and every team's folders."""
+        uid = os.geteuid() if uid is None else uid
+        for token in self.tokens:
+            try:
+                account = pwd.getpwnam(token.account_name)
+            except KeyError:
+                continue
+            if account.pw_uid == uid:
+                raise ConfigError(
+                    f"token of user {token.user!r} runs jobs as {token.account_name!r}, the account the gateway "
+                    "itself runs as"
+                )
 
     def unix_user_of(self, user: str) -> str:
         """The Unix account a gateway user's jobs run as."""
@@ -220,6 +256,7 @@ class GatewayConfig(BaseSettings):
                 "dataset_root": (base / self.dataset_root).resolve(),
                 "job_root": (base / self.job_root).resolve(),
                 "slurm_conf": None if self.slurm_conf is None else (base / self.slurm_conf).resolve(),
+                "image_roots": [(base / root).resolve() for root in self.image_roots],
                 "tokens": tokens,
             }
         )
@@ -229,6 +266,27 @@ class GatewayConfig(BaseSettings):
             if partition in team.partitions:
                 return name
         return None
+
+
+MIN_UID = 1000  # below: system accounts (daemons, the gateway's own), which no token runs jobs as unless allowed
+
+
+def check_unix_user(account: str, allowed_system: list[str], *, user: str) -> None:
+    """A token's Unix account is an ordinary person's: never root (by name or uid 0), nor a system account
+    unless ``allowed_system`` names it. An account this machine does not know is left to sudo to refuse."""
+    if account == "root":
+        raise ValueError(f"token of user {user!r} may not run jobs as root")
+    try:
+        uid = pwd.getpwnam(account).pw_uid
+    except KeyError:
+        return
+    if uid == 0:
+        raise ValueError(f"token of user {user!r} runs jobs as {account!r}, whose uid is 0")
+    if uid < MIN_UID and account not in allowed_system:
+        raise ValueError(
+            f"token of user {user!r} runs jobs as the system account {account!r} (uid {uid} < {MIN_UID}); "
+            "name it in allowed_system_users if that is meant"
+        )
 
 
 def load_config(path: Path) -> GatewayConfig:

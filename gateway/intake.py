@@ -64,7 +64,7 @@ Outcome = Accepted | Exception  # a GatewayError for the request's own fault; a 
 class _Group:
     """What one transaction decides: versions and backlogs read once per group, keys seen in it."""
 
-    versions: dict[tuple[str, str | None], rows.Version] = field(default_factory=dict)
+    versions: dict[tuple[str, str, str | None], rows.Version] = field(default_factory=dict)
     backlogs: dict[str, int] = field(default_factory=dict)
     keys: dict[tuple[str, str, str], Accepted] = field(default_factory=dict)
     new: list[dict[str, Any]] = field(default_factory=list)

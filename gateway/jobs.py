@@ -18,10 +18,10 @@ from sqlmodel import Session, col, select
 from gateway import rows
 from gateway.auth import Principal
 from gateway.config import GatewayConfig, TeamConfig
-from gateway.errors import ConflictError, InvalidRequestError, NotFoundError
+from gateway.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
 from gateway.health import HealthOverrides, HealthPolicy
 from gateway.health import resolve as resolve_health
-from gateway.models import ID_LENGTH, Algorithm, Job, JobEvent, new_id, utcnow
+from gateway.models import ID_LENGTH, PUBLISHED, Algorithm, Job, JobEvent, new_id, utcnow
 from gateway.rows import Version, find_version, insert_jobs, values_of
 from gateway.schemas import JobCreate, JobPublic, validate_parameters
 from launchers.errors import SpecError
@@ -52,21 +52,28 @@ def resolve_team(config: GatewayConfig, principal: Principal, requested: str | N
 
 
 def resolve_version(
-    connection: Connection, name: str, version: str | None, known: dict[tuple[str, str | None], Version] | None = None
+    connection: Connection,
+    team: str,
+    name: str,
+    version: str | None,
+    known: dict[tuple[str, str, str | None], Version] | None = None,
 ) -> Version:
-    """The algorithm version a request names (its current one when it names none); ``known`` keeps what a group
-    of requests already read."""
-    if known is not None and (name, version) in known:
-        return known[(name, version)]
-    found = find_version(connection, name, version)
+    """The algorithm version a request of ``team`` names (its current one when it names none), of the team's own
+    algorithms or a published one: another team's is as unknown as one that does not exist, and its new versions
+    never reach this team's jobs. ``known`` keeps what a group of requests already read."""
+    if known is not None and (team, name, version) in known:
+        return known[(team, name, version)]
+    found = find_version(connection, name, version, team)
     if found is None:
-        current = connection.execute(select(Algorithm.current_version).where(Algorithm.name == name)).scalar()
+        current = connection.execute(
+            select(Algorithm.current_version).where(Algorithm.name == name, col(Algorithm.team).in_([team, PUBLISHED]))
+        ).scalar()
         if current is None:
             raise InvalidRequestError(f"unknown algorithm {name!r}", field="algorithm")
         wanted = version or current
         raise InvalidRequestError(f"algorithm {name!r} has no version {wanted!r}", field="algorithm_version")
     if known is not None:
-        known[(name, version)] = found
+        known[(team, name, version)] = found
     return found
 
 
@@ -120,12 +127,13 @@ def check_request(
     team_name: str,
     request: JobCreate,
     partition_sizes: dict[str, PartitionSize],
-    known_versions: dict[tuple[str, str | None], Version] | None = None,
+    known_versions: dict[tuple[str, str, str | None], Version] | None = None,
 ) -> tuple[Version, str]:
     """Everything a request names must exist and fit: algorithm version, dataset, partition, limits."""
     team = config.teams[team_name]
     partition = resolve_partition(team_name, team, request.partition)
-    version = resolve_version(connection, request.algorithm, request.algorithm_version, known_versions)
+    version = resolve_version(connection, team_name, request.algorithm, request.algorithm_version, known_versions)
+    command_of(config, team_name, version)
     dataset_path(config, request.dataset_id, request.train_data_version_hash)
     check_resources(team_name, team, request, partition, partition_sizes)
     return version, partition
@@ -164,15 +172,6 @@ def job_values(
 ) -> dict[str, Any]:
     """A new job's whole row, from a checked request, placed in its team's folder."""
     team = config.teams[team_name]
-    command = version.command
-    if config.container_runtime == "none":
-        if not version.local_command:
-            raise InvalidRequestError(
-                f"algorithm {version.algorithm} {version.version} has no local_command, and this gateway runs "
-                "without a container runtime",
-                field="algorithm_version",
-            )
-        command = version.local_command
     return new_values(
         config,
         team_name,
@@ -184,7 +183,7 @@ def job_values(
         algorithm_version=version.version,
         image=version.image,
         image_digest=version.image_digest,
-        command=list(command),
+        command=command_of(config, team_name, version),
         framework=version.framework,
         dataset_id=request.dataset_id,
         train_data_version_hash=request.train_data_version_hash,
@@ -194,6 +193,29 @@ def job_values(
         rerun_of=rerun_of,
         health=resolve_health(team.health, request.health).model_dump(),
     )
+
+
+def command_of(config: GatewayConfig, team_name: str, version: Version) -> list[str]:
+    """What the job runs: the version's command in its image, or without a container runtime its local_command,
+    which runs outside any image as the job's user, so only where the site allows it ([algorithms])."""
+    if config.container_runtime != "none":
+        return list(version.command)
+    if not version.local_command:
+        raise InvalidRequestError(
+            f"algorithm {version.algorithm} {version.version} has no local_command, and this gateway runs "
+            "without a container runtime",
+            field="algorithm_version",
+        )
+    check_local_commands(config, team_name)
+    return list(version.local_command)
+
+
+def check_local_commands(config: GatewayConfig, team_name: str) -> None:
+    allowed = config.algorithms
+    if not allowed.local_commands:
+        raise ForbiddenError("this gateway runs no local commands (algorithms.local_commands is off)")
+    if allowed.teams is not None and team_name not in allowed.teams:
+        raise ForbiddenError(f"team {team_name} may not run local commands on this gateway (algorithms.teams)")
 
 
 def new_values(

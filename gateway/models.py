@@ -32,9 +32,12 @@ def new_id() -> str:
     return uuid.uuid4().hex[:ID_LENGTH]
 
 
+PUBLISHED = "*"  # an algorithm's team when an admin published it: every team may run it, only admins change it
+
+
 class Algorithm(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=64)
-    team: str = Field(max_length=32, index=True)
+    team: str = Field(max_length=32, index=True)  # the team whose jobs may run it, or PUBLISHED
     description: str = Field(default="", max_length=1000)
     current_version: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow)

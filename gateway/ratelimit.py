@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.config import GatewayConfig, RateConfig
-from gateway.errors import RateLimitedError
+from gateway.errors import InvalidRequestError, RateLimitedError
 
 
 @dataclass
@@ -26,17 +26,17 @@ class TokenBucket:
     tokens: float
     updated: float
 
-    def take(self, now: float) -> float:
-        """0 when a request may go now (and it is counted); otherwise the seconds until one may."""
+    def take(self, now: float, cost: int = 1) -> float:
+        """0 when ``cost`` submissions may go now (and they are counted); otherwise the seconds until they may."""
         self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.per_min / 60.0)
         self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= cost:
+            self.tokens -= cost
             return 0.0
-        return (1.0 - self.tokens) * 60.0 / self.per_min
+        return (cost - self.tokens) * 60.0 / self.per_min
 
-    def give_back(self) -> None:
-        self.tokens = min(float(self.burst), self.tokens + 1.0)
+    def give_back(self, cost: int = 1) -> None:
+        self.tokens = min(float(self.burst), self.tokens + cost)
 
 
 class RateLimiter:
@@ -51,9 +51,10 @@ class RateLimiter:
             bucket = self._buckets[(kind, key)] = TokenBucket(rate.per_min, rate.burst, float(rate.burst), now)
         return bucket
 
-    def admit(self, user: str, team: str | None) -> None:
-        """Count one submission of ``user`` (in ``team``), or raise 429 with when to try again. Both buckets
-        must have room; a request refused by one is not counted by the other."""
+    def admit(self, user: str, team: str | None, cost: int = 1) -> None:
+        """Count ``cost`` submissions of ``user`` (in ``team``: a sweep of N tasks, a retry of N, costs N), or
+        raise 429 with when to try again. Both buckets must have room; a request refused by one is not counted by
+        the other. More than a bucket's burst could never go: a 422, not a 429 to retry forever."""
         limits = self.config.rate_limits
         team_rate = self.config.teams[team].submit_rate if team in self.config.teams else None
         with self._lock:
@@ -64,12 +65,17 @@ class RateLimiter:
             rate = team_rate or limits.per_team
             if team is not None and rate is not None:
                 checks.append((f"team {team}", self._bucket("team", team, rate, now)))
+            for who, bucket in checks:
+                if cost > bucket.burst:
+                    raise InvalidRequestError(
+                        f"{cost} jobs in one request exceed the {who}'s burst of {bucket.burst} submissions"
+                    )
             taken: list[TokenBucket] = []
             for who, bucket in checks:
-                wait = bucket.take(now)
+                wait = bucket.take(now, cost)
                 if wait > 0:
                     for earlier in taken:
-                        earlier.give_back()
+                        earlier.give_back(cost)
                     raise RateLimitedError(
                         f"rate limit of the {who}: {bucket.per_min:g} submissions a minute, bursts of "
                         f"{bucket.burst}; try again in {wait:.1f} s",

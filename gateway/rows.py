@@ -15,7 +15,7 @@ from typing import Any, cast
 from pydantic_core import PydanticUndefined
 from sqlalchemy import ColumnElement, Connection, Select, Table, and_, bindparam, func, insert, select
 
-from gateway.models import Algorithm, AlgorithmVersion, Job, JobEvent
+from gateway.models import PUBLISHED, Algorithm, AlgorithmVersion, Job, JobEvent
 from launchers.states import JobState
 
 # SQLModel's metaclass sets __table__, which its stubs do not declare
@@ -42,9 +42,11 @@ class Version:
 _VERSION_COLUMNS = [VERSION.c[name] for name in Version.__dataclass_fields__]
 
 
-def find_version(connection: Connection, name: str, version: str | None) -> Version | None:
-    """One indexed read: the named version, or the algorithm's current one (None: no such algorithm or version)."""
-    row = connection.execute(_NAMED if version is not None else _CURRENT, {"name": name, "version": version}).first()
+def find_version(connection: Connection, name: str, version: str | None, team: str) -> Version | None:
+    """One indexed read: the named version, or the algorithm's current one, of an algorithm ``team``'s jobs may
+    run (its own or a published one); None: no such algorithm or version, or another team's."""
+    query = _NAMED if version is not None else _CURRENT
+    row = connection.execute(query, {"name": name, "version": version, "team": team}).first()
     return None if row is None else Version(**row._mapping)
 
 
@@ -83,7 +85,8 @@ _VERSION_COLUMNS = [VERSION.c[name] for name in Version.__dataclass_fields__]
 
 def _version_query(wanted: ColumnElement[Any]) -> Select[Any]:
     joined = ALGORITHM.join(VERSION, and_(VERSION.c.algorithm == ALGORITHM.c.name, VERSION.c.version == wanted))
-    return select(*_VERSION_COLUMNS).select_from(joined).where(ALGORITHM.c.name == bindparam("name"))
+    visible = ALGORITHM.c.team.in_([bindparam("team"), PUBLISHED])
+    return select(*_VERSION_COLUMNS).select_from(joined).where(ALGORITHM.c.name == bindparam("name"), visible)
 
 
 _NAMED = _version_query(bindparam("version"))

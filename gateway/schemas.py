@@ -42,7 +42,10 @@ def validate_parameters(params: dict[str, ParamValue]) -> dict[str, str]:
         if not PARAM_NAME_RE.match(name) or len(name) > 64:
             raise ValueError(f"parameter name {name!r} must match [A-Z][A-Z0-9_]* (at most 64 characters)")
         if name in PROTOCOL_ENV or name in RESERVED_ENV_NAMES or name.startswith((*RESERVED_ENV_PREFIXES, "HPCGW_")):
-            raise ValueError(f"parameter name {name!r} is reserved")
+            raise ValueError(
+                f"parameter name {name!r} is reserved: the gateway, the launcher, Slurm, the loader, a shell or an "
+                "interpreter reads it"
+            )
         text = str(value).lower() if isinstance(value, bool) else str(value)
         if len(text) > MAX_PARAMETER_VALUE or "\0" in text:
             raise ValueError(f"value of {name!r} is longer than {MAX_PARAMETER_VALUE} characters or contains NUL")
@@ -240,6 +243,7 @@ class AlgorithmCreate(AlgorithmVersionCreate):
     name: Name
     description: Annotated[str, StringConstraints(max_length=1000)] = ""
     team: str | None = Field(None, description="admins only")
+    shared: bool = Field(False, description="admins only: published for every team, whose versions admins add")
 
 
 class AlgorithmVersionPublic(BaseModel):
@@ -254,7 +258,8 @@ class AlgorithmVersionPublic(BaseModel):
 
 class AlgorithmPublic(BaseModel):
     name: str
-    team: str
+    team: str | None = Field(description="the team whose jobs may run it; none when shared")
+    shared: bool = Field(False, description="published by an admin: every team's jobs may run it")
     description: str
     current_version: str
     versions: list[AlgorithmVersionPublic]

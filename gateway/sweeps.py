@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sqlmodel import Session, col, select
 
+from gateway.admission import check_tasks
 from gateway.auth import Principal
 from gateway.config import GatewayConfig
 from gateway.errors import InvalidRequestError, NotFoundError
-from gateway.jobs import check_request, job_values, resolve_team
+from gateway.jobs import check_local_commands, check_request, job_values, resolve_team
 from gateway.models import Job, JobEvent, Sweep
 from gateway.schemas import SweepCreate, SweepPublic, SweepTask, validate_parameters
 from launchers.slurm.sinfo import PartitionSize
+from launchers.space import GridSpace, ListSpace, ParameterSpace
 from launchers.states import FAILED_STATES, JobState
 from launchers.sweeps import as_env
+
+MAX_SWEEP_TASKS = 10_000  # tasks of one sweep at most, whatever a team's max_queued_jobs
 
 
 def create_sweep(
@@ -30,9 +35,10 @@ def create_sweep(
             f"max_parallel {body.max_parallel} exceeds team {team_name}'s max_running_jobs {team.max_running_jobs}",
             field="max_parallel",
         )
-    points = body.space.points()
     base = body.base
     version, partition = check_request(session.connection(), config, team_name, base, partition_sizes)
+    check_tasks(session, config, team_name, sweep_size(body.space))  # before a single point is made
+    points = body.space.points()
     merged = []
     for point in points:
         try:
@@ -59,13 +65,34 @@ def create_sweep(
     return sweep
 
 
-def retry_failed(session: Session, config: GatewayConfig, principal: Principal, sweep: Sweep) -> list[Job]:
-    """New jobs for the tasks whose latest attempt failed; the worker submits them as one new array."""
-    latest = latest_tasks(session, sweep)
-    failed = [job for job in latest.values() if JobState(job.state) in FAILED_STATES]
+def sweep_size(space: ParameterSpace) -> int:
+    """The tasks a space makes, without making them (a grid's product, a list's length, a sample's n); above
+    MAX_SWEEP_TASKS, whatever the team's limits, a 422."""
+    if isinstance(space, GridSpace):
+        size = math.prod(len(values) for values in space.grid.values())
+    else:
+        size = len(space.points_) if isinstance(space, ListSpace) else space.n
+    if size > MAX_SWEEP_TASKS:
+        raise InvalidRequestError(f"the space has {size} points, more than {MAX_SWEEP_TASKS}", field="space")
+    return size
+
+
+def failed_tasks(session: Session, sweep: Sweep) -> list[Job]:
+    """The tasks whose latest attempt failed: what a retry would make again."""
+    return [job for job in latest_tasks(session, sweep).values() if JobState(job.state) in FAILED_STATES]
+
+
+def retry_failed(session: Session, config: GatewayConfig, sweep: Sweep, failed: list[Job]) -> list[Job]:
+    """New jobs for ``failed`` (failed_tasks); the worker submits them as one new array. Each keeps what its
+    task ran (the pinned version's command, never the algorithm's current one) and its task's user: a teammate's
+    or an admin's retry never runs one user's chosen code as another."""
+    if failed:
+        check_tasks(session, config, sweep.team, len(failed))
+        if config.container_runtime == "none":
+            check_local_commands(config, sweep.team)
     retries = []
     for old in failed:
-        job = Job(**old.model_dump(include=RETRY_FIELDS), team=old.team, user=principal.user, folder="")
+        job = Job(**old.model_dump(include=RETRY_FIELDS), team=old.team, user=old.user, folder="")
         job.rerun_of = old.id
         _make_task(config, job, sweep, old.task_index or 0, attempt=old.attempt + 1)
         session.add(job)
@@ -91,6 +118,7 @@ RETRY_FIELDS = {
     "image",
     "image_digest",
     "command",
+    "framework",
     "dataset_id",
     "train_data_version_hash",
     "parameters",

@@ -18,6 +18,9 @@ from launchers.slurm.privilege import check_unix_name
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SLURM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Set by the launcher or Slurm; a user who sets them would silently break rank placement or the protocol's paths.
+# The rest change what runs before the trainer's first line, as its user: the dynamic loader's (LD_PRELOAD),
+# glibc's and the allocator's, and the start-up hooks of shells and interpreters (BASH_ENV, PYTHONSTARTUP,
+# PERL5OPT, NODE_OPTIONS, …). A parameter may not set any of them.
 RESERVED_ENV_PREFIXES = (
     "SLURM_",
     "SLURMD_",
@@ -28,11 +31,26 @@ RESERVED_ENV_PREFIXES = (
     "OMPI_",
     "PMIX_",
     "TORCHELASTIC_",
+    "LD_",
+    "DYLD_",
+    "MALLOC_",
+    "GLIBC_",
+    "BASH_FUNC_",
+    "PYTHON",
+    "PERL",
+    "RUBY",
+    "NODE_",
+    "LUA_",
+    "JAVA_",
+    "_JAVA_",
 )
-# The last seven are torch.distributed's, which the runtime sets per rank for DDP (launchers/runtime/ddp.py).
+# torch.distributed's seven (RANK … MASTER_PORT) the runtime sets per rank for DDP (launchers/runtime/ddp.py).
 RESERVED_ENV_NAMES = frozenset(
-    {"PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "HOME", "CUDA_VISIBLE_DEVICES"}
+    {"PATH", "HOME", "CUDA_VISIBLE_DEVICES", "USER", "LOGNAME", "SHELL"}
     | {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT"}
+    | {"BASH_ENV", "ENV", "IFS", "PS4", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE", "PROMPT_COMMAND"}
+    | {"GCONV_PATH", "HOSTALIASES", "LOCPATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "LOCALDOMAIN"}
+    | {"GETCONF_DIR", "TZDIR", "OPENSSL_CONF", "OPENSSL_ENGINES", "JDK_JAVA_OPTIONS", "CLASSPATH", "TCLLIBPATH"}
 )
 MAX_ENV_VALUE_LEN = 32 * 1024
 Framework = Literal["horovod", "ddp"]

@@ -1,20 +1,26 @@
-"""/v1/algorithms: the self-service registry. A new version changes what later requests run; jobs keep theirs."""
+"""/v1/algorithms: the self-service registry. A new version changes what later requests run; jobs keep theirs.
+
+An algorithm belongs to a team: only that team's jobs resolve it, and only that team adds versions to it, so a
+version one team adds never runs as another team's users. An admin may publish one for every team (its team is
+then PUBLISHED), whose versions only admins add. A ``local_command`` runs outside any image, so it is an admin's to
+register, and only where the site turns it on (``[algorithms] local_commands``).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import cast
 
 from fastapi import APIRouter, status
 from sqlmodel import Session, col, select
 
-from gateway.api.deps import NamePath, PrincipalDep, ReleasingRoute, SessionDep
+from gateway.api.deps import ConfigDep, NamePath, PrincipalDep, ReleasingRoute, SessionDep
 from gateway.api.problems import AUTHENTICATED, BODY, declare
 from gateway.auth import Principal
-from gateway.errors import ConflictError, InvalidRequestError, NotFoundError
-from gateway.models import Algorithm, AlgorithmVersion
+from gateway.config import GatewayConfig
+from gateway.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
+from gateway.images import image_digest
+from gateway.models import PUBLISHED, Algorithm, AlgorithmVersion
 from gateway.schemas import AlgorithmCreate, AlgorithmPublic, AlgorithmVersionCreate, AlgorithmVersionPublic
-from launchers.runtime.provenance import file_sha256
 from launchers.spec import Framework
 
 router = APIRouter(prefix="/v1/algorithms", tags=["algorithms"], route_class=ReleasingRoute)
@@ -26,7 +32,8 @@ def _public(session: Session, algorithm: Algorithm) -> AlgorithmPublic:
     ).all()
     return AlgorithmPublic(
         name=algorithm.name,
-        team=algorithm.team,
+        team=None if algorithm.team == PUBLISHED else algorithm.team,
+        shared=algorithm.team == PUBLISHED,
         description=algorithm.description,
         current_version=algorithm.current_version,
         versions=[
@@ -44,13 +51,17 @@ def _public(session: Session, algorithm: Algorithm) -> AlgorithmPublic:
     )
 
 
-def _add_version(session: Session, name: str, body: AlgorithmVersionCreate) -> None:
+def _add_version(
+    session: Session, config: GatewayConfig, principal: Principal, name: str, body: AlgorithmVersionCreate
+) -> None:
+    if body.local_command is not None:
+        _check_local_command(config, principal)
     session.add(
         AlgorithmVersion(
             algorithm=name,
             version=body.version,
             image=body.image,
-            image_digest=image_digest(body.image),
+            image_digest=image_digest(config, body.image),
             command=body.command,
             local_command=body.local_command,
             framework=body.framework,
@@ -62,16 +73,21 @@ def _add_version(session: Session, name: str, body: AlgorithmVersionCreate) -> N
     "",
     response_model=AlgorithmPublic,
     status_code=status.HTTP_201_CREATED,
-    responses=declare(*AUTHENTICATED, 409, *BODY),
+    responses=declare(*AUTHENTICATED, 403, 409, *BODY),
 )
-def create_algorithm(body: AlgorithmCreate, session: SessionDep, principal: PrincipalDep) -> AlgorithmPublic:
-    team = _owner(principal, body.team)
+def create_algorithm(
+    body: AlgorithmCreate, session: SessionDep, config: ConfigDep, principal: PrincipalDep
+) -> AlgorithmPublic:
+    """An algorithm of the caller's team (an admin names one), or with ``shared`` (admins only) every team's."""
+    if body.shared and not principal.admin:
+        raise ForbiddenError("only an admin token may publish an algorithm for every team (shared)")
+    team = PUBLISHED if body.shared else _owner(principal, body.team)
     if session.get(Algorithm, body.name) is not None:
         raise ConflictError(f"algorithm {body.name!r} exists; add a version instead")
     algorithm = Algorithm(name=body.name, team=team, description=body.description, current_version=body.version)
     session.add(algorithm)
     session.flush()
-    _add_version(session, body.name, body)
+    _add_version(session, config, principal, body.name, body)
     session.commit()
     return _public(session, algorithm)
 
@@ -80,20 +96,23 @@ def create_algorithm(body: AlgorithmCreate, session: SessionDep, principal: Prin
     "/{name}/versions",
     response_model=AlgorithmPublic,
     status_code=status.HTTP_201_CREATED,
-    responses=declare(*AUTHENTICATED, 404, 409, *BODY),
+    responses=declare(*AUTHENTICATED, 403, 404, 409, *BODY),
 )
 def add_version(
-    name: NamePath, body: AlgorithmVersionCreate, session: SessionDep, principal: PrincipalDep
+    name: NamePath, body: AlgorithmVersionCreate, session: SessionDep, config: ConfigDep, principal: PrincipalDep
 ) -> AlgorithmPublic:
+    """The team's own algorithm, or (admins only) a published one; another team's is not found."""
     algorithm = session.get(Algorithm, name)
-    if algorithm is None or not principal.can_see(algorithm.team):
+    if algorithm is None or not _may_run(principal, algorithm):
         raise NotFoundError(f"algorithm {name!r} not found")
+    if algorithm.team == PUBLISHED and not principal.admin:
+        raise ForbiddenError(f"algorithm {name!r} is published for every team: only an admin adds its versions")
     exists = session.exec(
         select(AlgorithmVersion).where(AlgorithmVersion.algorithm == name, AlgorithmVersion.version == body.version)
     ).first()
     if exists is not None:
         raise ConflictError(f"algorithm {name!r} already has version {body.version!r}")
-    _add_version(session, name, body)
+    _add_version(session, config, principal, name, body)
     algorithm.current_version = body.version
     session.add(algorithm)
     session.commit()
@@ -102,8 +121,23 @@ def add_version(
 
 @router.get("", response_model=list[AlgorithmPublic], responses=declare(401, 503))
 def list_algorithms(session: SessionDep, principal: PrincipalDep) -> list[AlgorithmPublic]:
-    """Every team may run every registered algorithm; the owning team alone adds versions."""
-    return [_public(session, a) for a in session.exec(select(Algorithm).order_by(col(Algorithm.name))).all()]
+    """What the caller's team may run: its own algorithms and the published ones (an admin sees every one)."""
+    query = select(Algorithm).order_by(col(Algorithm.name))
+    if not principal.admin:
+        query = query.where(col(Algorithm.team).in_([principal.team or PUBLISHED, PUBLISHED]))
+    return [_public(session, a) for a in session.exec(query).all()]
+
+
+def _may_run(principal: Principal, algorithm: Algorithm) -> bool:
+    return algorithm.team == PUBLISHED or principal.can_see(algorithm.team)
+
+
+def _check_local_command(config: GatewayConfig, principal: Principal) -> None:
+    """A local_command is code run outside any image as the user of every job that resolves it."""
+    if not config.algorithms.local_commands:
+        raise ForbiddenError("this gateway runs no local commands (algorithms.local_commands is off)")
+    if not principal.admin:
+        raise ForbiddenError("only an admin token may register a local_command")
 
 
 def _owner(principal: Principal, requested: str | None) -> str:
@@ -113,11 +147,3 @@ def _owner(principal: Principal, requested: str | None) -> str:
     if team is None:
         raise InvalidRequestError("an admin token must name the owning team", field="team")
     return team
-
-
-def image_digest(image: str) -> str | None:
-    """sha256 of a local image file; the digest part of a reference like ``repo@sha256:…``; else unknown."""
-    if "@sha256:" in image:
-        return "sha256:" + image.rsplit("@sha256:", 1)[1]
-    path = Path(image)
-    return "sha256:" + file_sha256(path) if path.is_file() else None

@@ -10,7 +10,15 @@ from gateway.api.deps import ConfigDep, LimiterDep, PrincipalDep, ReleasingRoute
 from gateway.api.problems import AUTHENTICATED, BODY, declare
 from gateway.jobs import request_cancel
 from gateway.schemas import SweepCreate, SweepPublic
-from gateway.sweeps import create_sweep, get_visible_sweep, latest_tasks, retry_failed, to_public
+from gateway.sweeps import (
+    create_sweep,
+    failed_tasks,
+    get_visible_sweep,
+    latest_tasks,
+    retry_failed,
+    sweep_size,
+    to_public,
+)
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], route_class=ReleasingRoute)
 
@@ -26,7 +34,8 @@ def submit_sweep(
     worker: WorkerDep,
     limiter: LimiterDep,
 ) -> SweepPublic:
-    limiter.admit(principal.user, body.base.team if principal.admin else principal.team)
+    # a sweep of N tasks costs N submissions
+    limiter.admit(principal.user, body.base.team if principal.admin else principal.team, cost=sweep_size(body.space))
     sweep = create_sweep(session, config, principal, body, worker.partition_sizes)
     worker.wake()
     return to_public(session, sweep)
@@ -68,7 +77,8 @@ def retry_failed_tasks(
 ) -> SweepPublic:
     """Resubmit only the tasks whose latest attempt failed, as one new array linked to the sweep."""
     sweep = get_visible_sweep(session, principal, sweep_id)
-    limiter.admit(principal.user, sweep.team)
-    retry_failed(session, config, principal, sweep)
+    failed = failed_tasks(session, sweep)
+    limiter.admit(principal.user, sweep.team, cost=max(1, len(failed)))
+    retry_failed(session, config, sweep, failed)
     worker.wake()
     return to_public(session, sweep)

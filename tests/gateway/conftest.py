@@ -66,6 +66,7 @@ def make_config(tmp_path: Path, database_url: str, **overrides: object) -> Gatew
         "dataset_root": str(tmp_path / "datasets"),
         "job_root": str(tmp_path / "jobs"),
         "container_runtime": "none",
+        "algorithms": {"local_commands": True},  # the trainers run from local_command: no Apptainer here
         "teams": {
             "team-a": {
                 "partitions": ["team-a"],
@@ -108,8 +109,11 @@ def algorithm(client: TestClient) -> dict:
         "image": "/images/intent-classifier.sif",
         "command": ["python", "/opt/intent-classifier/train.py"],
         "local_command": ["python", "train.py"],
+        "shared": True,
     }
-    response = client.post("/v1/algorithms", json=body, headers=auth("alice"))
+    # A local_command is an admin's to register, and an algorithm every team runs is one an admin published
+    # (issue 29): a team's own algorithm is resolved by its own jobs only.
+    response = client.post("/v1/algorithms", json=body, headers=auth("admin"))
     assert response.status_code == 201, response.text
     return response.json()
 

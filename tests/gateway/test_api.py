@@ -126,7 +126,7 @@ def test_rerun_copies_the_recorded_inputs(client: TestClient, algorithm: dict) -
     job = client.post("/v1/jobs", json=job_body(parameters={"SEED": 3}), headers=auth("alice")).json()
     client.post(
         "/v1/algorithms/intent-classifier/versions",
-        headers=auth("alice"),
+        headers=auth("admin"),
         json={
             "version": "2.0",
             "image": "/images/v2.sif",
@@ -151,27 +151,31 @@ def test_rerun_copies_the_recorded_inputs(client: TestClient, algorithm: dict) -
 
 
 def test_algorithm_registry(client: TestClient, algorithm: dict) -> None:
-    assert algorithm["current_version"] == "1.0" and algorithm["team"] == "team-a"
+    assert algorithm["current_version"] == "1.0" and algorithm["team"] is None and algorithm["shared"] is True
     dup = client.post(
         "/v1/algorithms",
         headers=auth("alice"),
         json={"name": "intent-classifier", "version": "1", "image": "x", "command": ["x"]},
     )
     assert dup.status_code == 409
+    own = {"name": "a-clf", "version": "1", "image": "x", "command": ["x"]}
+    assert client.post("/v1/algorithms", headers=auth("alice"), json=own).json()["team"] == "team-a"
     by_other_team = client.post(
-        "/v1/algorithms/intent-classifier/versions",
+        "/v1/algorithms/a-clf/versions",
         headers=auth("bob"),
         json={"version": "3", "image": "x", "command": ["x"]},
     )
     assert by_other_team.status_code == 404
     v2 = client.post(
-        "/v1/algorithms/intent-classifier/versions",
+        "/v1/algorithms/a-clf/versions",
         headers=auth("alice"),
         json={"version": "2.0", "image": "/images/v2.sif", "command": ["python", "t.py"]},
     )
     assert v2.status_code == 201 and v2.json()["current_version"] == "2.0"
-    listed = client.get("/v1/algorithms", headers=auth("bob")).json()
-    assert [v["version"] for v in listed[0]["versions"]] == ["1.0", "2.0"]
+    listed = client.get("/v1/algorithms", headers=auth("alice")).json()
+    assert [a["name"] for a in listed] == ["a-clf", "intent-classifier"]
+    assert [v["version"] for v in listed[0]["versions"]] == ["1", "2.0"]
+    assert [a["name"] for a in client.get("/v1/algorithms", headers=auth("bob")).json()] == ["intent-classifier"]
 
 
 def test_teams_health_and_metrics(client: TestClient, algorithm: dict) -> None:

@@ -102,8 +102,8 @@ def limited(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
     )
     config.teams["team-a"].max_queued_jobs = 100
     with TestClient(create_app(config, run_worker=False)) as client:
-        algorithm = {"name": "intent-classifier", "version": "1", "image": "i.sif", "command": ["true"]}
-        client.post("/v1/algorithms", json=algorithm | {"local_command": ["true"]}, headers=auth("alice"))
+        algorithm = {"name": "intent-classifier", "version": "1", "image": "i.sif", "command": ["true"], "shared": True}
+        client.post("/v1/algorithms", json=algorithm | {"local_command": ["true"]}, headers=auth("admin"))
         yield client
 
 

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
+from gateway.app import create_app
 from gateway.models import Job
-from tests.gateway.conftest import auth, job_body
+from tests.gateway.conftest import auth, job_body, make_config
+
+
+@pytest.fixture
+def client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
+    """Room in team-a's queue for the 6-task sweeps: a sweep's tasks count against max_queued_jobs (issue 29)."""
+    config = make_config(tmp_path, database_url)
+    config.teams["team-a"].max_queued_jobs = 20
+    with TestClient(create_app(config, run_worker=False)) as c:
+        yield c
 
 
 def sweep_body(**overrides: object) -> dict[str, object]:

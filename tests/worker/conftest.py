@@ -18,7 +18,7 @@ from gateway.auth import Principal
 from gateway.config import GatewayConfig
 from gateway.db import make_engine, migrate
 from gateway.intake import create_job
-from gateway.models import Algorithm, AlgorithmVersion, Job, JobAttempt, JobEvent, Sweep
+from gateway.models import PUBLISHED, Algorithm, AlgorithmVersion, Job, JobAttempt, JobEvent, Sweep
 from gateway.schemas import JobCreate, SweepCreate
 from gateway.sweeps import create_sweep
 from gateway.worker.loop import Worker
@@ -132,7 +132,8 @@ def principal(team: str) -> Principal:
 
 def add_algorithm(engine: Engine) -> None:
     with Session(engine) as session:
-        session.add(Algorithm(name=ALGORITHM, team="team-a", current_version="1.0"))
+        # published: every team's jobs run it (a team's own algorithm is resolved by its jobs alone)
+        session.add(Algorithm(name=ALGORITHM, team=PUBLISHED, current_version="1.0"))
         session.add(
             AlgorithmVersion(
                 algorithm=ALGORITHM,
