@@ -158,8 +158,9 @@ class JobFolders:
             name = self.config.unix_user_of(user)
             try:
                 self.uids[user] = pwd.getpwnam(name).pw_uid
-            except KeyError:
-                raise FolderError(f"user {user}: no Unix account {name!r}") from None
+            except KeyError:  # no one gets a right: sudo will refuse to run the job as no one, too
+                log.warning("user %s: no Unix account %r; its jobs' folders are the gateway's alone", user, name)
+                self.uids[user] = None
         return self.uids[user]
 
 
