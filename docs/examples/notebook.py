@@ -1,7 +1,8 @@
 """A notebook-style session with the Python client: register, submit, follow, read the results.
 
-Run it as a script (each block is a notebook cell): HPCGW_URL and HPCGW_TOKEN name the gateway, and
-DEMO_DATA_VERSION the intent dataset's version hash. The test suite runs it against the local cluster.
+Run it as a script (each block is a notebook cell): HPCGW_URL and HPCGW_TOKEN name the gateway, HPCGW_ADMIN_TOKEN
+an admin's token (to register the trainer), and DEMO_DATA_VERSION the intent dataset's version hash. The test suite
+runs it against the local cluster.
 """
 
 # %% connect
@@ -13,12 +14,14 @@ from gateway.client import Client, ClientError
 client = Client()  # HPCGW_URL / HPCGW_TOKEN, or ~/.config/hpcgw/config.toml
 print("teams:", [t.name for t in client.teams()])
 
-# %% register the trainer once (409 when it exists already)
+# %% register the trainer once (409 when it exists already), for team-a: a local_command (a trainer run outside any
+# image) is an admin's to register, so this cell uses an admin's token (HPCGW_ADMIN_TOKEN)
 try:
-    client.create_algorithm(
+    Client(token=os.environ["HPCGW_ADMIN_TOKEN"]).create_algorithm(
         {
             "name": "nb-classifier",
             "version": "1",
+            "team": "team-a",
             "image": "intent-classifier.sif",
             "command": ["python", "/opt/intent-classifier/train.py"],
             "local_command": [sys.executable, os.environ["DEMO_TRAINER"]],

@@ -24,7 +24,10 @@ router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], route_class=ReleasingRo
 
 
 @router.post(
-    "", response_model=SweepPublic, status_code=status.HTTP_201_CREATED, responses=declare(*AUTHENTICATED, *BODY, 429)
+    "",
+    response_model=SweepPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=declare(*AUTHENTICATED, *BODY, 403, 429),
 )
 def submit_sweep(
     body: SweepCreate,
@@ -65,7 +68,7 @@ def cancel_sweep(sweep_id: SweepIdPath, session: SessionDep, principal: Principa
 
 
 @router.post(
-    "/{sweep_id:hexid}/retry-failed", response_model=SweepPublic, responses=declare(*AUTHENTICATED, 404, 409, 429)
+    "/{sweep_id:hexid}/retry-failed", response_model=SweepPublic, responses=declare(*AUTHENTICATED, 403, 404, 409, 429)
 )
 def retry_failed_tasks(
     sweep_id: SweepIdPath,

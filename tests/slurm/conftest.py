@@ -44,7 +44,8 @@ def gateway(cluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator
     app = create_app(gateway_config(tmp_path, **limits))
     with TestClient(app) as client:
         for algorithm in (CLASSIFIER, SLEEPER, ENV_PRINTER, QUICK):
-            response = client.post("/v1/algorithms", json={**algorithm, "team": "team-a"}, headers=auth("admin"))
+            # published by the admin: every team's tests run them (a team's own would be resolved by it alone)
+            response = client.post("/v1/algorithms", json={**algorithm, "shared": True}, headers=auth("admin"))
             assert response.status_code == 201, response.text
         yield client
 

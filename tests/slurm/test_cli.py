@@ -169,6 +169,7 @@ def test_the_notebook_example_runs(gw: Gateway) -> None:
         **os.environ,
         "HPCGW_URL": gw.url,
         "HPCGW_TOKEN": "team-a-dev-token",
+        "HPCGW_ADMIN_TOKEN": "admin-dev-token",  # a local_command is an admin's to register (issue 29)
         "DEMO_DATA_VERSION": digest,
         "DEMO_TRAINER": str(TRAINER_DIR / "train.py"),
     }

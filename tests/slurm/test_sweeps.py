@@ -29,7 +29,7 @@ SWEEP_TASK = {
     "command": ["t"],
     "local_command": [sys.executable, TASK],
 }
-ROOMY = {"team-a": {"max_running_jobs": 4}}
+ROOMY = {"team-a": {"max_running_jobs": 4, "max_queued_jobs": 50}}  # a sweep's tasks count against the queue
 
 
 def post_sweep(client: TestClient, dataset: str, space: dict, max_parallel: int, **params: str) -> dict:

@@ -40,7 +40,7 @@ def gw(cluster, tmp_path: Path) -> Iterator[Gateway]:
     (tmp_path / "datasets" / "d" / "v1").mkdir(parents=True)
     gateway = Gateway(tmp_path)
     gateway.start()
-    api(gateway, "admin", "POST", "/v1/algorithms", json={**TRAINER, "team": "team-a"})
+    api(gateway, "admin", "POST", "/v1/algorithms", json={**TRAINER, "shared": True})  # bob's jobs run it too
     yield gateway
     gateway.stop()
 
