@@ -37,7 +37,8 @@ database_url = "sqlite:///{root}/gw.db"
 dataset_root = "{root}/datasets"
 job_root = "{root}/jobs"
 container_runtime = "none"
-algorithms = {{ local_commands = true }}  # the trainers run from local_command (no Apptainer)
+[algorithms]
+local_commands = true  # the trainers run from local_command (no Apptainer)
 [poll]
 interval_s = 1.0
 floor_s = 0.2
