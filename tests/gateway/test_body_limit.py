@@ -45,7 +45,7 @@ def server(tmp_path: Path) -> Iterator[int]:
     thread.join(timeout=10)
 
 
-def _send_chunked(port: int, total_bytes: int, *, head: str) -> tuple[bytes, int, float]:
+def send_chunked(port: int, total_bytes: int, *, head: str) -> tuple[bytes, int, float]:
     """Streams ``total_bytes`` of chunked body until the server answers or stops reading; returns the answer, the
     bytes sent, and the seconds it took."""
     chunk = b"x" * MiB
@@ -85,7 +85,7 @@ def _send_chunked(port: int, total_bytes: int, *, head: str) -> tuple[bytes, int
 def test_a_chunked_body_past_the_limit_is_refused_unread(server: int) -> None:
     before = _rss_bytes()
     head = "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-    answer, sent, seconds = _send_chunked(server, 300 * MiB, head=head)
+    answer, sent, seconds = send_chunked(server, 300 * MiB, head=head)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert sent < 64 * MiB, f"the server read {sent} bytes before answering"
     assert seconds < 10
