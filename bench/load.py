@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.support import TOKEN, gateway, pct, register, request, scancel_all
+from bench.support import ADMIN, TOKEN, gateway, pct, register, request, scancel_all
 from devcluster import use_local_cluster
 from gateway import accounts
 from gateway.config import load_config
@@ -202,7 +202,7 @@ async def load(base: str, digest: str, *, pollers: int, rate: float, duration_s:
     started = time.monotonic()
     results = await asyncio.gather(
         _submitter(post_connections, json.dumps(request(digest)).encode(), rate, submissions, until),
-        _cycles(Connection(host, int(port), token), until, samples, counters),
+        _cycles(Connection(host, int(port), ADMIN["Authorization"].removeprefix("Bearer ")), until, samples, counters),
         *(
             _poller(c, job_id, polls, until, i / pollers)
             for i, (c, job_id) in enumerate(zip(poll_connections, followed, strict=True))

@@ -164,6 +164,9 @@ class GatewayConfig(BaseSettings):
     teams: dict[str, TeamConfig] = Field(min_length=1)
     tokens: list[TokenConfig] = Field(min_length=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    # A token that may read /metrics and nothing else (a Prometheus scraper's bearer token), as its SHA-256;
+    # an admin token reads it too. Unset: only admins.
+    metrics_token_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     functions: FunctionsConfig = FunctionsConfig()
     algorithms: AlgorithmsConfig = AlgorithmsConfig()
     # The folders whose image files an algorithm version may name by path (their SHA-256 is recorded); any other

@@ -299,6 +299,7 @@ def to_public(job: Job | SimpleNamespace) -> JobPublic:
         health=HealthPolicy.model_validate(job.health) if job.health else None,
         health_reason=job.health_reason,
         health_restarts=job.health_restarts,
+        tracking_error=job.tracking_error,
         best_epoch=job.best_epoch,
         provenance=job.provenance,
         verify=job.verify,

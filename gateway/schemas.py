@@ -172,6 +172,9 @@ class JobPublic(BaseModel):
     health: HealthPolicy | None = Field(None, description="the policy the worker applies while the job runs")
     health_reason: str | None = Field(None, description="why the health policy stopped or requeued the job")
     health_restarts: int = Field(0, description="requeues the health policy asked for")
+    tracking_error: str | None = Field(
+        None, description="why the worker could not apply its last evidence to the job (its files, its record)"
+    )
     best_epoch: int | None = Field(None, description="the epoch with the best value of the policy's monitor")
     provenance: dict[str, Any] | None = Field(
         None, description="what the run needs to be run again: versions, world size, the model's SHA-256"

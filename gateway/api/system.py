@@ -1,11 +1,18 @@
-"""/v1/teams, /healthz and /metrics (Prometheus text format)."""
+"""/v1/teams, /healthz and /metrics (Prometheus text format).
+
+/healthz answers anyone (a load balancer asks it without a token) and so says nothing that names a team, a
+job, a host or a path; an admin's token gets the details. /metrics names every team and its numbers: it needs
+an admin's token or the site's scraping token (``metrics_token_sha256``), sent as a bearer token."""
 
 from __future__ import annotations
 
+import hmac
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
@@ -13,14 +20,18 @@ from sqlmodel import Session, col, select
 
 from gateway.api.deps import ConfigDep, PrincipalDep, ReleasingRoute, SessionDep, WorkerDep
 from gateway.api.problems import declare
-from gateway.config import GatewayConfig
+from gateway.auth import authenticate
+from gateway.config import GatewayConfig, hash_token
+from gateway.errors import ForbiddenError, UnauthorizedError
 from gateway.jobs import counts_by_team
 from gateway.models import Job
 from gateway.schemas import TeamPublic
-from gateway.worker.status import WorkerView
+from gateway.worker.status import WorkerView, healthy
 from launchers.states import FAILED_STATES, JobState
 
 router = APIRouter(tags=["system"], route_class=ReleasingRoute)
+_bearer = HTTPBearer(auto_error=False)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 @router.get("/v1/teams", response_model=list[TeamPublic], responses=declare(401, 503))
@@ -44,21 +55,44 @@ def list_teams(session: SessionDep, config: ConfigDep, principal: PrincipalDep) 
 
 
 @router.get("/healthz", responses=declare(503))
-def healthz(session: SessionDep, worker: WorkerDep) -> dict[str, object]:
+def healthz(session: SessionDep, config: ConfigDep, worker: WorkerDep, bearer: BearerDep) -> dict[str, object]:
+    """``degraded`` while the worker is down, its last cycle failed, or a job's tracking fails (still 200: the
+    API answers; what is degraded is said in the fields)."""
     session.exec(select(1)).one()  # the database answers
-    health = worker.health()
-    return {"status": "ok" if health["worker_alive"] else "degraded", "database": "ok", **health}
+    health = worker.health(detailed=_is_admin(config, bearer))
+    return {"status": "ok" if healthy(health) else "degraded", "database": "ok", **health}
+
+
+def _is_admin(config: GatewayConfig, bearer: HTTPAuthorizationCredentials | None) -> bool:
+    """A missing or unknown token is no error here: the answer is the one for anyone."""
+    if bearer is None:
+        return False
+    try:
+        return authenticate(config, f"Bearer {bearer.credentials}").admin
+    except UnauthorizedError:
+        return False
+
+
+def _check_scraper(config: GatewayConfig, bearer: HTTPAuthorizationCredentials | None) -> None:
+    if bearer is None:
+        raise UnauthorizedError("missing bearer token")
+    wanted = config.metrics_token_sha256
+    if wanted is not None and hmac.compare_digest(hash_token(bearer.credentials), wanted):
+        return
+    if not authenticate(config, f"Bearer {bearer.credentials}").admin:  # 401 for a token it does not know
+        raise ForbiddenError("/metrics needs an admin token or the metrics token")
 
 
 @router.get(
     "/metrics",
     response_class=Response,
     responses=declare(
-        503, also={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}}
+        401, 403, 503, also={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}}
     ),
 )
-def metrics(session: SessionDep, config: ConfigDep, worker: WorkerDep) -> Response:
+def metrics(session: SessionDep, config: ConfigDep, worker: WorkerDep, bearer: BearerDep) -> Response:
     """Prometheus text, gathered at scrape time from the database and the worker's counters."""
+    _check_scraper(config, bearer)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(list(_families(session, config, worker))))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -113,3 +147,8 @@ def _families(session: Session, config: GatewayConfig, worker: WorkerView) -> It
         "hpcgw_slurm_commands", "Slurm commands run by the worker's polls.", value=s.slurm_commands
     )
     yield GaugeMetricFamily("hpcgw_accounting_up", "1 when sacct answers.", value=int(s.accounting_ok))
+    yield CounterMetricFamily(
+        "hpcgw_tracking_failures", "Failed applies of one job (that job alone).", value=s.tracking_failures
+    )
+    yield GaugeMetricFamily("hpcgw_jobs_tracking_failing", "Jobs whose last apply failed.", value=s.jobs_failing)
+    yield CounterMetricFamily("hpcgw_worker_cycle_failures", "Worker cycles that failed whole.", value=s.cycle_failures)

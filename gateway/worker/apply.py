@@ -68,7 +68,7 @@ def decide(job: StoredJob, ev: Evidence, now: datetime) -> Transition:
         return Transition(fields={"reason": pending.reason, "position_in_queue": pending.position})
     restarts = max(seen.restarts, job.restarts)
     # The start marker of an earlier run does not say that this run started.
-    started = ev.started if ev.started is not None and int(ev.started.get("restart", 0)) >= restarts else None
+    started = ev.started if ev.started is not None and _restart(ev.started) >= restarts else None
     requeued = seen.previous is not None or seen.restarts > 0
     state = from_slurm(seen.slurm_state, started=started is not None, requeued=requeued)
     if state is JobState.CANCELLED and ev.verdict is not None:
@@ -108,6 +108,13 @@ def decide(job: StoredJob, ev: Evidence, now: datetime) -> Transition:
     if state.value != job.state or transition.history:
         transition.history.append((state, seen.slurm_state, fields["reason"]))
     return transition
+
+
+def _restart(started: dict[str, Any]) -> int:
+    """The run a start marker names; -1 (no run of this job) when it names none: the marker is the job's user's
+    to write, and a ``{"restart": "x"}`` says nothing, rather than failing the decision."""
+    restart = started.get("restart", 0)
+    return restart if isinstance(restart, int) and not isinstance(restart, bool) else -1
 
 
 def _requeue_reason(job: StoredJob, seen: JobObservation, restarts: int) -> str:

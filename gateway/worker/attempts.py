@@ -53,6 +53,17 @@ class AttemptRecorder:
             session.add(row)
         self._seen[job.id] = key
 
+    def forget(self, job_ids: list[str] | None) -> None:
+        """Record these jobs' runs again next time (all when None): what was recorded was rolled back."""
+        if job_ids is None:
+            self._seen.clear()
+            self._new = []
+            return
+        dropped = set(job_ids)
+        for job_id in dropped:
+            self._seen.pop(job_id, None)
+        self._new = [row for row in self._new if row["job_id"] not in dropped]
+
     def flush(self, session: Session) -> None:
         """The first rows of runs recorded since ``prefetch``, in one statement: built as ORM objects, they were
         the larger half of the first poll after a dispatch of thousands of jobs (each with its first run)."""

@@ -15,7 +15,6 @@ import os
 import threading
 import time
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select as columns
@@ -25,36 +24,35 @@ from sqlmodel import Session, col, select
 
 from gateway.comments import expected_comment
 from gateway.config import GatewayConfig
-from gateway.jobs import ACTIVE_IN_SLURM, record_state
+from gateway.jobs import ACTIVE_IN_SLURM
 from gateway.models import Job, aware, utcnow
 from gateway.worker import status
-from gateway.worker.apply import Evidence, Transition, cancelled_while_waiting, decide
+from gateway.worker.applier import WAITING_IN_SLURM, JobApplier
 from gateway.worker.attempts import AttemptRecorder
 from gateway.worker.dispatch import Dispatcher, Outcome, collection_paused
-from gateway.worker.health import HealthGuard, read_provenance
+from gateway.worker.health import HealthGuard
 from gateway.worker.lease import Lease, holder_name, lease_for
 from gateway.worker.metrics import MetricsReader
 from gateway.worker.observe import Identity, Observations, observe
 from gateway.worker.reconcile import reconcile
 from gateway.worker.stats import WorkerStats
-from launchers.runtime.markers import JobMarkers
+from gateway.worker.tracking import AfterCommit, Isolation, describe, hold_transaction
 from launchers.slurm import commands
 from launchers.slurm.shell import CommandError
 from launchers.slurm.sinfo import PartitionSize
-from launchers.states import JobState, from_slurm
+from launchers.states import JobState
 
 log = logging.getLogger(__name__)
 PARTITION_REFRESH_S = 300.0
 WAKE_CHECK_S = 0.2  # how often a sleeping worker asks the database for new work
-WAITING_IN_SLURM = frozenset({JobState.QUEUED.value, JobState.REQUEUED.value})
 STANDBY_RETRY_S = 1.0  # how often a standby asks for the lease: the take-over delay after a kill
 LOAD_CHUNK = 500  # jobs loaded whole per query in a poll (SQLite allows 999 bound parameters in older builds)
 # What a poll reads of every active job: enough to know its Slurm job and whether anything may have changed.
 TRACKED = (Job.id, Job.state, Job.slurm_job_id, Job.sweep_id, Job.attempt, Job.batch_id, Job.submit_time)
-TRACKED_COLUMNS = tuple(col(c) for c in (*TRACKED, Job.slurm_submit_time))
+TRACKED_COLUMNS = tuple(col(c) for c in (*TRACKED, Job.slurm_submit_time, Job.user, Job.account))
 
 
-class Worker:
+class Worker(JobApplier):
     def __init__(self, engine: Engine, config: GatewayConfig) -> None:
         self.engine = engine
         self.config = config
@@ -76,6 +74,8 @@ class Worker:
         self._sent = False  # the last dispatch sent jobs to Slurm
         self._unchanged: dict[str, tuple[object, ...]] = {}  # job id -> what Slurm said of it, while it waits
         self._vanishing: set[str] = set()  # array elements scancel'd while waiting
+        # the jobs whose apply failed, each applied alone (gateway.worker.tracking)
+        self.tracking = Isolation(self.stats, stopping=self._stop.is_set)
 
     # --- life cycle ----------------------------------------------------------------------------------------
 
@@ -94,7 +94,7 @@ class Worker:
         self.epoch = status.take_over(self.engine, holder_name())
         log.info("worker %s is active (epoch %d)", holder_name(), self.epoch)
         self.refresh_partitions()
-        self._reconciled = reconcile(self.engine, self.config.poll.dispatch_grace_s)
+        self._reconciled = reconcile(self.engine, self.config.poll.dispatch_grace_s, self.config.unix_user_of)
 
     def _must_not_submit(self) -> bool:
         """Checked before every sbatch: stopping, or no longer the lease's holder (another may be active now).
@@ -136,17 +136,31 @@ class Worker:
                     self.epoch = 0
                     continue
                 busy = self.run_cycle()
+                self.stats.last_cycle_failed = False
                 status.publish(self.engine, self.epoch, self.stats, self.partition_sizes)
-            except Exception:  # the worker must survive anything one cycle throws
+            except Exception as exc:  # the worker must survive anything one cycle throws
                 log.exception("worker cycle failed")
                 # It may have died between an sbatch and the database's record of it (a full disk, PostgreSQL
                 # restarting): such rows stay marked dispatching, and the next cycle looks for them in Slurm
                 # before sending anything, as at start-up.
                 self._reconciled = False
+                self._cycle_failed(exc)
             floor, ceiling = self.config.poll.floor_s, self.config.poll.interval_s
             self.stats.interval_s = floor if busy else min(max(self.stats.interval_s, floor) * 2, ceiling)
             if not (busy and self.has_new_work()):  # jobs that arrived during a busy cycle's poll go now
                 self._sleep(self.stats.interval_s)
+
+    def _cycle_failed(self, exc: Exception) -> None:
+        """Shown by /healthz (its status is not ok) and /metrics; what the worker remembers of the failed cycle's
+        jobs is forgotten, so that the next cycle decides on all of them again."""
+        self.stats.cycle_failures += 1
+        self.stats.last_cycle_failed = True
+        self.stats.last_cycle_error = describe(exc)
+        self._forget(None)
+        try:
+            status.publish(self.engine, self.epoch, self.stats, self.partition_sizes)
+        except Exception:  # the database is away: the row's heartbeat ages, and /healthz says so
+            log.debug("cannot publish the failed cycle", exc_info=True)
 
     def _stand_by(self) -> None:
         try:
@@ -250,7 +264,7 @@ class Worker:
 
     def dispatch(self) -> bool:
         if not self._reconciled:  # Slurm did not answer, or a crash's sbatch may still land: look again
-            self._reconciled = reconcile(self.engine, self.config.poll.dispatch_grace_s)
+            self._reconciled = reconcile(self.engine, self.config.poll.dispatch_grace_s, self.config.unix_user_of)
         with Session(self.engine, expire_on_commit=False) as session, collection_paused():
             outcome = self.dispatcher.run(session)
         self._sent = outcome is Outcome.QUEUED
@@ -269,8 +283,11 @@ class Worker:
             now = utcnow()
             # The gateway accepted the job before any sbatch (or adoption after a crash): a record of the same id
             # from before then belongs to another job.
+            owner = self.config.unix_user_of  # and only a record of the job's own user and account is its
             wanted = {
-                j.slurm_job_id: Identity(expected_comment(j), aware(j.submit_time)) for j in active if j.slurm_job_id
+                j.slurm_job_id: Identity(expected_comment(j), aware(j.submit_time), owner(j.user), j.account)
+                for j in active
+                if j.slurm_job_id
             }
             overdue = {j.slurm_job_id for j in active if j.slurm_job_id and self._overdue(j, now)}
             obs = observe(
@@ -280,19 +297,20 @@ class Worker:
                 confirm_missing=overdue - set(self._last_seen) if overdue else None,
             )
             self._record_health(obs)
-            to_decide = [j.id for j in active if not self._unchanged_since(j, obs, now)]
+            staged = AfterCommit()
+            hold_transaction(session)
+            to_decide = [j.id for j in active if not self._unchanged_since(j, obs, now, staged)]
             changed = False
             for start in range(0, len(to_decide), LOAD_CHUNK):
                 chunk = to_decide[start : start + LOAD_CHUNK]
-                self.attempts.prefetch(session, chunk)
-                for job in session.exec(select(Job).where(col(Job.id).in_(chunk))).all():
-                    if self._stop.is_set():
-                        break  # shutting down: what is written stays consistent, the rest waits for the next start
-                    changed |= self.apply(session, job, obs, now)
-                self.attempts.flush(session)
+                changed |= self.tracking.apply(
+                    session, chunk, lambda ids: self._apply_jobs(session, ids, obs, now, staged), self._undo(staged)
+                )
                 if self._stop.is_set():
                     break
             session.commit()
+            staged.run()  # the caches say what is now committed
+            self.tracking.prune({j.id for j in active})
             changed |= self.guard.carry_out(self.engine)
             if self.guard.stopped:
                 self.guard.stopped = False
@@ -302,27 +320,6 @@ class Worker:
                 self._unchanged = {k: v for k, v in self._unchanged.items() if k in alive}
             return changed
 
-    def _unchanged_since(self, job: Any, obs: Observations, now: datetime) -> bool:
-        """A job waiting in Slurm has no markers and no metrics: when Slurm says of it exactly what it said last
-        cycle, nothing can change, and 10,000 pending jobs cost a comparison each, not a load, a decision and a
-        write."""
-        slurm_id = job.slurm_job_id or ""
-        seen, pending = obs.jobs.get(slurm_id), obs.pending.get(slurm_id)
-        if seen is None or job.state not in WAITING_IN_SLURM:
-            self._unchanged.pop(job.id, None)
-            return False
-        self._last_seen[slurm_id] = now
-        key = (job.state, seen, pending)
-        if self._unchanged.get(job.id) == key:
-            return True
-        self._unchanged[job.id] = key
-        return False
-
-    def _overdue(self, job: Any, now: datetime) -> bool:
-        """In Slurm for longer than the lost grace, and never seen in accounting or in the queue since."""
-        submitted = aware(job.slurm_submit_time)
-        return submitted is not None and (now - submitted).total_seconds() > self.config.poll.lost_after_s
-
     def _record_health(self, obs: Observations) -> None:
         self.stats.poll_cycles += 1
         self.stats.slurm_commands += obs.commands
@@ -331,67 +328,6 @@ class Worker:
         if obs.error:
             self.stats.last_error = obs.error
 
-    def apply(self, session: Session, job: Job, obs: Observations, now: datetime) -> bool:
-        """Gather the job's evidence, decide, write. Returns whether anything the API shows changed."""
-        slurm_id = job.slurm_job_id or ""
-        seen = obs.jobs.get(slurm_id)
-        pending = obs.pending.get(slurm_id)
-        if seen is not None or pending is not None:
-            self._last_seen[slurm_id] = now
-        markers = JobMarkers(Path(job.submit_folder), slurm_id, root=self.config.job_root)
-        terminal = seen is not None and seen.settled and from_slurm(seen.slurm_state).is_terminal
-        lost = (
-            seen is None
-            and pending is None
-            and obs.accounting_ok
-            and obs.known_to_controller is not None
-            and slurm_id not in obs.known_to_controller
-            and slurm_id not in self._last_seen
-            and self._overdue(job, now)
-        )
-        submitted = aware(job.slurm_submit_time)
-        evidence = Evidence(
-            seen=seen,
-            pending=pending,
-            started=markers.started() if seen is not None else None,
-            first_failure=markers.first_failure() if terminal else None,
-            lost_after_s=(now - submitted).total_seconds() if lost and submitted else None,
-            verdict=(JobState(job.health_verdict), job.health_reason or "") if job.health_verdict else None,
-        )
-        if seen is None and pending is None and slurm_id in self._vanishing:
-            transition = cancelled_while_waiting(job.slurm_state, now)
-        else:
-            transition = decide(job, evidence, now)
-        if seen is not None and seen.attempts:
-            self.attempts.record(session, job, seen)
-        changed = self.write(session, job, transition)
-        if transition.state is not None and transition.state.is_terminal:
-            job.provenance = read_provenance(job, self.config.job_root)  # every finished run: to run it again
-            self._last_seen.pop(slurm_id, None)
-            self._vanishing.discard(slurm_id)
-            self.guard.forget(job.id)
-        self.guard.check(job, evidence.started, seen.node_list if seen else "", now)
-        return changed
-
-    def write(self, session: Session, job: Job, transition: Transition) -> bool:
-        before = (job.state, job.slurm_state, job.reason, job.position_in_queue, len(job.metrics))
-        for name, value in transition.fields.items():
-            if getattr(job, name) != value:  # an equal value set is still a dirty attribute, flushed for nothing
-                setattr(job, name, value)
-        if transition.read_metrics:
-            epochs = self.metrics.read(job.id, Path(job.folder) / "metrics.jsonl", root=self.config.job_root)
-            if epochs is not None:
-                job.metrics = epochs
-        for state, slurm_state, reason in transition.history:
-            record_state(session, job, state, slurm_state=slurm_state, reason=reason)
-        final = transition.state
-        if final is not None and final.is_terminal and final not in (JobState.SUCCEEDED, JobState.STOPPED_EARLY):
-            self.stats.failures_by_team[job.team] = self.stats.failures_by_team.get(job.team, 0) + 1
-        after = (job.state, job.slurm_state, job.reason, job.position_in_queue, len(job.metrics))
-        if after != before:
-            session.add(job)
-        return after != before
-
-    def health(self) -> dict[str, Any]:
+    def health(self, detailed: bool = False) -> dict[str, Any]:
         alive = self._thread is not None and self._thread.is_alive()
-        return status.health(self.stats, alive, holder_name() if self.active else None, self.epoch)
+        return status.health(self.stats, alive, holder_name() if self.active else None, self.epoch, detailed)

@@ -47,11 +47,12 @@ def publish(engine: Engine, epoch: int, stats: WorkerStats, partitions: dict[str
         session.commit()
 
 
-def health(s: WorkerStats, alive: bool, holder: str | None, epoch: int) -> dict[str, Any]:
-    """What /healthz says of a worker, wherever it runs."""
-    return {
+def health(s: WorkerStats, alive: bool, holder: str | None, epoch: int, detailed: bool = False) -> dict[str, Any]:
+    """What /healthz says of a worker, wherever it runs. Anyone may ask (a load balancer): counts and states
+    only. ``detailed`` (an admin's token) adds what names hosts, jobs and paths: the worker's host and pid, the
+    last errors' texts, the jobs whose tracking fails and why."""
+    answer: dict[str, Any] = {
         "worker_alive": alive,
-        "worker": holder,
         "worker_epoch": epoch,
         "accounting": "ok" if s.accounting_ok else "unavailable: tracking through squeue and scontrol",
         "tracking_source": s.source,
@@ -60,8 +61,24 @@ def health(s: WorkerStats, alive: bool, holder: str | None, epoch: int) -> dict[
         "poll_cycles": s.poll_cycles,
         "slurm_commands": s.slurm_commands,
         "interval_s": s.interval_s,
-        "last_error": s.last_error,
+        "tracking_failures": s.tracking_failures,
+        "jobs_failing": s.jobs_failing,
+        "cycle_failures": s.cycle_failures,
+        "last_cycle_failed": s.last_cycle_failed,
     }
+    if detailed:
+        answer |= {
+            "worker": holder,
+            "last_error": s.last_error,
+            "last_cycle_error": s.last_cycle_error,
+            "failing_jobs": s.failing_jobs,
+        }
+    return answer
+
+
+def healthy(answer: dict[str, Any]) -> bool:
+    """A worker that runs, whose last cycle went through and whose jobs are all tracked."""
+    return bool(answer["worker_alive"]) and not answer["last_cycle_failed"] and not answer["jobs_failing"]
 
 
 class LocalWorker(Protocol):
@@ -72,7 +89,7 @@ class LocalWorker(Protocol):
 
     def wake(self) -> None: ...
 
-    def health(self) -> dict[str, Any]: ...
+    def health(self, detailed: bool = False) -> dict[str, Any]: ...
 
 
 class WorkerView:
@@ -108,14 +125,15 @@ class WorkerView:
         known = {f.name for f in dataclasses.fields(WorkerStats)}
         return WorkerStats(**{k: v for k, v in (row.stats if row else {}).items() if k in known})
 
-    def health(self) -> dict[str, Any]:
+    def health(self, detailed: bool = False) -> dict[str, Any]:
         if self.local is not None:
-            return self.local.health()
+            return self.local.health(detailed)
         row = self._status()
         beat = aware(row.heartbeat_at) if row is not None else None
         age = (utcnow() - beat).total_seconds() if beat is not None else None
         alive = age is not None and age < self.stale_after_s
-        answer = health(self.stats, alive, row.holder if row is not None else None, row.epoch if row else 0)
+        holder = row.holder if row is not None else None
+        answer = health(self.stats, alive, holder, row.epoch if row else 0, detailed)
         return answer | {"worker_heartbeat_age_s": None if age is None else round(age, 3)}
 
     def _status(self) -> WorkerStatus | None:

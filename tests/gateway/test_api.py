@@ -185,7 +185,7 @@ def test_teams_health_and_metrics(client: TestClient, algorithm: dict) -> None:
     assert len(client.get("/v1/teams", headers=auth("admin")).json()) == 2
     health = client.get("/healthz").json()
     assert health["database"] == "ok" and health["accounting"] == "ok"
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=auth("admin")).text
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)

@@ -115,7 +115,8 @@ def test_rows_of_a_crash_wait_out_the_grace_before_they_are_sent_again(gw: Gatew
     gw.update(ids[1], dispatching=True, dispatch_time=utcnow(), batch_id="feedc0de", batch_index=1)
     assert reconcile(gw.engine, grace_s=30) is False  # within the grace: look again next cycle
     assert {gw.job(i).dispatching for i in ids} == {True}
-    late = fake.submit(comment=batch_comment("feedc0de"), array="0-1")  # the dead worker's sbatch lands now
+    # the dead worker's sbatch lands now
+    late = fake.submit(comment=batch_comment("feedc0de"), array="0-1", user="user-team-a", account="team-a")
     assert reconcile(gw.engine, grace_s=30) is True
     assert [gw.slurm_id(i) for i in ids] == [f"{late}_0", f"{late}_1"]
 
@@ -201,7 +202,7 @@ def test_an_api_without_its_own_worker_reads_the_status_row(gw: Gateway, fake: F
     status.publish(gw.engine, epoch, stats, {"team-a": PartitionSize(nodes=2, max_cpus=2, max_mem_mb=4000)})
     status.publish(gw.engine, epoch - 1, WorkerStats(cycles=99), {})  # an overtaken worker writes nothing
     view._read_at = float("-inf")
-    health = view.health()
+    health = view.health(detailed=True)  # the worker's host is for admins only
     assert (health["worker_alive"], health["worker"], health["worker_epoch"]) == (True, "host:1", epoch)
     assert (health["cycles"], health["slurm_reachable"]) == (7, False)
     assert view.partition_sizes == {"team-a": PartitionSize(nodes=2, max_cpus=2, max_mem_mb=4000)}
