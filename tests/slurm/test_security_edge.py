@@ -3,7 +3,8 @@
 A caller with no token streams a 300 MiB chunked body at `hpcgw serve` (run as ``hpcgw``): a 413 comes at once and
 the gateway's processes never hold the body. A dashboard session ends at log-out for whoever copied its cookie.
 alice runs the `hpcgw` CLI with her token in HPCGW_TOKEN and in a token file: no command line on the machine
-ever shows it (every user reads /proc/*/cmdline).
+ever shows it (every user reads /proc/*/cmdline). And the folders above the project's Python (/root) let the
+teams' users and the gateway's through, and no one else.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -126,3 +129,27 @@ def test_no_command_line_shows_the_token_during_a_cli_call(gw: Gateway, tmp_path
         cwd="/tmp",
     )
     assert refused.returncode == 2 and "HPCGW_TOKEN" in refused.stdout + refused.stderr
+
+
+def test_only_the_teams_and_the_gateway_may_traverse_root_to_the_python() -> None:
+    """`hpcgw cluster users` (what `make cluster-up` runs) lets the jobs' users reach the project's Python under
+    /root, and no one else: nobody, in no team's group, cannot even enter /root."""
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [HPCGW, "cluster", "users", "--config", str(repo / "config" / "example.toml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    python = Path(sys.executable).resolve()
+    private = [p for p in python.parents if stat.S_IMODE(p.stat().st_mode) & 0o005 != 0o005]
+    assert private, "no private folder above the Python: nothing to check"
+    for folder in private:
+        assert stat.S_IMODE(folder.stat().st_mode) & 0o007 == 0, folder  # others: nothing, not even o+x
+    for user in ("alice", "dave", "bob", "carol", "admin", "hpcgw"):
+        ran = subprocess.run(["runuser", "-u", user, "--", str(python), "-c", "print('ok')"], capture_output=True)
+        assert ran.stdout == b"ok\n", (user, ran.stderr)
+    outsider = subprocess.run(["runuser", "-u", "nobody", "--", "test", "-x", str(python)], check=False)
+    assert outsider.returncode != 0
