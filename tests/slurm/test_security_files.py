@@ -1,0 +1,184 @@
+"""On Slurm, with real Unix users: what the gateway serves of a job's own files when the job's user replaces them.
+
+alice's job finishes; then alice, through her own account, replaces her rank log with a symlink to the gateway's
+configuration (every token in clear), its database, bob's log, or the gateway's /proc/self/environ, tries to swap
+a folder above it, and replaces it with a FIFO or a link to /dev/zero. The API's /logs and the dashboard's job
+page must serve no byte of any of them, and the gateway must keep answering (/healthz within a second) with its
+memory bounded, however many requests hit the planted file at once (the hole of issue 29: the log tail followed
+links, blocked a pool thread per request on a FIFO, and read /dev/zero without end).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.slurm.tenants import CONFIG, TOKENS, Gateway, as_user, run_gateway
+
+pytestmark = [pytest.mark.slurm, pytest.mark.security]
+
+ALICE_LINE = "alice-own-line"
+BOB_LINE = "BOB-SECRET-LOG-LINE"
+FOREIGN = ("admin-dev-token", "team-b-dev-token", "SQLite format", BOB_LINE, "PATH=", "HOME=")
+CONCURRENT = 48  # more than the API's thread pool (40): one blocked thread per request would stop every endpoint
+EXTRA = "" if "[algorithms]" in CONFIG else "\n[algorithms]\nlocal_commands = true\n"
+
+
+@pytest.fixture
+def gw(cluster, tmp_path: Path) -> Iterator[Gateway]:
+    with run_gateway(tmp_path, extra=EXTRA) as gateway:
+        yield gateway
+
+
+def finished_log(gw: Gateway, user: str, team: str, line: str) -> tuple[dict, Path]:
+    """A job of ``user``'s that printed ``line`` and succeeded, and its rank 0 log."""
+    gw.algorithm(f"talk-{user}", team, f"print({line!r}, flush=True)")
+    job = gw.wait(gw.job(user, f"talk-{user}")["id"], user)
+    assert job["state"] == "succeeded", job
+    log = gw.root / "jobs" / team / job["id"] / "job" / f"{job['slurm_job_id']}_0_log.out"
+    assert line in log.read_text()
+    return job, log
+
+
+def plant(user: str, log: Path, *command: str) -> None:
+    """As ``user``: remove ``log`` and put ``command``'s result in its place (``command`` ends with the path)."""
+    done = as_user(user, ["rm", "-f", str(log)])
+    assert done.returncode == 0, done.stderr
+    done = as_user(user, [*command, str(log)])
+    assert done.returncode == 0, done.stderr
+
+
+def logs_text(gw: Gateway, job_id: str, user: str = "alice") -> str:
+    response = gw.request("GET", f"/v1/jobs/{job_id}/logs", user)
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+def dashboard_page(gw: Gateway, job_id: str, user: str = "alice") -> str:
+    with httpx.Client(base_url=gw.base, timeout=30) as client:
+        login = client.post("/ui/login", data={"token": TOKENS[user], "next": "/ui"}, follow_redirects=False)
+        assert login.status_code == 303, login.text
+        page = client.get(f"/ui/jobs/{job_id}")
+        assert page.status_code == 200 and job_id in page.text, page.text[:500]
+        return page.text
+
+
+def assert_nothing_foreign(text: str, what: str) -> None:
+    leaked = [secret for secret in FOREIGN if secret in text]
+    assert not leaked, f"{what} served {leaked}"
+
+
+def test_links_planted_by_the_jobs_user_serve_no_foreign_byte(gw: Gateway) -> None:
+    _, bob_log = finished_log(gw, "bob", "team-b", BOB_LINE)
+    job, log = finished_log(gw, "alice", "team-a", ALICE_LINE)
+    assert ALICE_LINE in logs_text(gw, job["id"]) and ALICE_LINE in dashboard_page(gw, job["id"])
+    targets = {
+        "the gateway's configuration": gw.root / "gw.toml",
+        "the gateway's database": gw.root / "gw.db",
+        "bob's log": bob_log,
+        "the gateway's environment": Path("/proc/self/environ"),
+    }
+    for what, target in targets.items():
+        plant("alice", log, "ln", "-s", str(target))
+        assert log.is_symlink() and os.readlink(log) == str(target)
+        if what != "the gateway's environment":  # what a reader that follows the link would serve
+            assert any(secret in target.read_text(errors="replace") for secret in FOREIGN), what
+        assert_nothing_foreign(logs_text(gw, job["id"]), f"/logs through a link to {what}")
+        assert_nothing_foreign(dashboard_page(gw, job["id"]), f"the job page through a link to {what}")
+    # A folder above the log: alice may not swap the gateway's folders; if the system let her, the reader refuses.
+    submit = log.parent
+    moved = as_user("alice", ["mv", str(submit), str(submit.with_name("job.moved"))])
+    if moved.returncode == 0:
+        as_user("alice", ["ln", "-s", str(bob_log.parent), str(submit)])
+    else:
+        assert submit.is_dir() and not submit.is_symlink(), moved
+    assert_nothing_foreign(logs_text(gw, job["id"]), "/logs through a swapped folder")
+    assert_nothing_foreign(dashboard_page(gw, job["id"]), "the job page through a swapped folder")
+
+
+def hpcgw_rss_kib() -> int:
+    """The resident memory of every process of the gateway's user (the API and its worker)."""
+    pids = subprocess.run(["pgrep", "-u", "hpcgw"], capture_output=True, text=True).stdout.split()
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return total
+
+
+def storm(gw: Gateway, job_id: str) -> tuple[list[int], float]:
+    """CONCURRENT /logs requests at once while /healthz is asked every 0.2 s: their statuses, and the slowest
+    /healthz answer (seconds, as curl measures it in its own process, apart from this one's busy threads; a
+    failure counts as 30)."""
+    slowest = 0.0
+    stop = threading.Event()
+    headers = f"Authorization: Bearer {TOKENS['admin']}"
+
+    def probe() -> None:
+        nonlocal slowest
+        while not stop.is_set():
+            done = subprocess.run(
+                [
+                    "curl",
+                    "-sf",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{time_total}",
+                    "-m",
+                    "5",
+                    "-H",
+                    headers,
+                    f"{gw.base}/healthz",
+                ],
+                capture_output=True,
+                text=True,
+            )
+            slowest = max(slowest, float(done.stdout) if done.returncode == 0 else 30.0)
+            time.sleep(0.2)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    try:
+        with ThreadPoolExecutor(CONCURRENT) as pool:
+            statuses = list(pool.map(lambda _: _status(gw, f"/v1/jobs/{job_id}/logs?lines=1000"), range(CONCURRENT)))
+        time.sleep(1.0)  # /healthz once more after the storm
+    finally:
+        stop.set()
+        prober.join(10)
+    return statuses, slowest
+
+
+def _status(gw: Gateway, path: str) -> int:
+    try:
+        return gw.request("GET", path, "alice").status_code
+    except httpx.HTTPError:
+        return 0  # timed out: the request blocked
+
+
+def test_a_fifo_or_dev_zero_as_the_log_keeps_the_gateway_answering(gw: Gateway) -> None:
+    job, log = finished_log(gw, "alice", "team-a", ALICE_LINE)
+    before = hpcgw_rss_kib()
+    for what, command in (("a FIFO", ["mkfifo"]), ("a link to /dev/zero", ["ln", "-s", "/dev/zero"])):
+        plant("alice", log, *command)
+        started = time.monotonic()
+        statuses, slowest = storm(gw, job["id"])
+        assert statuses == [200] * CONCURRENT, (what, statuses)
+        assert slowest < 1.0, f"/healthz took {slowest:.1f} s while the log was {what}"
+        assert time.monotonic() - started < 30, what
+        assert_nothing_foreign(logs_text(gw, job["id"]), f"/logs of {what}")
+        assert '"lines":[]' in logs_text(gw, job["id"]), what
+        grown = hpcgw_rss_kib() - before
+        assert grown < 200 * 1024, f"the gateway grew by {grown // 1024} MiB while the log was {what}"
+    assert gw.request("GET", "/healthz").status_code == 200
