@@ -111,7 +111,8 @@ class JobFolders:
                 self.made.add(submit_folder)
             acl.grant(fd, JOB_FOLDER_MODE, uid)
         except OSError as exc:
-            raise FolderError(f"cannot prepare {folder} for user {user}: {exc.strerror or exc}") from None
+            hint = " (the job root's file system must support POSIX access lists)" if exc.errno == errno.ENOTSUP else ""
+            raise FolderError(f"cannot prepare {folder} for user {user}: {exc.strerror or exc}{hint}") from None
         finally:
             os.close(fd)
 
