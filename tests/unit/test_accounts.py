@@ -17,6 +17,7 @@ hpcgw|root|root|1||||
 hpcgw|team-a||1|2|202|gres/gpu=0|node=2
 hpcgw|team-a|admin|1||||node=2
 hpcgw|team-a|alice|1||||node=2
+hpcgw|team-a|dave|1||||node=2
 hpcgw|team-a|root|1||||node=2
 hpcgw|team-b||1|2|202|gres/gpu=0|node=2
 hpcgw|team-b|admin|1||||node=2
@@ -34,7 +35,7 @@ def test_the_example_asks_for_an_account_per_team_and_each_user_in_it() -> None:
     assert wanted.accounts["team-a"] == AccountLimits(1, 2, 202, {"gres/gpu": 0}, {"node": 2})
     assert set(wanted.accounts) == {"team-a", "team-b", "team-c"}
     admin = {("team-a", "admin"), ("team-b", "admin"), ("team-c", "admin")}
-    assert wanted.users == {("team-a", "alice"), ("team-b", "bob"), ("team-c", "carol")} | admin
+    assert wanted.users == {("team-a", "alice"), ("team-a", "dave"), ("team-b", "bob"), ("team-c", "carol")} | admin
 
 
 def test_a_synced_cluster_has_no_drift_and_nothing_to_change() -> None:
