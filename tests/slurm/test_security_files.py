@@ -29,6 +29,7 @@ ALICE_LINE = "alice-own-line"
 BOB_LINE = "BOB-SECRET-LOG-LINE"
 FOREIGN = ("admin-dev-token", "team-b-dev-token", "SQLite format", BOB_LINE, "PATH=", "HOME=")
 CONCURRENT = 48  # more than the API's thread pool (40): one blocked thread per request would stop every endpoint
+TERMINAL = {"succeeded", "failed", "cancelled"}
 EXTRA = "" if "[algorithms]" in CONFIG else "\n[algorithms]\nlocal_commands = true\n"
 
 
@@ -182,3 +183,49 @@ def test_a_fifo_or_dev_zero_as_the_log_keeps_the_gateway_answering(gw: Gateway) 
         grown = hpcgw_rss_kib() - before
         assert grown < 200 * 1024, f"the gateway grew by {grown // 1024} MiB while the log was {what}"
     assert gw.request("GET", "/healthz").status_code == 200
+
+
+HOSTILE = r"""
+import json, os, time
+from pathlib import Path
+progress = Path(os.environ["HPCGW_PROGRESS_FILE"])
+markers, job = progress.parent, progress.name.split(".")[0]
+with open(os.environ["METRICS_FILE"], "wb") as f:
+    f.write(b'{"epoch": 1, "loss": 0.5}\n')
+    f.write(b'{"epoch": 2, "loss": ' + b"9" * 5000 + b"}\n")
+    f.write(b"[" * 100000 + b"\n")
+    f.write(b'{"epoch": 3, "loss": 1e999, "s": "\\u0000\\ud800", "b": "\xff"}\n')
+(markers / f"{job}.started").write_text('{"restart": "x", "size": [1]}')
+os.mkfifo(markers / f"{job}.0.exit.7")
+os.symlink("/etc/shadow", markers / f"{job}.0.exit.8")
+os.symlink("/dev/zero", markers / f"{job}.0.hb.0.x")
+time.sleep(8)
+print("hostile done", flush=True)
+"""
+
+
+def test_a_jobs_hostile_files_harm_only_that_job(gw: Gateway) -> None:
+    """alice's trainer writes a corpus of hostile files in its own folder while bob's job runs: bob's job is tracked
+    to its end, /healthz answers within a second throughout, the gateway's memory stays bounded, and alice's job
+    ends with its good epochs kept."""
+    gw.algorithm("hostile", "team-a", HOSTILE)
+    gw.algorithm("steady", "team-b", f"import time; time.sleep(4); print({BOB_LINE!r})")
+    before = hpcgw_rss_kib()
+    alice = gw.job("alice", "hostile")
+    bob = gw.job("bob", "steady")
+    deadline, slowest = time.monotonic() + 180, 0.0
+    while {gw.get(f"/v1/jobs/{j['id']}", "admin")["state"] for j in (alice, bob)} - TERMINAL:
+        assert time.monotonic() < deadline, "the jobs did not end"
+        started = time.monotonic()
+        assert gw.request("GET", "/healthz", "admin").status_code == 200
+        slowest = max(slowest, time.monotonic() - started)
+        time.sleep(0.5)
+    assert slowest < 1.0, f"/healthz took {slowest:.1f} s"
+    assert gw.get(f"/v1/jobs/{bob['id']}", "bob")["state"] == "succeeded"
+    job = gw.get(f"/v1/jobs/{alice['id']}", "alice")
+    assert job["state"] in TERMINAL and not job.get("tracking_error"), job
+    epochs = gw.get(f"/v1/jobs/{alice['id']}/metrics", "alice")["epochs"]
+    assert [e.get("epoch") for e in epochs] == [1, 2, 3], epochs
+    assert gw.request("GET", "/healthz", "admin").json()["status"] == "ok"
+    grown = hpcgw_rss_kib() - before
+    assert grown < 200 * 1024, f"the gateway grew by {grown // 1024} MiB"
