@@ -59,9 +59,12 @@ class JobFile:
 
 
 def _components(path: Path, root: Path) -> list[str]:
-    """The names from ``root`` to ``path``, lexically (a ``..`` or a path outside the root is refused)."""
+    """The names from ``root`` to ``path`` (a relative path is taken from the current folder, as open() takes it);
+    a ``..`` or a path outside the root is refused."""
+    if ".." in PurePath(path).parts:
+        raise NotARegularFileError(f"{path} climbs with ..")
     try:
-        relative = PurePath(path).relative_to(root) if PurePath(path).is_absolute() else PurePath(path)
+        relative = PurePath(os.path.abspath(path)).relative_to(os.path.abspath(root))
     except ValueError:
         raise NotARegularFileError(f"{path} is outside {root}") from None
     names = list(relative.parts)

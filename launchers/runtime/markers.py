@@ -26,8 +26,8 @@ from launchers.files import (
     list_job_folder,
     open_job_file,
     parse_json,
+    read_at_most,
     read_job_bytes,
-    read_job_file,
 )
 
 MARKER_MAX_BYTES = 4096  # a marker is a few bytes of JSON or an exit code; a heartbeat, a few hundred
@@ -151,8 +151,8 @@ class JobMarkers:
                 continue
             try:
                 with open_job_file(self.directory / name, self._root) as f:
-                    mtime = f.info.st_mtime
-                code = int(read_job_file(self.directory / name, MARKER_MAX_BYTES, root=self._root))
+                    mtime, text = f.info.st_mtime, read_at_most(f.fd, 32)
+                code = int(text)
             except (OSError, ValueError):
                 continue
             if -(1 << 16) < code < 1 << 16:  # a process's exit code, or a signal's negative number
