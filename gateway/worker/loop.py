@@ -49,7 +49,7 @@ STANDBY_RETRY_S = 1.0  # how often a standby asks for the lease: the take-over d
 LOAD_CHUNK = 500  # jobs loaded whole per query in a poll (SQLite allows 999 bound parameters in older builds)
 # What a poll reads of every active job: enough to know its Slurm job and whether anything may have changed.
 TRACKED = (Job.id, Job.state, Job.slurm_job_id, Job.sweep_id, Job.attempt, Job.batch_id, Job.submit_time)
-TRACKED_COLUMNS = tuple(col(c) for c in (*TRACKED, Job.slurm_submit_time))
+TRACKED_COLUMNS = tuple(col(c) for c in (*TRACKED, Job.slurm_submit_time, Job.user, Job.account))
 
 
 class Worker(JobApplier):
@@ -94,7 +94,7 @@ class Worker(JobApplier):
         self.epoch = status.take_over(self.engine, holder_name())
         log.info("worker %s is active (epoch %d)", holder_name(), self.epoch)
         self.refresh_partitions()
-        self._reconciled = reconcile(self.engine, self.config.poll.dispatch_grace_s)
+        self._reconciled = reconcile(self.engine, self.config.poll.dispatch_grace_s, self.config.unix_user_of)
 
     def _must_not_submit(self) -> bool:
         """Checked before every sbatch: stopping, or no longer the lease's holder (another may be active now).
@@ -264,7 +264,7 @@ class Worker(JobApplier):
 
     def dispatch(self) -> bool:
         if not self._reconciled:  # Slurm did not answer, or a crash's sbatch may still land: look again
-            self._reconciled = reconcile(self.engine, self.config.poll.dispatch_grace_s)
+            self._reconciled = reconcile(self.engine, self.config.poll.dispatch_grace_s, self.config.unix_user_of)
         with Session(self.engine, expire_on_commit=False) as session, collection_paused():
             outcome = self.dispatcher.run(session)
         self._sent = outcome is Outcome.QUEUED
@@ -283,8 +283,11 @@ class Worker(JobApplier):
             now = utcnow()
             # The gateway accepted the job before any sbatch (or adoption after a crash): a record of the same id
             # from before then belongs to another job.
+            owner = self.config.unix_user_of  # and only a record of the job's own user and account is its
             wanted = {
-                j.slurm_job_id: Identity(expected_comment(j), aware(j.submit_time)) for j in active if j.slurm_job_id
+                j.slurm_job_id: Identity(expected_comment(j), aware(j.submit_time), owner(j.user), j.account)
+                for j in active
+                if j.slurm_job_id
             }
             overdue = {j.slurm_job_id for j in active if j.slurm_job_id and self._overdue(j, now)}
             obs = observe(

@@ -1,10 +1,12 @@
 """What the worker reads from Slurm in one cycle: one ``sacct -D`` call for every active job (chunked), at most
-one squeue for pending reasons and queue positions, and, only in cycles that need it, one ``scontrol show job``
+one squeue for pending reasons and queue positions, and, only in cycles that need it, one ``squeue --json``
 (is a job in a state Slurm may come back from really over?) and one sinfo (which node failed?).
 
-A Slurm job id counts as ours only with the comment the gateway gave it (when accounting has stored it) and a
-submit time no earlier than the gateway's own sbatch: after a controller state reset, ids are reused. Nothing
-here ever concludes that a job failed because a command failed.
+A Slurm record counts as ours only when it is the job's Unix user's, in the job's account, with the comment the
+gateway gave it (when accounting has stored it) and a submit time no earlier than the gateway's own sbatch: after
+a controller state reset, ids are reused, and comments are anyone's to set. Records come from output no user can
+forge (sacct with a delimiter made for the call, squeue's JSON), and a record that does not read is skipped, never
+the cycle. Nothing here ever concludes that a job failed because a command failed.
 """
 
 from __future__ import annotations
@@ -16,12 +18,10 @@ from datetime import datetime, timedelta
 
 from launchers.slurm import commands
 from launchers.slurm.hostlist import expand_hostlist
-from launchers.slurm.ids import expand_array_id, master_id
+from launchers.slurm.ids import master_id, wanted_ids
 from launchers.slurm.sacct import SacctRow
-from launchers.slurm.scontrol import job_ids
 from launchers.slurm.shell import CommandError
-from launchers.slurm.squeue import PendingInfo
-from launchers.slurm.times import parse_timestamp
+from launchers.slurm.squeue import HeldJob, PendingInfo
 from launchers.states import MAY_RUN_AGAIN, from_slurm, slurm_base_state
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ class Identity:
 
     comment: str | None
     submitted: datetime | None  # when the gateway accepted the job: before its sbatch
+    user: str | None = None  # the Unix user it was submitted as (None: not checked)
+    account: str | None = None  # the Slurm account it was submitted under (None: not checked)
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,17 @@ class Observations:
     known_to_controller: set[str] | None = None  # ids slurmctld holds, when this cycle asked (None: did not ask)
 
 
-def is_ours(identity: Identity | None, comment: str, submit: datetime | None) -> bool:
+def is_ours(
+    identity: Identity | None, comment: str, submit: datetime | None, user: str = "", account: str = ""
+) -> bool:
+    """Whose a record is: user and account must match exactly (Slurm keeps accounts in lower case), the comment
+    when both sides have one, else the submit time."""
     if identity is None:
         return True
+    if identity.user is not None and user != identity.user:
+        return False
+    if identity.account is not None and account.lower() != identity.account.lower():
+        return False
     if identity.comment and comment:
         return comment == identity.comment
     if identity.submitted is not None and submit is not None:
@@ -103,7 +113,7 @@ def observe(
             obs.jobs = _from_accounting(wanted, chunk, obs)
         except CommandError as exc:
             obs.accounting_ok, obs.error = False, _first_line(exc)
-            log.warning("sacct failed (%s); falling back to scontrol", obs.error)
+            log.warning("sacct failed (%s); falling back to slurmctld (squeue)", obs.error)
             obs.jobs, obs.source = {}, "scontrol"
             _from_controller_only(wanted, obs)
         else:
@@ -127,8 +137,8 @@ def _from_accounting(wanted: Mapping[str, Identity], chunk: int, obs: Observatio
     runs: dict[str, list[SacctRow]] = {}
     in_range: dict[str, SacctRow] = {}
     for row in commands.sacct(query, chunk=chunk, attempts=True):
-        for job_id in expand_array_id(row.job_id):
-            if job_id in wanted and is_ours(wanted[job_id], row.comment, row.submit):
+        for job_id in _ids_of(row.job_id, wanted):
+            if is_ours(wanted[job_id], row.comment, row.submit, row.user, row.account):
                 if row.job_id == job_id:
                     runs.setdefault(job_id, []).append(row)
                 else:
@@ -166,36 +176,44 @@ def from_sacct(row: SacctRow) -> JobObservation:
     return from_runs([row])
 
 
-def from_scontrol(record: dict[str, str]) -> JobObservation:
-    code, _, signal = record.get("ExitCode", "0:0").partition(":")
-    restarts = record.get("Restarts", "0")
+def from_held(record: HeldJob) -> JobObservation:
+    """slurmctld's record (``squeue --json``)."""
     return JobObservation(
-        slurm_state=slurm_base_state(record.get("JobState", "UNKNOWN")),
-        exit_code=int(code) if code.isdigit() else None,
-        exit_signal=int(signal) if signal.isdigit() else 0,
-        reason=_reason(record.get("Reason")),
-        submit=parse_timestamp(record.get("SubmitTime")),
-        start=parse_timestamp(record.get("StartTime")),
-        end=parse_timestamp(record.get("EndTime")),
-        node_list=record.get("NodeList", "") if record.get("NodeList") != "(null)" else "",
-        restarts=int(restarts) if restarts.isdigit() else 0,
+        slurm_state=slurm_base_state(record.state or "UNKNOWN"),
+        exit_code=record.exit_code,
+        exit_signal=record.exit_signal,
+        reason=_reason(record.reason),
+        submit=record.submit,
+        start=record.start,
+        end=record.end,
+        node_list=record.node_list if record.node_list != "(null)" else "",
+        restarts=record.restarts,
     )
+
+
+def _ids_of(printed: str, wanted: Mapping[str, Identity]) -> list[str]:
+    """The wanted ids a printed id stands for (a range is intersected, never expanded); none for one that
+    does not read."""
+    try:
+        return wanted_ids(printed, wanted.keys())
+    except ValueError:
+        log.warning("skipping a Slurm record with an unreadable id %r", printed[:80])
+        return []
 
 
 def _controller(wanted: Mapping[str, Identity], obs: Observations) -> dict[str, JobObservation] | None:
     """slurmctld's record of every job it holds that is one of ours; None when it does not answer."""
     try:
         obs.commands += 1
-        records = commands.scontrol_jobs()
+        records = commands.held_jobs()
     except CommandError as exc:
-        obs.error = f"{obs.error + '; ' if obs.error else ''}scontrol failed: {_first_line(exc)}"
+        obs.error = f"{obs.error + '; ' if obs.error else ''}squeue failed: {_first_line(exc)}"
         return None
     held: dict[str, JobObservation] = {}
     for record in records:
-        observation = from_scontrol(record)
-        for one in job_ids(record):
-            if one in wanted and is_ours(wanted[one], record.get("Comment", ""), observation.submit):
-                held[one] = observation
+        for one in _ids_of(record.job_id, wanted):
+            if is_ours(wanted[one], record.comment, record.submit, record.user, record.account):
+                held[one] = from_held(record)
     obs.known_to_controller = set(held)
     return held
 

@@ -4,11 +4,17 @@ reached Slurm.
 
 A row is released only once its sbatch cannot land any more: a worker killed by SIGKILL leaves its sbatch child
 running, and that child may still reach Slurm a moment after another worker has looked. Until ``grace_s`` after
-the row was marked, an orphan that Slurm does not show is looked for again at the next cycle, not resubmitted."""
+the row was marked, an orphan that Slurm does not show is looked for again at the next cycle, not resubmitted.
+
+Comments are public: any cluster user can give a job of theirs the comment ``hpcgw:<someone's id>``. A job is
+adopted only if it also runs as the row's Unix user, in the row's account, and was submitted after the row was
+marked for dispatch; any other job with our comment is left alone (and logged)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -17,17 +23,50 @@ from sqlmodel import Session, col, select
 from gateway.comments import batch_comment, job_id_from_comment, slurm_comment, sweep_comment
 from gateway.models import Job, Sweep, aware, utcnow
 from gateway.worker.dispatch import link, unbatch
-from launchers.slurm.commands import find_by_comment
+from launchers.slurm.commands import Found, find_by_comment
 from launchers.slurm.ids import element_id
 from launchers.slurm.shell import CommandError
 from launchers.submission import finish_interrupted_array, finish_interrupted_submission
 
 log = logging.getLogger(__name__)
+SUBMIT_SLACK = timedelta(minutes=5)  # clock skew between the gateway and slurmctld
 
 
-def reconcile(engine: Engine, grace_s: float = 0.0) -> bool:
+def _same_user(user: str) -> str:
+    return user
+
+
+def pick(
+    found: Mapping[str, list[Found]], comment: str, jobs: list[Job], unix_user_of: Callable[[str], str]
+) -> str | None:
+    """The Slurm job that carries ``comment`` and is really the gateway's for ``jobs``: their user, their
+    account, submitted no earlier than they were marked for dispatch."""
+    first = jobs[0]
+    user, account = unix_user_of(first.user), first.account.lower()
+    marks = [aware(j.dispatch_time or j.submit_time) for j in jobs]
+    since: datetime = min(marks) - SUBMIT_SLACK
+    for candidate in found.get(comment, []):
+        if candidate.user == user and candidate.account.lower() == account:
+            if candidate.submit is not None and candidate.submit >= since:
+                return candidate.job_id
+        log.warning(
+            "not adopting Slurm job %s for %s: user %r, account %r, submitted %s (expected %r, %r, after %s)",
+            candidate.job_id,
+            comment,
+            candidate.user,
+            candidate.account,
+            candidate.submit,
+            user,
+            account,
+            since,
+        )
+    return None
+
+
+def reconcile(engine: Engine, grace_s: float = 0.0, unix_user_of: Callable[[str], str] = _same_user) -> bool:
     """Returns False when Slurm could not be asked, or when some rows are still within their grace: those stay
-    marked, and the caller asks again at its next cycle."""
+    marked, and the caller asks again at its next cycle. ``unix_user_of``: the Unix user a gateway user's jobs
+    run as (the configuration's mapping)."""
     with Session(engine, expire_on_commit=False) as session:
         orphans = session.exec(select(Job).where(col(Job.dispatching).is_(True), col(Job.slurm_job_id).is_(None))).all()
         if not orphans:
@@ -56,7 +95,7 @@ def reconcile(engine: Engine, grace_s: float = 0.0) -> bool:
             if job.batch_id is not None:
                 batches.setdefault(job.batch_id, []).append(job)
                 continue
-            slurm_id = found.get(slurm_comment(job.id))
+            slurm_id = pick(found, slurm_comment(job.id), [job], unix_user_of)
             if slurm_id is not None:
                 log.warning("adopting Slurm job %s for job %s (submitted before a crash)", slurm_id, job.id)
                 link(session, job, slurm_id)
@@ -67,11 +106,11 @@ def reconcile(engine: Engine, grace_s: float = 0.0) -> bool:
                 session.add(job)
             session.commit()
         for (sweep_id, attempt), tasks in arrays.items():
-            master = found.get(sweep_comment(sweep_id, attempt))
+            master = pick(found, sweep_comment(sweep_id, attempt), tasks, unix_user_of)
             if master is not None or settled(tasks):
                 _adopt_array(session, sweep_id, attempt, tasks, master)
         for batch_id, jobs in batches.items():
-            master = found.get(batch_comment(batch_id))
+            master = pick(found, batch_comment(batch_id), jobs, unix_user_of)
             if master is not None or settled(jobs):
                 _adopt_batch(session, batch_id, jobs, master)
         unknown = [c for c in found if (i := job_id_from_comment(c)) and session.get(Job, i) is None]

@@ -6,12 +6,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from launchers.slurm import scontrol, squeue
-from launchers.slurm.sacct import SacctRow, comments_argv, parse_sacct, sacct_argv
+from launchers.slurm.ids import master_id, wanted_ids
+from launchers.slurm.sacct import (
+    SacctRow,
+    comments_argv,
+    new_delimiter,
+    parse_comment_rows,
+    parse_sacct,
+    sacct_argv,
+)
 from launchers.slurm.shell import CommandError, run
 from launchers.slurm.sinfo import PartitionSize, SinfoRow, parse_sinfo, partition_sizes, sinfo_argv
+from launchers.slurm.times import parse_timestamp
 
 TIMEOUT_S = 60.0
 
@@ -54,14 +65,16 @@ def sacct(
     ids = list(job_ids)
     rows: list[SacctRow] = []
     for start in range(0, len(ids), chunk):
-        argv = sacct_argv(ids[start : start + chunk], all_steps=all_steps, attempts=attempts)
+        delimiter = new_delimiter()
+        argv = sacct_argv(ids[start : start + chunk], all_steps=all_steps, attempts=attempts, delimiter=delimiter)
         out = run(argv, timeout_s=TIMEOUT_S).stdout
-        rows += parse_sacct(out)
+        rows += parse_sacct(out, delimiter=delimiter)
     return rows
 
 
 def pending() -> dict[str, squeue.PendingInfo]:
-    return squeue.parse_pending(run(squeue.PENDING_ARGV, timeout_s=TIMEOUT_S).stdout)
+    delimiter = new_delimiter()
+    return squeue.parse_pending(run(squeue.pending_argv(delimiter), timeout_s=TIMEOUT_S).stdout, delimiter)
 
 
 def queued_ids() -> list[str]:
@@ -69,29 +82,56 @@ def queued_ids() -> list[str]:
     return run(squeue.IDS_ARGV, timeout_s=TIMEOUT_S).stdout.split()
 
 
-def scontrol_jobs() -> list[dict[str, str]]:
-    """Every job slurmctld still holds (for ``MinJobAge`` after it ended), one record each."""
-    return scontrol.parse_records(run(scontrol.SHOW_JOBS_ARGV, timeout_s=TIMEOUT_S).stdout)
+def held_jobs() -> list[squeue.HeldJob]:
+    """Every job slurmctld still holds (for ``MinJobAge`` after it ended), one record each, every user's: the
+    caller keeps only its own (by user, account, comment and submit time)."""
+    out = run(squeue.JSON_ARGV, timeout_s=TIMEOUT_S).stdout
+    try:
+        return squeue.parse_jobs_json(out)
+    except ValueError as exc:
+        raise CommandError(tuple(squeue.JSON_ARGV), 0, out[:200], f"unreadable output: {exc}") from exc
 
 
-def controller_state(job_id: str) -> str | None:
-    """The state slurmctld holds the job in, or None once it has forgotten the job (MinJobAge after its end)."""
-    proc = run(["scontrol", "-o", "show", "job", job_id], timeout_s=TIMEOUT_S, check=False)
-    if proc.returncode != 0:
-        if "Invalid job id" in proc.stderr:
-            return None
-        raise CommandError(("scontrol", "-o", "show", "job", job_id), proc.returncode, proc.stdout, proc.stderr)
-    records = scontrol.parse_records(proc.stdout)
-    return records[0].get("JobState") if records else None
+def controller_state(job_id: str, user: str | None = None) -> str | None:
+    """The state slurmctld holds the job in, or None once it has forgotten the job (MinJobAge after its end).
+    ``user``: only a record of that user's counts (an id Slurm gave again is someone else's job)."""
+    for held in held_jobs():
+        try:
+            if wanted_ids(held.job_id, {job_id}) or master_id(held.job_id) == job_id:
+                if user is None or held.user == user:
+                    return held.state
+        except ValueError:
+            continue
+    return None
 
 
-def find_by_comment(prefix: str) -> dict[str, str]:
-    """Slurm jobs whose comment starts with ``prefix``: {comment: job id, an array's own id for arrays}.
+@dataclass(frozen=True)
+class Found:
+    """A Slurm job found by its comment, with what tells whose it is."""
+
+    job_id: str  # an array's own id for arrays
+    user: str
+    account: str
+    submit: datetime | None
+
+
+def find_by_comment(prefix: str) -> dict[str, list[Found]]:
+    """Slurm jobs whose comment starts with ``prefix``: {comment: every job that carries it}. Comments are
+    public: anyone can give their job ours, so the caller picks by user, account and submit time.
     slurmctld first (a job that just ended may not be in accounting yet), then the last week of accounting.
     Both must answer (a failed command raises): "not found" has to mean that Slurm does not have the job."""
-    found = squeue.parse_comments(run(squeue.COMMENTS_ARGV, timeout_s=TIMEOUT_S).stdout, prefix)
-    acct = squeue.parse_comments(run(comments_argv(), timeout_s=TIMEOUT_S).stdout, prefix)
-    return {**acct, **found}
+    found: dict[str, list[Found]] = {}
+
+    def add(comment: str, one: Found) -> None:
+        if comment.startswith(prefix) and one not in found.setdefault(comment, []):
+            found[comment].append(one)
+
+    for held in held_jobs():
+        add(held.comment, Found(master_id(held.job_id), held.user, held.account, held.submit))
+    delimiter = new_delimiter()
+    for row in parse_comment_rows(run(comments_argv(delimiter=delimiter), timeout_s=TIMEOUT_S).stdout, delimiter):
+        add(row["Comment"], Found(master_id(row["JobID"]), row["User"], row["Account"], parse_timestamp(row["Submit"])))
+    return found
 
 
 def sinfo(partition: str | None = None) -> list[SinfoRow]:

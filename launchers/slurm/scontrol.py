@@ -1,18 +1,18 @@
-"""Reading ``scontrol``: ``show job`` (the stand-in for sacct when accounting is down, and the restart count
-that Slurm 22.05's sacct does not have), ``show config`` and ``show node``."""
+"""Reading ``scontrol``: ``show config`` and ``show node``, the site's own text.
+
+Not ``show job``: its one-line records are ``Key=Value`` split on spaces, and a job's name and comment (any
+user's) can hold spaces, ``Key=Value`` pairs and newlines, so one user's job can print as another's. slurmctld's
+jobs are read from ``squeue --json`` instead (:mod:`launchers.slurm.squeue`)."""
 
 from __future__ import annotations
 
-from launchers.slurm.ids import expand_array_id
-
-SHOW_JOBS_ARGV = ["scontrol", "-o", "show", "job"]
 SHOW_CONFIG_ARGV = ["scontrol", "show", "config"]
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default
 
 
 def parse_records(text: str) -> list[dict[str, str]]:
-    """``scontrol -o show …``: one line per record, ``Key=Value`` fields separated by spaces (the first
-    occurrence of a key wins; values with spaces are cut at the space, which none of the fields read here has)."""
+    """``scontrol -o show config|node``: one line per record, ``Key=Value`` fields separated by spaces (the first
+    occurrence of a key wins). Only for records no user writes into."""
     records = []
     for line in text.splitlines():
         fields: dict[str, str] = {}
@@ -23,13 +23,6 @@ def parse_records(text: str) -> list[dict[str, str]]:
         if fields:
             records.append(fields)
     return records
-
-
-def job_ids(record: dict[str, str]) -> list[str]:
-    """The ids one ``show job`` record stands for: an array's pending range is one record for many elements."""
-    if record.get("ArrayJobId") and record.get("ArrayTaskId"):
-        return expand_array_id(f"{record['ArrayJobId']}_[{record['ArrayTaskId']}]")
-    return [record["JobId"]]
 
 
 def parse_config_value(text: str, key: str) -> str | None:

@@ -16,9 +16,11 @@ import pytest
 from gateway.worker.apply import Evidence, decide
 from gateway.worker.observe import Identity, Observations, observe
 from launchers.slurm import commands
-from launchers.slurm.sacct import DELIMITER, FIELDS
+from launchers.slurm.sacct import DELIMITER, delimiter_of
 from launchers.slurm.shell import CommandError
+from launchers.slurm.squeue import JSON_ARGV
 from launchers.states import MAY_RUN_AGAIN, JobState
+from tests.worker.slurmtext import CAPTURED_SACCT_FIELDS, json_from_scontrol, resent_sacct
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "requeue"
 NOW = datetime(2026, 11, 23, 17, 0, tzinfo=UTC)
@@ -33,11 +35,17 @@ class CapturedSlurm:
         self.calls: list[str] = []
 
     def __call__(self, argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        """slurmctld's jobs come from ``squeue --json`` (the captured ``scontrol show job`` converted); sacct's
+        rows are re-sent with the call's own delimiter."""
         name = argv[0]
         self.calls.append(name)
-        text = self.outputs[name]
+        text = self.outputs["scontrol" if list(argv) == JSON_ARGV else name]
         if text is None:
             raise CommandError(tuple(argv), 1, "", "slurm_load_jobs error: Unable to contact slurm controller")
+        if list(argv) == JSON_ARGV:
+            text = json_from_scontrol(text)
+        elif name == "sacct":
+            text = resent_sacct(text, delimiter_of(argv))
         return subprocess.CompletedProcess(argv, 0, text, "")
 
 
@@ -79,7 +87,7 @@ def test_node_failure_then_requeue_then_success(monkeypatch: pytest.MonkeyPatch)
     obs, slurm = look(monkeypatch, *captured("nf-nodefail"))
     seen = obs.jobs["1"]
     assert (seen.slurm_state, seen.restarts, seen.previous and seen.previous.slurm_state) == ("PENDING", 1, "NODE_FAIL")
-    assert seen.failed_nodes == ["n2"] and slurm.calls == ["sacct", "scontrol", "sinfo"]
+    assert seen.failed_nodes == ["n2"] and slurm.calls == ["sacct", "squeue", "sinfo"]
     step = decide(stored("running"), Evidence(seen=seen), NOW)
     assert step.state is JobState.REQUEUED
     assert step.fields["reason"] == "node n2 failed; requeued by Slurm (restart 1)"
@@ -149,7 +157,7 @@ def row(
         "Start": submit, "End": "2026-11-23T16:05:00" if ended else "Unknown", "Elapsed": "00:05:00",
         "Reason": "None", "Comment": comment,
     }  # fmt: skip
-    return DELIMITER.join(values[f] for f in FIELDS) + "\n"
+    return DELIMITER.join(values[f] for f in CAPTURED_SACCT_FIELDS) + "\n"
 
 
 def controller(state: str, job: str = "9", restarts: int = 1) -> str:
@@ -218,7 +226,7 @@ def test_a_job_slurm_does_not_requeue_fails_naming_the_node(monkeypatch: pytest.
         step = decide(stored("running", slurm_id="4"), Evidence(seen=obs.jobs["4"]), NOW)
         assert step.state is JobState.FAILED and step.fields["restarts"] == 0
         assert step.fields["reason"] == "node n2 failed; Slurm did not requeue the job"
-        assert slurm.calls == ["sacct", "scontrol", "sinfo"]
+        assert slurm.calls == ["sacct", "squeue", "sinfo"]
 
 
 def test_a_missing_job_is_confirmed_with_slurmctld_once_per_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -226,7 +234,7 @@ def test_a_missing_job_is_confirmed_with_slurmctld_once_per_cycle(monkeypatch: p
     monkeypatch.setattr(commands, "run", slurm)
     wanted = {"7": Identity(None, None), "8": Identity(None, None)}
     obs = observe(wanted, want_pending=False, confirm_missing={"7", "8"})
-    assert obs.jobs == {} and obs.known_to_controller == {"8"} and slurm.calls == ["sacct", "scontrol"]
+    assert obs.jobs == {} and obs.known_to_controller == {"8"} and slurm.calls == ["sacct", "squeue"]
     quiet = observe(wanted, want_pending=False)  # nobody overdue: slurmctld is not asked
     assert quiet.known_to_controller is None
 

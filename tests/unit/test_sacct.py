@@ -10,7 +10,8 @@ CAPTURED = Path(__file__).parent.parent / "data" / "sacct_3jobs_with_steps.txt"
 def test_parse_captured_sacct_rows() -> None:
     """Rows captured from the local cluster: a 2-node allreduce, an `exit 3`, and a cancelled held job."""
     captured = CAPTURED.read_text()
-    rows = {r.job_id: r for r in parse_sacct(captured, fields=FIELDS[:-1])}  # captured before Comment was asked for
+    before = tuple(f for f in FIELDS[:-1] if f != "User")  # captured before Comment and User were asked for
+    rows = {r.job_id: r for r in parse_sacct(captured, fields=before)}
     assert set(rows) == {"3", "3.batch", "3.0", "4", "4.batch", "5"}
     done = rows["3"]
     assert (done.state, done.exit_code, done.partition, done.nodes, done.node_list) == (
@@ -32,6 +33,7 @@ def test_parse_captured_sacct_rows() -> None:
 
 def test_a_comment_with_a_newline_is_cut_not_misread() -> None:
     row = ["7", "7", "x", "COMPLETED", "0:0", "team-a", "team-a", "1", "n1"] + ["Unknown"] * 3 + ["00:00:00", "None"]
+    row.append("alice")  # User
     text = DELIMITER.join([*row, "first line of a comment"]) + "\nsecond line\n" + DELIMITER.join(["1", "COMPLETED"])
     rows = parse_sacct(text)
     assert [(r.job_id, r.comment) for r in rows] == [("7", "first line of a comment")]
@@ -54,15 +56,35 @@ def test_squeue_pending_positions_per_partition() -> None:
     assert pending["12"].reason == "Priority" and pending["13"].reason is None
 
 
-def test_scontrol_fallback_parsing() -> None:
-    from gateway.worker.observe import from_scontrol
-    from launchers.slurm.scontrol import job_ids, parse_records
+def test_squeue_json_parsing() -> None:
+    """slurmctld's records as ``squeue --json`` prints them (Slurm 22.05): exit code as a wait status, times as
+    seconds since the epoch (0: not yet), a pending array range as its task string."""
+    import json
 
-    line = (
-        "JobId=7 JobName=hpcgw-x UserId=root(0) JobState=FAILED Reason=NonZeroExitCode Dependency=(null) "
-        "ExitCode=3:0 SubmitTime=2026-11-23T03:00:00 StartTime=2026-11-23T03:00:01 EndTime=2026-11-23T03:00:09"
+    from gateway.worker.observe import from_held
+    from launchers.slurm.squeue import parse_jobs_json
+
+    base = {"user_name": "alice", "account": "team-a", "comment": "hpcgw:x", "state_reason": "None"}
+    text = json.dumps(
+        {
+            "jobs": [
+                base
+                | {
+                    "job_id": 7,
+                    "array_job_id": 0,
+                    "array_task_id": None,
+                    "array_task_string": "",
+                    "job_state": "FAILED",
+                }
+                | {"exit_code": 3 << 8, "submit_time": 1796401761, "start_time": 1796401762, "end_time": 1796401770},
+                base
+                | {"job_id": 8, "array_job_id": 8, "array_task_id": None, "array_task_string": "1-3%2"}
+                | {"job_state": "PENDING", "exit_code": 0, "submit_time": 1796401761, "start_time": 0, "end_time": 0},
+            ]
+        }
     )
-    records = parse_records(line + "\nJobId=8 JobState=PENDING Reason=Priority ExitCode=0:0 StartTime=Unknown\n")
-    jobs = {job_id: from_scontrol(r) for r in records for job_id in job_ids(r)}
-    assert (jobs["7"].slurm_state, jobs["7"].exit_code, jobs["7"].reason) == ("FAILED", 3, "NonZeroExitCode")
-    assert jobs["7"].end is not None and jobs["8"].start is None and jobs["8"].slurm_state == "PENDING"
+    first, second = parse_jobs_json(text)
+    assert (first.job_id, second.job_id) == ("7", "8_[1-3%2]")
+    seen = from_held(first)
+    assert (seen.slurm_state, seen.exit_code, seen.end is not None) == ("FAILED", 3, True)
+    assert from_held(second).start is None and second.user == "alice" and second.account == "team-a"

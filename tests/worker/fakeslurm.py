@@ -19,7 +19,7 @@ import pytest
 import submitit
 
 from launchers import submission
-from launchers.slurm import commands, scontrol, shell, squeue
+from launchers.slurm import commands, sacct, scontrol, shell, squeue
 from launchers.slurm.ids import master_id
 from launchers.slurm.shell import CommandError, CommandNotFoundError, CommandTimeoutError
 from tests.worker import slurmtext
@@ -72,6 +72,7 @@ class FakeSlurm:
         self._failures: dict[str, Failure] = {}
         # array id -> (its pending elements as accounting still prints them, whether that row comes first)
         self._stale_ranges: dict[str, tuple[list[FakeJob], bool]] = {}
+        self._as_user: str | None = None  # the user the command being answered runs as (sudo)
 
     # --- installing --------------------------------------------------------------------------------------
 
@@ -160,6 +161,7 @@ class FakeSlurm:
         }.get(args[0])
         if handler is None:
             raise CommandNotFoundError(args, 127, "", f"[Errno 2] No such file or directory: {args[0]!r}")
+        self._as_user = as_user
         code, out, err = handler(args)
         if check and code != 0:
             raise CommandError(args, code, out, err)
@@ -180,6 +182,7 @@ class FakeSlurm:
             nodes=int(options.get("nodes", "1")),
             time_limit_min=int(options.get("time", "60")),
             array=options.get("array"),
+            user=self._as_user or "root",
         )
         self.scripts[job_id] = script
         if self.crash_after_sbatch:
@@ -187,23 +190,26 @@ class FakeSlurm:
         return 0, (f"{job_id}\n" if "--parsable" in argv else f"Submitted batch job {job_id}\n"), ""
 
     def _sacct(self, argv: tuple[str, ...]) -> tuple[int, str, str]:
+        delimiter = sacct.delimiter_of(argv)
         if "-j" not in argv:  # comments_argv: every job of the last week
-            return 0, slurmtext.sacct_comments(self._accounting()), ""
+            return 0, slurmtext.sacct_comments(self._accounting(), delimiter), ""
         wanted = set(argv[argv.index("-j") + 1].split(","))
         rows = [j for j in self._accounting() if j.job_id in wanted or master_id(j.job_id) in wanted]
-        text = slurmtext.sacct_rows(rows, now(), attempts="-D" in argv)
+        text = slurmtext.sacct_rows(rows, now(), attempts="-D" in argv, delimiter=delimiter)
         for array_id, (copies, first) in self._stale_ranges.items():
             if array_id in wanted:
-                stale = slurmtext.sacct_rows(copies, now(), attempts="-D" in argv)
+                stale = slurmtext.sacct_rows(copies, now(), attempts="-D" in argv, delimiter=delimiter)
                 text = stale + text if first else text + stale
         return 0, text, ""
 
     def _squeue(self, argv: tuple[str, ...]) -> tuple[int, str, str]:
         held = self._controller()
-        if list(argv) == squeue.PENDING_ARGV:
-            return 0, slurmtext.squeue_pending(held), ""
-        if list(argv) == squeue.COMMENTS_ARGV:
-            return 0, slurmtext.squeue_comments(held), ""
+        pending = squeue.pending_argv("")
+        if argv[: len(pending) - 1] == tuple(pending[:-1]) and len(argv) == len(pending):
+            delimiter = argv[-1].removeprefix("%i").partition("%r")[0]
+            return 0, slurmtext.squeue_pending(held, delimiter), ""
+        if list(argv) == squeue.JSON_ARGV:
+            return 0, slurmtext.squeue_json(held), ""
         if list(argv) == squeue.IDS_ARGV:
             return 0, slurmtext.squeue_ids(held), ""
         raise AssertionError(f"the fake does not know squeue {argv[1:]}")
@@ -211,13 +217,6 @@ class FakeSlurm:
     def _scontrol(self, argv: tuple[str, ...]) -> tuple[int, str, str]:
         if list(argv) == scontrol.SHOW_CONFIG_ARGV:
             return 0, slurmtext.show_config(self.max_array_size), ""
-        if list(argv) == scontrol.SHOW_JOBS_ARGV:
-            return 0, slurmtext.scontrol_jobs(self._controller()), ""
-        if argv[:4] == ("scontrol", "-o", "show", "job") and len(argv) == 5:
-            held = [j for j in self._controller() if argv[4] in (j.job_id, j.raw_id)]
-            if not held:
-                return 1, "", "slurm_load_jobs error: Invalid job id specified\n"
-            return 0, slurmtext.scontrol_jobs(held), ""
         if argv[1] in ("requeuehold", "release") and len(argv) == 3:
             if argv[1] == "requeuehold":
                 self.requeue(argv[2], "REQUEUED")
@@ -264,8 +263,10 @@ class FakeSlurm:
         nodes: int = 1,
         time_limit_min: int = 60,
         array: str | None = None,
+        user: str = "root",
     ) -> str:
-        """A job Slurm holds (as sbatch would create it); returns its id, an array's own id for arrays."""
+        """A job Slurm holds (as sbatch would create it, as ``user``); returns its id, an array's own id for
+        arrays."""
         job_id, submitted = self._new_id(), now()
 
         def make(one: str, index: int | None = None, limit: int | None = None) -> FakeJob:
@@ -282,6 +283,7 @@ class FakeSlurm:
                 array_id=None if index is None else job_id,
                 array_index=index,
                 array_limit=limit,
+                user=user,
             )
 
         if array is None:

@@ -3,9 +3,11 @@ local cluster: tests/data/sacct_3jobs_with_steps.txt and tests/data/requeue/), b
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from launchers.slurm import sacct, sinfo, squeue
 
@@ -49,6 +51,7 @@ class FakeJob:
     priority: int = 0
     cancelled_by: int = 0
     excluded: str = ""  # ExcNodeList (scontrol update)
+    user: str = "root"  # the Unix user sbatch ran as
 
     @property
     def run(self) -> Run:
@@ -111,7 +114,7 @@ def grouped(jobs: Iterable[FakeJob]) -> list[tuple[str, FakeJob, list[FakeJob]]]
     return [(pid or pending_range(rep.array_id or "", members), rep, members) for pid, rep, members in out]
 
 
-def sacct_rows(jobs: Iterable[FakeJob], now: datetime, attempts: bool) -> str:
+def sacct_rows(jobs: Iterable[FakeJob], now: datetime, attempts: bool, delimiter: str = sacct.DELIMITER) -> str:
     lines = []
     for printed, job, _ in grouped(jobs):
         for run in job.runs if attempts else job.runs[-1:]:
@@ -132,51 +135,65 @@ def sacct_rows(jobs: Iterable[FakeJob], now: datetime, attempts: bool) -> str:
                 "End": timestamp(end),
                 "Elapsed": _elapsed(run, now),
                 "Reason": run.reason,
+                "User": job.user,
                 "Comment": job.comment,
             }
-            lines.append(sacct.DELIMITER.join(values[f] for f in sacct.FIELDS))
+            lines.append(delimiter.join(values[f] for f in sacct.FIELDS))
     return "".join(f"{line}\n" for line in lines)
 
 
-def sacct_comments(jobs: Iterable[FakeJob]) -> str:
-    """``sacct -o JobID,Comment``: an array element prints as ``A_i`` (its raw id is a number of its own)."""
-    return "".join(f"{printed}{sacct.DELIMITER}{job.comment}\n" for printed, job, _ in grouped(jobs))
+def sacct_comments(jobs: Iterable[FakeJob], delimiter: str = sacct.DELIMITER) -> str:
+    """``sacct -o JobID,User,Account,Submit,Comment``: an array element prints as ``A_i`` (its raw id is a
+    number of its own)."""
+    return "".join(
+        delimiter.join((printed, job.user, job.account, timestamp(job.submit), job.comment)) + "\n"
+        for printed, job, _ in grouped(jobs)
+    )
 
 
-def scontrol_record(job: FakeJob, printed: str) -> str:
+def held_record(job: FakeJob, printed: str) -> dict[str, Any]:
+    """One job of ``squeue --json`` (Slurm 22.05, openapi v0.0.38), with the fields the project reads."""
     run = job.run
-    array = ""
+    task: int | None = None
+    tasks = ""
     if job.array_id is not None:
-        task = printed.partition("_[")[2].rstrip("]") if "_[" in printed else str(job.array_index)
-        array = f" ArrayJobId={job.array_id} ArrayTaskId={task}"
+        if "_[" in printed:
+            tasks = printed.partition("_[")[2].rstrip("]")
+        else:
+            task = job.array_index
     end = run.end if job.ended else None
-    fields = [
-        f"JobId={job.raw_id}{array} JobName={job.name} UserId=root(0) GroupId=root(0) MCS_label=N/A",
-        f"Priority={4294901759 - int(job.raw_id) + job.priority} Nice=0 Account={job.account} QOS=normal",
-        f"JobState={run.state} Reason={run.reason} Dependency=(null) Requeue=1 Restarts={len(job.runs) - 1}",
-        f"BatchFlag=1 Reboot=0 ExitCode={run.exit_code}:{run.signal} TimeLimit={job.time_limit_min}",
-        f"SubmitTime={timestamp(job.submit)} StartTime={timestamp(run.start)} EndTime={timestamp(end)}",
-        f"Partition={job.partition} NodeList={run.node_list} NumNodes={job.nodes}",
-        f"Comment={job.comment}  StdErr=/dev/null StdIn=/dev/null StdOut=/dev/null Power= ",
-    ]
-    return " ".join(fields)
+    return {
+        "job_id": int(job.raw_id),
+        "array_job_id": int(job.array_id or 0),
+        "array_task_id": task,
+        "array_task_string": tasks,
+        "name": job.name,
+        "user_name": job.user,
+        "account": job.account,
+        "comment": job.comment,
+        "job_state": run.state,
+        "state_reason": run.reason,
+        "restart_cnt": len(job.runs) - 1,
+        "exit_code": (run.exit_code << 8) | run.signal,
+        "submit_time": int(job.submit.timestamp()),
+        "start_time": int(run.start.timestamp()) if run.start else 0,
+        "end_time": int(end.timestamp()) if end else 0,
+        "partition": job.partition,
+        "nodes": run.node_list,
+    }
 
 
-def scontrol_jobs(jobs: Iterable[FakeJob]) -> str:
-    return "".join(f"{scontrol_record(job, printed)}\n" for printed, job, _ in grouped(jobs))
+def squeue_json(jobs: Iterable[FakeJob]) -> str:
+    records = [held_record(job, printed) for printed, job, _ in grouped(jobs)]
+    return json.dumps({"meta": {}, "errors": [], "jobs": records}, indent=2)
 
 
-def squeue_pending(jobs: Iterable[FakeJob]) -> str:
+def squeue_pending(jobs: Iterable[FakeJob], delimiter: str = squeue.DELIMITER) -> str:
     """``squeue -r -t PENDING --sort=-p,i -o %i|%r|%P``: highest priority first, then lowest id; one line per
     array element (-r)."""
     waiting = sorted((j for j in jobs if j.pending), key=lambda j: (-j.priority, int(j.raw_id)))
-    d = squeue.DELIMITER
+    d = delimiter
     return "".join(f"{job.job_id}{d}{job.run.reason}{d}{job.partition}\n" for job in waiting)
-
-
-def squeue_comments(jobs: Iterable[FakeJob]) -> str:
-    d = squeue.DELIMITER
-    return "".join(f"{printed}{d}{job.comment or '(null)'}\n" for printed, job, _ in grouped(jobs))
 
 
 def squeue_ids(jobs: Iterable[FakeJob]) -> str:
@@ -201,3 +218,55 @@ def show_config(max_array_size: int) -> str:
         "MaxJobCount             = 10000\n"
         "MinJobAge               = 300 sec\n"
     )
+
+
+# --- captured text of the real commands, re-sent in the shapes the project now asks for ----------------------
+
+CAPTURED_SACCT_FIELDS = tuple(f for f in sacct.FIELDS if f != "User")  # captured before User was asked for
+
+
+def resent_sacct(
+    captured: str, delimiter: str, user: str = "root", fields: tuple[str, ...] = CAPTURED_SACCT_FIELDS
+) -> str:
+    """Captured ``sacct`` rows (``\\x1f``, without User) with ``delimiter`` and a User column."""
+    lines = []
+    for line in captured.splitlines():
+        values = dict(zip(fields, line.split(sacct.DELIMITER), strict=True)) | {"User": user}
+        lines.append(delimiter.join(values.get(f, "") for f in sacct.FIELDS))
+    return "".join(f"{line}\n" for line in lines)
+
+
+def json_from_scontrol(captured: str) -> str:
+    """Captured ``scontrol -o show job`` records (trusted text of the project's own test jobs) as the
+    ``squeue --json`` of the same jobs."""
+    from launchers.slurm.scontrol import parse_records
+    from launchers.slurm.times import parse_timestamp
+
+    def epoch(value: str | None) -> int:
+        stamp = parse_timestamp(value)
+        return int(stamp.timestamp()) if stamp else 0
+
+    jobs = []
+    for r in parse_records(captured):
+        code, _, signal = r.get("ExitCode", "0:0").partition(":")
+        task = r.get("ArrayTaskId", "")
+        jobs.append(
+            {
+                "job_id": int(r["JobId"]),
+                "array_job_id": int(r.get("ArrayJobId", "0")),
+                "array_task_id": int(task) if task.isdigit() else None,
+                "array_task_string": "" if task.isdigit() else task,
+                "user_name": r.get("UserId", "root(0)").partition("(")[0],
+                "account": r.get("Account", ""),
+                "comment": r.get("Comment", ""),
+                "job_state": r["JobState"],
+                "state_reason": r.get("Reason", "None"),
+                "restart_cnt": int(r.get("Restarts", "0")),
+                "exit_code": (int(code) << 8) | int(signal),
+                "submit_time": epoch(r.get("SubmitTime")),
+                "start_time": epoch(r.get("StartTime")),
+                "end_time": epoch(r.get("EndTime")),
+                "nodes": r.get("NodeList", ""),
+            }
+        )
+    return json.dumps({"jobs": jobs})

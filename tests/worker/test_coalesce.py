@@ -115,7 +115,8 @@ def test_rows_of_a_crash_wait_out_the_grace_before_they_are_sent_again(gw: Gatew
     gw.update(ids[1], dispatching=True, dispatch_time=utcnow(), batch_id="feedc0de", batch_index=1)
     assert reconcile(gw.engine, grace_s=30) is False  # within the grace: look again next cycle
     assert {gw.job(i).dispatching for i in ids} == {True}
-    late = fake.submit(comment=batch_comment("feedc0de"), array="0-1")  # the dead worker's sbatch lands now
+    # the dead worker's sbatch lands now
+    late = fake.submit(comment=batch_comment("feedc0de"), array="0-1", user="user-team-a", account="team-a")
     assert reconcile(gw.engine, grace_s=30) is True
     assert [gw.slurm_id(i) for i in ids] == [f"{late}_0", f"{late}_1"]
 

@@ -18,7 +18,8 @@ from launchers.states import JobState
 DATA = Path(__file__).resolve().parents[1] / "data"
 CAPTURED = (DATA / "sacct_3jobs_with_steps.txt").read_text()
 NOW = datetime(2026, 11, 23, 17, 0, tzinfo=UTC)
-CAPTURED_FIELDS = FIELDS[:-1]  # captured before the Comment field was asked for
+CAPTURED_FIELDS = tuple(f for f in FIELDS[:-1] if f != "User")  # captured before Comment and User were asked for
+REQUEUE_FIELDS = tuple(f for f in FIELDS if f != "User")
 STARTED = {"size": 2, "restart": 0, "time": 0.0}
 
 
@@ -35,7 +36,7 @@ def seen(job_id: str, **changes: str) -> JobObservation:
 
 
 def runs(name: str) -> JobObservation:
-    return from_runs(parse_sacct((DATA / "requeue" / f"{name}.sacct").read_text()))
+    return from_runs(parse_sacct((DATA / "requeue" / f"{name}.sacct").read_text(), REQUEUE_FIELDS))
 
 
 def stored(state: str = "queued", restarts: int = 0, time_limit_min: int = 60, **extra: object) -> SimpleNamespace:

@@ -10,8 +10,8 @@ import pytest
 
 from launchers import submission
 from launchers.slurm import commands, shell
-from launchers.slurm.sacct import DELIMITER, sacct_argv
-from launchers.slurm.scontrol import job_ids
+from launchers.slurm.ids import expand_array_id
+from launchers.slurm.sacct import DELIMITER, FIELDS, sacct_argv
 from launchers.slurm.shell import CommandError, CommandNotFoundError, CommandTimeoutError
 from tests.worker.fakeslurm import FakeSlurm, parse_sbatch
 
@@ -49,7 +49,11 @@ def test_sacct_rows_read_back_with_the_projects_parser(fake: FakeSlurm) -> None:
     ]
     assert rows[0].exit_code == 2 and rows[0].job_id_raw != array and rows[1].job_id_raw == array
     assert rows[2].start is None and rows[2].end is not None and rows[2].node_list == "None assigned"
-    assert commands.find_by_comment("hpcgw:") == {"hpcgw:sweep:s:0": array, "hpcgw:one": single}
+    found = commands.find_by_comment("hpcgw:")
+    assert {c: [(f.job_id, f.user, f.account) for f in fs] for c, fs in found.items()} == {
+        "hpcgw:sweep:s:0": [(array, "root", "root")],
+        "hpcgw:one": [(single, "root", "root")],
+    }
 
 
 def test_a_row_has_the_shape_of_a_captured_one(fake: FakeSlurm) -> None:
@@ -59,15 +63,17 @@ def test_a_row_has_the_shape_of_a_captured_one(fake: FakeSlurm) -> None:
     fake.requeue(job, "NODE_FAIL")
     made = fake(sacct_argv([job], attempts=True)).stdout.splitlines()
     assert len(made) == len(captured) == 2
+    user = FIELDS.index("User")  # captured before User was asked for
     for ours, theirs in zip(made, captured, strict=True):
         ours_fields, their_fields = ours.split(DELIMITER), theirs.split(DELIMITER)
+        assert ours_fields.pop(user) == "root"
         assert len(ours_fields) == len(their_fields)
         for mine, real in zip(ours_fields, their_fields, strict=True):
             assert bool(STAMP.match(mine)) == bool(STAMP.match(real)) or real == "Unknown" or mine == "Unknown"
     assert made[0].split(DELIMITER)[3] == "NODE_FAIL" and made[1].split(DELIMITER)[8] == "None assigned"
 
 
-def test_squeue_scontrol_sinfo_read_back(fake: FakeSlurm) -> None:
+def test_squeue_json_scontrol_sinfo_read_back(fake: FakeSlurm) -> None:
     array = fake.submit(comment="hpcgw:sweep:s:0", array="0-2")
     single = fake.submit(comment="hpcgw:one")
     fake.pend(single, "Resources", priority=5)
@@ -75,9 +81,9 @@ def test_squeue_scontrol_sinfo_read_back(fake: FakeSlurm) -> None:
     pending = commands.pending()
     assert list(pending) == [single, f"{array}_0", f"{array}_2"]  # -r: one line per element
     assert (pending[single].reason, pending[single].position) == ("Resources", 1)
-    records = commands.scontrol_jobs()
-    assert [job_ids(r) for r in records] == [[f"{array}_0", f"{array}_2"], [f"{array}_1"], [single]]
-    assert records[1]["JobState"] == "RUNNING" and records[2]["Comment"] == "hpcgw:one"
+    records = commands.held_jobs()
+    assert [expand_array_id(r.job_id) for r in records] == [[f"{array}_0", f"{array}_2"], [f"{array}_1"], [single]]
+    assert records[1].state == "RUNNING" and records[2].comment == "hpcgw:one" and records[2].user == "root"
     assert sorted(commands.queued_ids()) == sorted([array, array, single])
     fake.max_array_size = 7
     assert commands.max_array_size() == 7

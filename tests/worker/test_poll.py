@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from launchers.slurm.ids import master_id
-from launchers.slurm.sacct import sacct_argv
+from launchers.slurm.sacct import delimiter_of, sacct_argv
 from tests.worker.conftest import Gateway
 from tests.worker.fakeslurm import FakeSlurm
 
@@ -44,7 +44,9 @@ def test_sacct_is_chunked(make_gateway: Callable[..., Gateway], fake: FakeSlurm)
 
 def test_the_sacct_call_asks_for_every_run_without_steps(gw: Gateway, fake: FakeSlurm) -> None:
     job_id = queued(gw)[0]
-    assert fake.calls_of("sacct")[-1] == tuple(sacct_argv([gw.slurm_id(job_id)], attempts=True))
+    call = fake.calls_of("sacct")[-1]
+    delimiter = delimiter_of(call)  # made for the call: no job's name or comment can hold it
+    assert len(delimiter) > 8 and call == tuple(sacct_argv([gw.slurm_id(job_id)], attempts=True, delimiter=delimiter))
 
 
 def test_an_array_is_asked_for_by_its_own_id(gw: Gateway, fake: FakeSlurm) -> None:
@@ -177,7 +179,7 @@ def test_slurm_end_states(
     assert (job.state, job.slurm_state, job.reason, job.exit_code) == (state, slurm_state, reason, exit_code)
     assert gw.history(job_id)[-1] == state
     # A time-out is a state Slurm may come back from: slurmctld was asked, in the same cycle.
-    assert fake.count("scontrol", "-o", "show", "job") == (1 if slurm_state == "TIMEOUT" else 0)
+    assert fake.count("squeue", "--json") == (1 if slurm_state == "TIMEOUT" else 0)
 
 
 def test_a_cancelled_pending_job_skips_the_phases_it_never_had(gw: Gateway, fake: FakeSlurm) -> None:
@@ -204,7 +206,7 @@ def test_sacct_down_falls_back_to_scontrol_and_fails_nothing(gw: Gateway, fake: 
     assert gw.state(forgotten) == "launching"  # unknown is not failed
     health = gw.worker.health()
     assert health["tracking_source"] == "scontrol" and health["accounting"].startswith("unavailable")
-    assert fake.count("scontrol", "-o", "show", "job") == 3
+    assert fake.count("squeue", "--json") == 3
 
     fake.heal()
     gw.cycle()
@@ -220,11 +222,11 @@ def test_sacct_and_scontrol_down_change_nothing(gw: Gateway, fake: FakeSlurm) ->
     fake.finish(gw.slurm_id(ids[0]), "FAILED", exit_code=1)
     fake.finish(gw.slurm_id(ids[1]), "CANCELLED")
     fake.fail("sacct", "down")
-    fake.fail("scontrol", "unreachable")
+    fake.fail("squeue", "unreachable")  # slurmctld's jobs come from squeue --json
     assert gw.cycle(3) is False
     assert {i: (gw.job(i).state, gw.job(i).slurm_state, gw.history(i)) for i in ids} == before
     assert gw.worker.health()["tracking_source"] == "none"
-    assert "scontrol failed" in (gw.worker.health(detailed=True)["last_error"] or "")
+    assert "squeue failed" in (gw.worker.health(detailed=True)["last_error"] or "")
 
 
 def test_a_requeued_job_says_why_and_runs_again(gw: Gateway, fake: FakeSlurm) -> None:

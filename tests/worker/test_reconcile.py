@@ -3,9 +3,12 @@ submitted twice; a row that never reached Slurm is released and submitted again.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from gateway.comments import slurm_comment, sweep_comment
+from gateway.models import utcnow
 from gateway.worker.loop import Worker
 from gateway.worker.reconcile import reconcile
 from tests.worker.conftest import Gateway
@@ -49,7 +52,7 @@ def test_a_job_sbatch_took_before_the_crash_is_adopted_not_submitted_again(gw: G
 def test_an_adopted_job_found_in_slurmctld(gw: Gateway, fake: FakeSlurm) -> None:
     job_id = gw.submit()
     gw.update(job_id, dispatching=True)
-    slurm_id = fake.submit(comment=slurm_comment(job_id))
+    slurm_id = fake.submit(comment=slurm_comment(job_id), user="user-team-a", account="team-a")
     fake.submit(comment="hpcgw:0123456789abcdef")  # another gateway's job: left alone
     fake.submit(comment="not ours")
     reconcile(gw.engine)
@@ -62,7 +65,7 @@ def test_an_adopted_job_found_in_slurmctld(gw: Gateway, fake: FakeSlurm) -> None
 def test_adopted_from_accounting_once_slurmctld_forgot_the_job(gw: Gateway, fake: FakeSlurm) -> None:
     job_id = gw.submit()
     gw.update(job_id, dispatching=True)
-    slurm_id = fake.submit(comment=slurm_comment(job_id))
+    slurm_id = fake.submit(comment=slurm_comment(job_id), user="user-team-a", account="team-a")
     fake.finish(slurm_id, "COMPLETED")
     fake.forget(slurm_id)
     reconcile(gw.engine)
@@ -70,6 +73,29 @@ def test_adopted_from_accounting_once_slurmctld_forgot_the_job(gw: Gateway, fake
     gw.cycle()
     assert gw.state(job_id) == "succeeded"
     assert fake.count("sbatch") == 0
+
+
+@pytest.mark.parametrize(
+    ("user", "account", "earlier"),
+    [("user-team-b", "team-a", False), ("user-team-a", "team-b", False), ("user-team-a", "team-a", True)],
+)
+def test_a_job_with_our_comment_but_not_ours_is_not_adopted(
+    gw: Gateway, fake: FakeSlurm, user: str, account: str, earlier: bool
+) -> None:
+    """Comments are public: another user's job (or one in another account, or from before the row was marked)
+    with ``hpcgw:<id>`` does not take the job's place."""
+    job_id = gw.submit()
+    if earlier:
+        foreign = fake.submit(comment=slurm_comment(job_id), user=user, account=account)
+        fake.job(foreign).submit -= timedelta(hours=1)
+        gw.update(job_id, dispatching=True, dispatch_time=utcnow())
+    else:
+        gw.update(job_id, dispatching=True, dispatch_time=utcnow() - timedelta(minutes=1))
+        foreign = fake.submit(comment=slurm_comment(job_id), user=user, account=account)
+    reconcile(gw.engine)
+    job = gw.job(job_id)
+    assert (job.slurm_job_id, job.dispatching) == (None, False)  # released: the next dispatch sends it
+    assert fake.job(foreign).state == "PENDING" and fake.count("sbatch") == 0
 
 
 def test_a_job_that_never_reached_slurm_is_released_and_submitted(gw: Gateway, fake: FakeSlurm) -> None:
