@@ -119,6 +119,21 @@ def add_version(
     return _public(session, algorithm)
 
 
+@router.post("/{name}/publish", response_model=AlgorithmPublic, responses=declare(*AUTHENTICATED, 403, 404))
+def publish(name: NamePath, session: SessionDep, principal: PrincipalDep) -> AlgorithmPublic:
+    """An admin's: a team's algorithm becomes every team's (its versions are then admins' to add). How a registry
+    from before algorithms were scoped gives back to other teams what they ran."""
+    if not principal.admin:
+        raise ForbiddenError("only an admin token may publish an algorithm for every team")
+    algorithm = session.get(Algorithm, name)
+    if algorithm is None:
+        raise NotFoundError(f"algorithm {name!r} not found")
+    algorithm.team = PUBLISHED
+    session.add(algorithm)
+    session.commit()
+    return _public(session, algorithm)
+
+
 @router.get("", response_model=list[AlgorithmPublic], responses=declare(401, 503))
 def list_algorithms(session: SessionDep, principal: PrincipalDep) -> list[AlgorithmPublic]:
     """What the caller's team may run: its own algorithms and the published ones (an admin sees every one)."""

@@ -130,3 +130,15 @@ def test_a_sweeps_retry_runs_the_pinned_version_as_the_tasks_own_user(client: Te
         assert stored is not None and stored.command == ["echo", "v1"]
     rerun = client.post(f"/v1/jobs/{job['id']}/rerun", headers=auth("alice")).json()
     assert rerun["algorithm_version"] == "1"
+
+
+def test_an_admin_publishes_a_teams_algorithm_for_every_team(client: TestClient) -> None:
+    """How a registry from before scoping gives other teams back what they ran: an admin's decision alone."""
+    register(client, version("a-clf", "1", "a1", team="team-a"))
+    assert client.post("/v1/algorithms/a-clf/publish", headers=auth("alice")).status_code == 403
+    assert client.post("/v1/algorithms/nothing/publish", headers=auth("admin")).status_code == 404
+    published = client.post("/v1/algorithms/a-clf/publish", headers=auth("admin"))
+    assert published.status_code == 200 and published.json()["shared"] is True and published.json()["team"] is None
+    assert client.post("/v1/jobs", json=job_body(algorithm="a-clf"), headers=BOB).status_code == 201
+    plain = {k: v for k, v in later("a-clf", "2", "x").items() if k != "local_command"}
+    assert client.post("/v1/algorithms/a-clf/versions", json=plain, headers=auth("alice")).status_code == 403
