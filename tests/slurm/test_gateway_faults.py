@@ -104,8 +104,8 @@ def test_crash_between_sbatch_and_the_database_leaves_exactly_one_job(
         first = serve([sys.executable, "-c", crashing, "worker", "--config", str(config_file)], log)
         httpx.post(
             f"{base}/v1/algorithms",
-            json={**SLEEPER, "local_command": [sys.executable, "-c", "print('hi')"]},
-            headers=auth("alice"),
+            json={**SLEEPER, "local_command": [sys.executable, "-c", "print('hi')"], "team": "team-a"},
+            headers=auth("admin"),  # only an admin registers a local command
         )
         job = httpx.post(f"{base}/v1/jobs", json=sleeper_job(dataset_hash), headers=auth("alice")).json()
         assert first.wait(timeout=60) == 97  # died right after sbatch, before recording the Slurm id
