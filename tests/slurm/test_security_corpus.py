@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.slurm.tenants import CONFIG, Gateway, as_user, auth, run_gateway
+from tests.slurm.tenants import CONFIG, Gateway, as_user, auth, gateway_memory_kib, run_gateway
 
 pytestmark = [pytest.mark.slurm, pytest.mark.security]
 
@@ -124,25 +124,12 @@ def gw(cluster: object, tmp_path: Path) -> Iterator[Gateway]:
         yield gateway
 
 
-def hpcgw_rss_kib() -> int:
-    """The resident memory of every process of the gateway's user (the API and its worker)."""
-    pids = subprocess.run(["pgrep", "-u", "hpcgw"], capture_output=True, text=True, check=False).stdout.split()
-    total = 0
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-    return total
-
-
 class Watch:
     """/healthz asked every 0.2 s (the slowest answer, a failure counting as 30 s) and the gateway's memory."""
 
     def __init__(self, gw: Gateway) -> None:
         self.gw, self.slowest, self.peak_kib = gw, 0.0, 0
-        self.base_kib = hpcgw_rss_kib()
+        self.base_kib = gateway_memory_kib()
         self.answers: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -157,7 +144,7 @@ class Watch:
                 self.slowest = max(self.slowest, time.monotonic() - started)
             except httpx.HTTPError:
                 self.slowest = 30.0
-            self.peak_kib = max(self.peak_kib, hpcgw_rss_kib())
+            self.peak_kib = max(self.peak_kib, gateway_memory_kib())
             time.sleep(0.2)
 
     def __enter__(self) -> Watch:

@@ -25,7 +25,7 @@ import pytest
 
 from tests.gateway.test_body_limit import MiB, send_chunked
 from tests.slurm.support import HPCGW
-from tests.slurm.tenants import TOKENS, Gateway, run_gateway
+from tests.slurm.tenants import TOKENS, Gateway, gateway_memory_kib, run_gateway
 
 pytestmark = [pytest.mark.slurm, pytest.mark.security]
 
@@ -38,24 +38,9 @@ def gw(cluster, tmp_path: Path) -> Iterator[Gateway]:
         yield gateway
 
 
-def gateway_peak_kb() -> int:
-    """The sum of the peak resident sizes (VmHWM) of every process of the gateway's user: a body held for a moment
-    shows in the peak even once freed."""
-    found = subprocess.run(["pgrep", "-u", "hpcgw"], capture_output=True, text=True, check=False).stdout.split()
-    assert found, "no process of hpcgw"
-    total = 0
-    for pid in found:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
-    return total
-
-
 def test_an_unauthenticated_chunked_body_is_refused_at_the_limit(gw: Gateway) -> None:
     port = int(gw.base.rsplit(":", 1)[1])
-    before = gateway_peak_kb()
+    before = gateway_memory_kib("VmHWM")
     head = "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     answer, sent, seconds = send_chunked(port, 300 * MiB, head=head)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
@@ -63,7 +48,7 @@ def test_an_unauthenticated_chunked_body_is_refused_at_the_limit(gw: Gateway) ->
     started = time.monotonic()
     assert httpx.get(f"{gw.base}/healthz", timeout=5).status_code == 200
     assert time.monotonic() - started < 1.0
-    assert gateway_peak_kb() - before < PEAK_GROWTH_LIMIT_KB, (before, gateway_peak_kb())
+    assert gateway_memory_kib("VmHWM") - before < PEAK_GROWTH_LIMIT_KB, (before, gateway_memory_kib("VmHWM"))
 
 
 def test_a_dashboard_session_ends_at_log_out_for_a_copied_cookie(gw: Gateway) -> None:

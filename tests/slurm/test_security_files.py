@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.slurm.tenants import CONFIG, TOKENS, Gateway, as_user, run_gateway
+from tests.slurm.tenants import CONFIG, TOKENS, Gateway, as_user, gateway_memory_kib, run_gateway
 
 pytestmark = [pytest.mark.slurm, pytest.mark.security]
 
@@ -105,19 +105,6 @@ def test_links_planted_by_the_jobs_user_serve_no_foreign_byte(gw: Gateway) -> No
     assert_nothing_foreign(dashboard_page(gw, job["id"]), "the job page through a swapped folder")
 
 
-def hpcgw_rss_kib() -> int:
-    """The resident memory of every process of the gateway's user (the API and its worker)."""
-    pids = subprocess.run(["pgrep", "-u", "hpcgw"], capture_output=True, text=True).stdout.split()
-    total = 0
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-    return total
-
-
 def storm(gw: Gateway, job_id: str) -> tuple[list[int], float]:
     """CONCURRENT /logs requests at once while /healthz is asked every 0.2 s: their statuses, and the slowest
     /healthz answer (seconds, as curl measures it in its own process, apart from this one's busy threads; a
@@ -170,7 +157,7 @@ def _status(gw: Gateway, path: str) -> int:
 
 def test_a_fifo_or_dev_zero_as_the_log_keeps_the_gateway_answering(gw: Gateway) -> None:
     job, log = finished_log(gw, "alice", "team-a", ALICE_LINE)
-    before = hpcgw_rss_kib()
+    before = gateway_memory_kib()
     for what, command in (("a FIFO", ["mkfifo"]), ("a link to /dev/zero", ["ln", "-s", "/dev/zero"])):
         plant("alice", log, *command)
         started = time.monotonic()
@@ -180,7 +167,7 @@ def test_a_fifo_or_dev_zero_as_the_log_keeps_the_gateway_answering(gw: Gateway) 
         assert time.monotonic() - started < 30, what
         assert_nothing_foreign(logs_text(gw, job["id"]), f"/logs of {what}")
         assert '"lines":[]' in logs_text(gw, job["id"]), what
-        grown = hpcgw_rss_kib() - before
+        grown = gateway_memory_kib() - before
         assert grown < 200 * 1024, f"the gateway grew by {grown // 1024} MiB while the log was {what}"
     assert gw.request("GET", "/healthz").status_code == 200
 
@@ -210,7 +197,7 @@ def test_a_jobs_hostile_files_harm_only_that_job(gw: Gateway) -> None:
     ends with its good epochs kept."""
     gw.algorithm("hostile", "team-a", HOSTILE)
     gw.algorithm("steady", "team-b", f"import time; time.sleep(4); print({BOB_LINE!r})")
-    before = hpcgw_rss_kib()
+    before = gateway_memory_kib()
     alice = gw.job("alice", "hostile")
     bob = gw.job("bob", "steady")
     deadline, slowest = time.monotonic() + 180, 0.0
@@ -227,5 +214,5 @@ def test_a_jobs_hostile_files_harm_only_that_job(gw: Gateway) -> None:
     epochs = gw.get(f"/v1/jobs/{alice['id']}/metrics", "alice")["epochs"]
     assert [e.get("epoch") for e in epochs] == [1, 2, 3], epochs
     assert gw.request("GET", "/healthz", "admin").json()["status"] == "ok"
-    grown = hpcgw_rss_kib() - before
+    grown = gateway_memory_kib() - before
     assert grown < 200 * 1024, f"the gateway grew by {grown // 1024} MiB"

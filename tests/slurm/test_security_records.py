@@ -10,7 +10,6 @@ in its place, while her own job with that comment is.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import threading
@@ -29,7 +28,7 @@ from gateway.db import make_engine, migrate
 from gateway.models import Job, utcnow
 from gateway.worker.reconcile import reconcile
 from tests.slurm.support import HPCGW, serve
-from tests.slurm.tenants import CONFIG, DEFAULT_PORT, Gateway, as_user
+from tests.slurm.tenants import CONFIG, DEFAULT_PORT, Gateway, as_user, gateway_memory_kib
 
 pytestmark = [pytest.mark.slurm, pytest.mark.security]
 
@@ -96,19 +95,6 @@ def stamp(value: str) -> datetime:
     return datetime.fromisoformat(value).astimezone(UTC)
 
 
-def gateway_rss_kb(root: Path) -> int:
-    """Resident memory of the ``hpcgw serve`` process started with this test's configuration."""
-    marker = str(root / "gw.toml").encode()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
-                status = Path(f"/proc/{pid}/status").read_text()
-                return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
-        except (OSError, StopIteration):
-            continue
-    raise AssertionError("the gateway's process was not found")
-
-
 def forged(master: str, job_id: str) -> list[tuple[str, str]]:
     """(name, comment) pairs that read as alice's job to a parser of space- or line-separated text."""
     fields = (
@@ -132,7 +118,7 @@ def test_forged_records_of_another_user_are_not_believed(gw: Gateway) -> None:
         time.sleep(0.2)
     slurm_id = seen["slurm_job_id"]
     master = slurm_id.split("_", 1)[0]
-    rss_before = gateway_rss_kb(gw.root)
+    rss_before = gateway_memory_kib()
     (gw.root / "accounting-down").touch()  # from now on the gateway reads every user's jobs from slurmctld
 
     bobs = [bob_sbatch(f"--job-name={name}", f"--comment={comment}") for name, comment in forged(master, job["id"])]
@@ -156,7 +142,7 @@ def test_forged_records_of_another_user_are_not_believed(gw: Gateway) -> None:
             states.append(now["state"])
             assert time.monotonic() < deadline + 180, now
             time.sleep(0.3)
-        rss_after = gateway_rss_kb(gw.root)
+        rss_after = gateway_memory_kib()
     finally:
         (gw.root / "accounting-down").unlink(missing_ok=True)
         stop.set()
