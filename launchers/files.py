@@ -150,6 +150,29 @@ def read_job_bytes(
     return data
 
 
+def stream_job_bytes(
+    path: Path, max_bytes: int, *, root: Path | None = None, chunk_bytes: int = 1 << 20
+) -> Iterator[bytes]:
+    """The file's bytes in chunks, for an answer that must not hold a whole file in memory per request. Opened and
+    checked now (a refusal is raised here, before any answer starts); at most ``max_bytes`` are then read, through
+    a copy of the checked descriptor, which the iterator closes when it ends or is dropped."""
+    with open_job_file(path, root) as f:
+        if f.info.st_size > max_bytes:
+            raise NotARegularFileError(f"{path} is larger than {max_bytes} bytes")
+        fd = os.dup(f.fd)
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            left = max_bytes
+            while left > 0 and (data := os.read(fd, min(chunk_bytes, left))):
+                left -= len(data)
+                yield data
+        finally:
+            os.close(fd)
+
+    return chunks()
+
+
 def read_job_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, *, root: Path | None = None) -> str:
     """The file as text (bytes that are not UTF-8 replaced); see :func:`read_job_bytes`."""
     return read_job_bytes(path, max_bytes, root=root).decode(errors="replace")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import StreamingResponse
 
 from gateway.api.deps import ConfigDep, JobIdPath, LimiterDep, PrincipalDep, ReleasingRoute, SessionDep, WorkerDep
 from gateway.api.jobs import answer_created
@@ -17,7 +18,7 @@ from gateway.errors import ConflictError, InvalidRequestError, NotFoundError
 from gateway.functions import create_function_job
 from gateway.jobs import FUNCTION_ALGORITHM, get_visible_job
 from gateway.schemas import FunctionCreate, JobPublic
-from launchers.files import NotARegularFileError, read_job_bytes
+from launchers.files import NotARegularFileError, stream_job_bytes
 from launchers.runtime.function import outcome_path
 
 router = APIRouter(tags=["functions"], route_class=ReleasingRoute)
@@ -75,7 +76,7 @@ def function_outcome(
         raise NotFoundError(f"rank {rank} of job {job.id} has no outcome (yet)")
     path = outcome_path(Path(job.submit_folder), job.slurm_job_id, rank)
     try:  # the rank's own file: never through a link, a regular file only, the bytes really read bounded
-        data = read_job_bytes(path, MAX_OUTCOME_BYTES, root=config.job_root)
+        chunks = stream_job_bytes(path, MAX_OUTCOME_BYTES, root=config.job_root)
     except FileNotFoundError:
         raise NotFoundError(f"rank {rank} of job {job.id} has no outcome (yet)") from None
     except NotARegularFileError:
@@ -84,4 +85,4 @@ def function_outcome(
         ) from None
     except OSError:
         raise NotFoundError(f"rank {rank} of job {job.id} has no readable outcome") from None
-    return Response(data, media_type="application/octet-stream")
+    return StreamingResponse(chunks, media_type="application/octet-stream")  # never a whole pickle in memory

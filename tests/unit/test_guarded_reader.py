@@ -26,6 +26,7 @@ from launchers.files import (
     parse_json,
     read_job_bytes,
     read_job_file,
+    stream_job_bytes,
     tail_job_bytes,
 )
 from launchers.runtime.markers import JobMarkers
@@ -349,3 +350,30 @@ def test_heartbeats_and_provenance_keep_only_fields_of_their_type(tmp_path: Path
         {"world_size": "4", "versions": ["torch"], "model_files": {"a": "1", "b": 2}, "code_sha256": None, "x": 1},
     )
     assert markers.provenance() == {"model_files": {"a": "1"}, "code_sha256": None}
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_stream_is_refused_before_it_starts_and_bounded_while_it_runs(tree: tuple[Path, Path]) -> None:
+    root, other = tree
+    log = root / "team" / "job" / "sub" / "log.out"
+    before = _open_fds()
+    assert b"".join(stream_job_bytes(log, 1 << 20, root=root, chunk_bytes=4)) == b"line 1\nline 2\n"
+    assert _open_fds() == before  # the descriptor went with the stream
+    log.unlink()
+    log.symlink_to(other / "log.out")
+    with pytest.raises(NotARegularFileError):  # at the call, before any byte of an answer
+        stream_job_bytes(log, 1 << 20, root=root)
+    log.unlink()
+    log.write_bytes(b"x" * 100)
+    with pytest.raises(NotARegularFileError):
+        stream_job_bytes(log, 99, root=root)
+    growing = stream_job_bytes(log, 100, root=root, chunk_bytes=30)
+    with open(log, "ab") as more:  # it grows after the check: no byte past the bound is read
+        more.write(b"y" * 1000)
+    assert b"".join(growing) == b"x" * 100
+    dropped = stream_job_bytes(log, 2000, root=root)
+    del dropped  # a client that went away: the descriptor is closed all the same
+    assert _open_fds() == before
