@@ -155,22 +155,39 @@ def stream_job_bytes(
 ) -> Iterator[bytes]:
     """The file's bytes in chunks, for an answer that must not hold a whole file in memory per request. Opened and
     checked now (a refusal is raised here, before any answer starts); at most ``max_bytes`` are then read, through
-    a copy of the checked descriptor, which the iterator closes when it ends or is dropped."""
+    a copy of the checked descriptor, which the stream closes when it ends or is dropped."""
     with open_job_file(path, root) as f:
         if f.info.st_size > max_bytes:
             raise NotARegularFileError(f"{path} is larger than {max_bytes} bytes")
-        fd = os.dup(f.fd)
+        return _Chunks(os.dup(f.fd), max_bytes, chunk_bytes)
 
-    def chunks() -> Iterator[bytes]:
-        try:
-            left = max_bytes
-            while left > 0 and (data := os.read(fd, min(chunk_bytes, left))):
-                left -= len(data)
-                yield data
-        finally:
-            os.close(fd)
 
-    return chunks()
+class _Chunks:
+    """An iterator rather than a generator: a generator never started runs no ``finally`` when dropped, and a
+    client that goes away before the first chunk would leave the descriptor open."""
+
+    def __init__(self, fd: int, max_bytes: int, chunk_bytes: int) -> None:
+        self._fd: int | None = fd
+        self._left, self._chunk = max_bytes, chunk_bytes
+
+    def __iter__(self) -> _Chunks:
+        return self
+
+    def __next__(self) -> bytes:
+        data = os.read(self._fd, min(self._chunk, self._left)) if self._fd is not None and self._left > 0 else b""
+        if not data:
+            self.close()
+            raise StopIteration
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def read_job_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, *, root: Path | None = None) -> str:
