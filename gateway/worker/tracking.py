@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from gateway.models import Job
@@ -76,6 +77,8 @@ class Isolation:
             try:
                 with session.begin_nested():
                     changed = apply_jobs(together)
+            except OperationalError:
+                raise  # the database's trouble, not a job's: the cycle fails, and the next one tries again
             except Exception:
                 log.warning("applying %d jobs failed; applying them one by one", len(together), exc_info=True)
                 undo(together)
@@ -96,6 +99,8 @@ class Isolation:
         try:
             with session.begin_nested():
                 return apply_jobs([job_id])
+        except OperationalError:
+            raise
         except Exception as exc:
             undo([job_id])
             reason = self.failed(job_id, exc)
@@ -137,10 +142,14 @@ class Isolation:
 def hold_transaction(session: Session) -> None:
     """pysqlite opens its transaction only before a write, so the first SAVEPOINT would open it instead and
     its RELEASE commit it: each chunk committed alone, and a failed commit at the end undoing nothing. Opened
-    here, the cycle's writes are one transaction, with savepoints inside, as on PostgreSQL."""
+    here, the cycle's writes are one transaction, with savepoints inside, as on PostgreSQL.
+
+    IMMEDIATE: the write lock is taken now, waiting (the busy timeout) for an API request's write to end. A
+    deferred transaction reads first, and its first write then fails at once ("database is locked", which no
+    busy timeout retries) whenever a request committed in between: every job of the cycle would fail."""
     connection = session.connection()
     if connection.dialect.name == "sqlite" and not connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
-        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def describe(exc: BaseException) -> str:

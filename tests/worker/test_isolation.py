@@ -279,3 +279,62 @@ def running_worker(gw: Gateway, timeout_s: float = 20.0) -> Iterator[None]:
         raise AssertionError("not reached in time")
     finally:
         gw.worker.stop()
+
+
+def test_a_request_writing_while_the_worker_applies_is_no_jobs_fault(
+    gw: Gateway, fake: FakeSlurm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: an API request commits while the poll is deciding. The poll's transaction holds the write lock
+    from its start, so the request waits for it (the busy timeout) instead of making the poll's first write
+    fail at once with "database is locked", which once marked every job of a cycle as failing (CI, the contract
+    test with schemathesis writing while jobs ran)."""
+    job_id, other = gw.submit("team-a"), gw.submit("team-a")
+    gw.cycle()
+    fake.start(gw.slurm_id(job_id))
+    fake.finish(gw.slurm_id(job_id), "COMPLETED")
+    wrote: list[str] = []
+
+    def request() -> None:  # a connection of its own, as an API thread has
+        with gw.engine.connect() as connection:
+            connection.execute(text("UPDATE job SET name = 'renamed' WHERE id = :id"), {"id": other})
+            connection.commit()
+            wrote.append(other)
+
+    requests: list[threading.Thread] = []
+
+    def deciding(job: Any, ev: Evidence, now: datetime) -> Transition:
+        if not requests:
+            requests.append(threading.Thread(target=request))
+            requests[0].start()
+            requests[0].join(timeout=1.0)  # given the time to commit, were it let through
+        return decide(job, ev, now)
+
+    monkeypatch.setattr(applier, "decide", deciding)
+    gw.cycle()
+    requests[0].join(timeout=30)
+    assert (gw.state(job_id), gw.job(job_id).tracking_error) == ("succeeded", None)
+    assert gw.worker.stats.tracking_failures == 0 and gw.worker.stats.cycle_failures == 0
+    assert wrote == [other] and gw.job(other).name == "renamed"  # the request waited, and then it wrote
+
+
+def test_the_database_failing_fails_the_cycle_not_a_job(
+    three: tuple[Gateway, str, str, str], fake: FakeSlurm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OperationalError (a lock, a lost connection) is the database's, whichever job's write met it: marking
+    that job would leave a reason on it that says nothing about the job."""
+    from sqlalchemy.exc import OperationalError
+
+    gw, bad, good_a, good_b = three
+
+    def decide_failing(job: Any, ev: Evidence, now: datetime) -> Transition:
+        raise OperationalError("UPDATE job", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(applier, "decide", decide_failing)
+    finish_all(gw, fake, bad, good_a, good_b)
+    with pytest.raises(OperationalError):
+        gw.cycle()
+    assert gw.worker.stats.tracking_failures == 0
+    assert all(gw.job(j).tracking_error is None for j in (bad, good_a, good_b))
+    monkeypatch.setattr(applier, "decide", decide)
+    gw.cycle()
+    assert {gw.state(j) for j in (bad, good_a, good_b)} == {"succeeded"}
