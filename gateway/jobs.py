@@ -21,6 +21,7 @@ from gateway.config import GatewayConfig, TeamConfig
 from gateway.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
 from gateway.health import HealthOverrides, HealthPolicy
 from gateway.health import resolve as resolve_health
+from gateway.images import check_image
 from gateway.models import ID_LENGTH, PUBLISHED, Algorithm, Job, JobEvent, new_id, utcnow
 from gateway.rows import Version, find_version, insert_jobs, values_of
 from gateway.schemas import JobCreate, JobPublic, validate_parameters
@@ -134,6 +135,7 @@ def check_request(
     partition = resolve_partition(team_name, team, request.partition)
     version = resolve_version(connection, team_name, request.algorithm, request.algorithm_version, known_versions)
     command_of(config, team_name, version)
+    check_image(config, version.image, version.image_digest, version.algorithm, version.version)  # still pinned
     dataset_path(config, request.dataset_id, request.train_data_version_hash)
     check_resources(team_name, team, request, partition, partition_sizes)
     return version, partition

@@ -11,6 +11,7 @@ from gateway.admission import check_tasks
 from gateway.auth import Principal
 from gateway.config import GatewayConfig
 from gateway.errors import InvalidRequestError, NotFoundError
+from gateway.images import check_image
 from gateway.jobs import check_local_commands, check_request, job_values, resolve_team
 from gateway.models import Job, JobEvent, Sweep
 from gateway.schemas import SweepCreate, SweepPublic, SweepTask, validate_parameters
@@ -90,6 +91,10 @@ def retry_failed(session: Session, config: GatewayConfig, sweep: Sweep, failed: 
         check_tasks(session, config, sweep.team, len(failed))
         if config.container_runtime == "none":
             check_local_commands(config, sweep.team)
+        for image, digest, algorithm, version in {
+            (j.image, j.image_digest, j.algorithm, j.algorithm_version) for j in failed
+        }:
+            check_image(config, image, digest, algorithm, version, advice=RETRY_ADVICE)
     retries = []
     for old in failed:
         job = Job(**old.model_dump(include=RETRY_FIELDS), team=old.team, user=old.user, folder="")
@@ -102,6 +107,7 @@ def retry_failed(session: Session, config: GatewayConfig, sweep: Sweep, failed: 
     return retries
 
 
+RETRY_ADVICE = "a retry runs the image its tasks ran: put that file back, or submit the sweep again"
 RETRY_FIELDS = {
     "name",
     "partition",

@@ -4,13 +4,18 @@ An algorithm belongs to a team: only that team's jobs resolve it, and only that 
 version one team adds never runs as another team's users. An admin may publish one for every team (its team is
 then PUBLISHED), whose versions only admins add. A ``local_command`` runs outside any image, so it is an admin's to
 register, and only where the site turns it on (``[algorithms] local_commands``).
+
+A version's image is pinned by the SHA-256 recorded when it was registered: with runtime apptainer a submission
+whose image file no longer matches is refused (gateway.images). A version is never silently changed, so a new file
+at the same path runs only once its team (or an admin) re-registers the version: ``POST …/versions/{version}/digest``.
 """
 
 from __future__ import annotations
 
-from typing import cast
+import logging
+from typing import Annotated, cast
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Path, status
 from sqlmodel import Session, col, select
 
 from gateway.api.deps import ConfigDep, NamePath, PrincipalDep, ReleasingRoute, SessionDep
@@ -23,6 +28,8 @@ from gateway.models import PUBLISHED, Algorithm, AlgorithmVersion
 from gateway.schemas import AlgorithmCreate, AlgorithmPublic, AlgorithmVersionCreate, AlgorithmVersionPublic
 from launchers.spec import Framework
 
+log = logging.getLogger(__name__)
+VersionPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="the algorithm's version")]
 router = APIRouter(prefix="/v1/algorithms", tags=["algorithms"], route_class=ReleasingRoute)
 
 
@@ -102,20 +109,50 @@ def add_version(
     name: NamePath, body: AlgorithmVersionCreate, session: SessionDep, config: ConfigDep, principal: PrincipalDep
 ) -> AlgorithmPublic:
     """The team's own algorithm, or (admins only) a published one; another team's is not found."""
-    algorithm = session.get(Algorithm, name)
-    if algorithm is None or not _may_run(principal, algorithm):
-        raise NotFoundError(f"algorithm {name!r} not found")
-    if algorithm.team == PUBLISHED and not principal.admin:
-        raise ForbiddenError(f"algorithm {name!r} is published for every team: only an admin adds its versions")
+    algorithm = _maintained(session, principal, name)
     exists = session.exec(
         select(AlgorithmVersion).where(AlgorithmVersion.algorithm == name, AlgorithmVersion.version == body.version)
     ).first()
     if exists is not None:
-        raise ConflictError(f"algorithm {name!r} already has version {body.version!r}")
+        raise ConflictError(
+            f"algorithm {name!r} already has version {body.version!r}: a version never changes; add another, or "
+            f"re-register this one's image file (POST /v1/algorithms/{name}/versions/{body.version}/digest)"
+        )
     _add_version(session, config, principal, name, body)
     algorithm.current_version = body.version
     session.add(algorithm)
     session.commit()
+    return _public(session, algorithm)
+
+
+@router.post(
+    "/{name}/versions/{version}/digest",
+    response_model=AlgorithmPublic,
+    responses=declare(*AUTHENTICATED, 403, 404),
+)
+def rerecord_digest(
+    name: NamePath, version: VersionPath, session: SessionDep, config: ConfigDep, principal: PrincipalDep
+) -> AlgorithmPublic:
+    """Re-register a version's image: hash its file now and record that digest, the one way a changed image file
+    may run (a submission whose file does not match the recorded digest is refused). Allowed to whoever may add
+    the algorithm's versions: its team, or an admin (only an admin for a published one). Jobs already accepted
+    keep the digest they were accepted with; one whose file changed since fails at dispatch instead of running
+    other bytes. No body: the image's path, command and framework stay the version's."""
+    algorithm = _maintained(session, principal, name)
+    found = session.exec(
+        select(AlgorithmVersion).where(AlgorithmVersion.algorithm == name, AlgorithmVersion.version == version)
+    ).first()
+    if found is None:
+        raise NotFoundError(f"algorithm {name!r} has no version {version!r}")
+    digest = image_digest(config, found.image)
+    if digest != found.image_digest:
+        log.info(
+            "algorithm %s version %s re-registered by %s: image %s %s -> %s",
+            name, version, principal.user, found.image, found.image_digest, digest,
+        )  # fmt: skip
+        found.image_digest = digest
+        session.add(found)
+        session.commit()
     return _public(session, algorithm)
 
 
@@ -145,6 +182,16 @@ def list_algorithms(session: SessionDep, principal: PrincipalDep) -> list[Algori
 
 def _may_run(principal: Principal, algorithm: Algorithm) -> bool:
     return algorithm.team == PUBLISHED or principal.can_see(algorithm.team)
+
+
+def _maintained(session: Session, principal: Principal, name: str) -> Algorithm:
+    """The algorithm whose versions the caller may change: its team's; for a published one, only an admin."""
+    algorithm = session.get(Algorithm, name)
+    if algorithm is None or not _may_run(principal, algorithm):
+        raise NotFoundError(f"algorithm {name!r} not found")
+    if algorithm.team == PUBLISHED and not principal.admin:
+        raise ForbiddenError(f"algorithm {name!r} is published for every team: only an admin changes its versions")
+    return algorithm
 
 
 def _check_local_command(config: GatewayConfig, principal: Principal) -> None:
