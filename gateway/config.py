@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.health import HealthPolicy
+from launchers.spec import DEFAULT_ENV_PASSTHROUGH, check_env_patterns
 
 DEV_TOKENS = frozenset({"team-a-dev-token", "team-b-dev-token", "team-c-dev-token", "admin-dev-token"})
 MIN_TOKEN_LEN = 24
@@ -159,6 +160,11 @@ class GatewayConfig(BaseSettings):
     dataset_root: Path
     job_root: Path
     container_runtime: Literal["apptainer", "none"] = "apptainer"
+    # With runtime 'apptainer': the node's variables a job's container receives (names, or a name's beginning
+    # followed by '*'), besides Slurm's, submitit's and the gateway's own (SLURM_*, SLURMD_*, SUBMITIT_*, HPCGW_*),
+    # which always do. Every other variable stays out (--cleanenv). This list replaces the default, e.g.
+    # container_env_passthrough = ["NCCL_*", "UCX_*", "CUDA_VISIBLE_DEVICES", "FI_PROVIDER"].
+    container_env_passthrough: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_PASSTHROUGH))
     poll: PollConfig = PollConfig()
     rate_limits: RateLimitConfig = RateLimitConfig()
     teams: dict[str, TeamConfig] = Field(min_length=1)
@@ -185,6 +191,11 @@ class GatewayConfig(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (env_settings, init_settings)  # the environment over the file
+
+    @field_validator("container_env_passthrough")
+    @classmethod
+    def _env_patterns(cls, patterns: list[str]) -> list[str]:
+        return list(check_env_patterns(tuple(patterns)))
 
     @field_validator("teams")
     @classmethod

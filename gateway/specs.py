@@ -46,14 +46,24 @@ def dataset_path(config: GatewayConfig, job: Job) -> Path:
 
 
 def _spec(config: GatewayConfig, job: Job, env: dict[str, str], bind: Path, function: Path | None = None) -> JobSpec:
-    """``bind``: what the container must see besides the job's folder (read-only), with runtime apptainer."""
+    """``bind``: what the container must see read-only (the dataset, or a function's payload), with runtime
+    apptainer. The job's folder (MODEL_OUTPUT_DIR, METRICS_FILE) is seen through the job root: jobs of one shape
+    share one array and so one apptainer command line, and a bind of each job's (or team's) own folder would split
+    them (gateway.worker.shapes); the folders' owners, modes and access lists hold inside the container as
+    outside (gateway.folders: another team's folder cannot be entered). The launcher adds submitit's folder;
+    nothing else of the host is bound."""
     container = ContainerSpec()
     if config.container_runtime == "apptainer":
+        root = str(config.job_root)
         container = ContainerSpec.model_validate(
             {
                 "runtime": "apptainer",
                 "image": job.image,
-                "binds": [{"source": str(bind), "target": str(bind), "read_only": True}],
+                "binds": [
+                    {"source": root, "target": root},
+                    {"source": str(bind), "target": str(bind), "read_only": True},
+                ],
+                "env_passthrough": tuple(config.container_env_passthrough),
             }
         )
     return JobSpec(

@@ -1,11 +1,15 @@
 """How each rank's Python starts: directly in the project's environment, or inside an Apptainer image.
 
-With Apptainer the worker runs as ``apptainer exec [--nv] --cleanenv --bind … IMAGE python``. ``--cleanenv``
-keeps the host's environment out of the container, so the variables the worker needs (Slurm's per-task
-placement, submitit's) pass through explicitly: a fixed host-side shell line copies each ``SLURM_*`` and
-``SUBMITIT_*`` variable to ``APPTAINERENV_*``, which Apptainer injects verbatim. Values are assigned, never
-evaluated, so a job name full of shell syntax stays a string. The trainer's own environment travels inside the
-pickled task, not on this command line.
+With Apptainer the worker runs as ``apptainer exec [--nv] --cleanenv … --bind … IMAGE python``. ``--cleanenv``
+keeps the host's environment out of the container, so the variables a rank needs pass through explicitly: a fixed
+host-side shell line (``ENV_PASSTHROUGH_SHIM``) copies each variable whose name matches one of the spec's
+patterns (Slurm's, submitit's and the protocol's always, a site's list besides) to ``APPTAINERENV_*``.
+
+Apptainer does not inject those values verbatim: it writes them into a double-quoted ``export`` line that its
+shell evaluates inside the container, so ``$(…)``, backticks and ``$VAR`` in a Slurm job name would run there.
+The shim escapes ``\\``, ``$`` and the backtick first, and the value arrives byte for byte (quotes, newlines and
+all). The shim's text is constant: the image to check, the patterns and the command arrive as its positional
+arguments, never spliced into it. The trainer's own environment travels inside the pickled task, not here.
 """
 
 from __future__ import annotations
@@ -13,11 +17,31 @@ from __future__ import annotations
 import shlex
 import sys
 
-from launchers.spec import JobSpec
+from launchers.spec import REQUIRED_ENV_PASSTHROUGH, JobSpec
 
-# Constant text: no user input is ever spliced into it.
+# Constant text: no user input is ever spliced into it. Arguments: the image to check ('' for a URI), the
+# pass-through patterns, '--', then the command (apptainer exec …). Before it runs the command:
+# - apptainer missing or the image unreadable on this node: one line naming the node on stderr, exit 127 at
+#   once (srun --kill-on-bad-exit ends the other ranks), instead of a rank that never reaches the rendezvous;
+# - the node's own APPTAINER*/SINGULARITY* settings are dropped (an APPTAINERENV_X or APPTAINER_BIND would carry
+#   a variable or a host path in past the list), but for where images are cached and unpacked;
+# - every exported variable matching a pattern is exported again as APPTAINERENV_<name>, escaped.
 ENV_PASSTHROUGH_SHIM = (
-    'for v in ${!SLURM_*} ${!SLURMD_*} ${!SUBMITIT_*} ${!HPCGW_*}; do export "APPTAINERENV_$v=${!v}"; done; exec "$@"'
+    "_hpcgw_image=$1; shift; _hpcgw_patterns=(); "
+    'while [[ $# -gt 0 && $1 != -- ]]; do _hpcgw_patterns+=("$1"); shift; done; shift; '
+    "if ! command -v apptainer >/dev/null 2>&1; then "
+    'echo "hpcgw: apptainer is not on PATH on node $(</proc/sys/kernel/hostname)" >&2; exit 127; fi; '
+    "if [[ -n $_hpcgw_image && ! ( -f $_hpcgw_image && -r $_hpcgw_image ) ]]; then "
+    'echo "hpcgw: image $_hpcgw_image is not a readable file on node $(</proc/sys/kernel/hostname)" >&2; '
+    "exit 127; fi; "
+    "for _hpcgw_v in $(compgen -e); do case $_hpcgw_v in "
+    "APPTAINER_CACHEDIR|APPTAINER_TMPDIR|SINGULARITY_CACHEDIR|SINGULARITY_TMPDIR) ;; "
+    'APPTAINER*|SINGULARITY*) unset -v "$_hpcgw_v" ;; esac; done; '
+    'for _hpcgw_v in $(compgen -e); do for _hpcgw_p in "${_hpcgw_patterns[@]}"; do '
+    "if [[ $_hpcgw_v == $_hpcgw_p ]]; then _hpcgw_e=${!_hpcgw_v}; "
+    r'_hpcgw_e=${_hpcgw_e//"\\"/"\\\\"}; _hpcgw_e=${_hpcgw_e//"\$"/"\\\$"}; _hpcgw_e=${_hpcgw_e//"\`"/"\\\`"}; '
+    'export "APPTAINERENV_$_hpcgw_v=$_hpcgw_e"; break; fi; done; done; '
+    'exec "$@"'
 )
 
 
@@ -29,20 +53,36 @@ def apptainer_argv(spec: JobSpec) -> list[str]:
     argv = ["apptainer", "exec"]
     if spec.gpus_per_node > 0:
         argv.append("--nv")
-    argv.append("--cleanenv")
-    # submitit reads and writes the job folder from inside the container, at the same path.
-    binds = [f"{spec.folder}:{spec.folder}", *(b.as_apptainer() for b in container.binds)]
+    # --cleanenv: only what the shim passes on; --no-home: the user's home (its ~/.local site-packages, its keys)
+    # stays out. The binds below are what the job needs; /tmp, the working directory and the site's own
+    # `bind path`s of apptainer.conf (/etc/hosts for the nodes' names) are Apptainer's defaults.
+    argv += ["--cleanenv", "--no-home"]
+    # submitit reads and writes the job folder from inside the container, at the same path (unless a bind of a
+    # folder above it, writable and at its own path, already shows it there).
+    covered = any(
+        not b.read_only and b.source == b.target and spec.folder.is_relative_to(b.source) for b in container.binds
+    )
+    own = [] if covered else [f"{spec.folder}:{spec.folder}"]
+    binds = [*own, *(b.as_apptainer() for b in container.binds)]
     for bind in binds:
         argv += ["--bind", bind]
     argv += [container.image, "python"]
     return argv
 
 
+def env_patterns(spec: JobSpec) -> list[str]:
+    """What crosses into the container: the required patterns, then the spec's own (duplicates once)."""
+    return list(dict.fromkeys((*REQUIRED_ENV_PASSTHROUGH, *spec.container.env_passthrough)))
+
+
 def python_argv(spec: JobSpec) -> list[str]:
     """What submitit runs on every rank in place of ``python``."""
     if spec.container.runtime == "none":
         return [sys.executable]
-    return ["bash", "-c", ENV_PASSTHROUGH_SHIM, "hpcgw-apptainer", *apptainer_argv(spec)]
+    image = spec.container.image or ""
+    checked = "" if "://" in image else image  # a URI is apptainer's to fetch; a path must be on the node
+    shim = ["bash", "-c", ENV_PASSTHROUGH_SHIM, "hpcgw-apptainer"]
+    return [*shim, checked, *env_patterns(spec), "--", *apptainer_argv(spec)]
 
 
 def python_command(spec: JobSpec) -> str:

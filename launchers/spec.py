@@ -99,12 +99,42 @@ class Bind(BaseModel):
         return f"{self.source}:{self.target}" + (":ro" if self.read_only else "")
 
 
+# A pass-through pattern: a variable's name, or a name's beginning followed by one '*'. It reaches the shim's
+# ``[[ $name == $pattern ]]`` unquoted, so nothing but letters, digits and '_' may be a glob character there;
+# a leading letter keeps the shim's own ``_hpcgw_*`` variables out of every pattern's reach.
+ENV_PATTERN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*\*?$")
+# What always crosses into the container, whatever a site lists: Slurm's per-task placement, submitit's, and the
+# protocol's own variables (rendezvous, heartbeat, restart count). Without them no rank knows who it is.
+REQUIRED_ENV_PASSTHROUGH = ("SLURM_*", "SLURMD_*", "SUBMITIT_*", "HPCGW_*")
+# What a site's node environment usually sets for the interconnect and the GPUs, and what `srun --mpi=pmix`
+# hands each task: dropped by --cleanenv unless passed on. A site replaces the list (gateway: [container]).
+DEFAULT_ENV_PASSTHROUGH = ("NCCL_*", "UCX_*", "CUDA_VISIBLE_DEVICES", "OMPI_*", "PMIX_*", "PMI_*")
+
+
+def check_env_patterns(patterns: tuple[str, ...]) -> tuple[str, ...]:
+    for pattern in patterns:
+        if not ENV_PATTERN_RE.match(pattern):
+            raise ValueError(
+                f"invalid environment pass-through pattern {pattern!r}: a variable name, or a name's beginning "
+                "followed by '*'"
+            )
+    return patterns
+
+
 class ContainerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     runtime: Literal["apptainer", "none"] = "none"
     image: str | None = None
     binds: tuple[Bind, ...] = ()
+    # The host variables (names, or prefixes ending in '*') a rank's container receives besides
+    # REQUIRED_ENV_PASSTHROUGH; every other variable of the node's environment stays out (--cleanenv).
+    env_passthrough: tuple[str, ...] = DEFAULT_ENV_PASSTHROUGH
+
+    @field_validator("env_passthrough")
+    @classmethod
+    def _patterns(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        return check_env_patterns(patterns)
 
     @model_validator(mode="after")
     def _image_for_apptainer(self) -> ContainerSpec:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from launchers.container import ENV_PASSTHROUGH_SHIM, apptainer_argv, python_argv, python_command
+from launchers.container import apptainer_argv, python_argv, python_command
 from launchers.spec import Bind, ContainerSpec, JobSpec
 from tests.unit.golden import assert_golden
 
@@ -52,7 +51,7 @@ def test_gpu_job_with_binds(image: str) -> None:
     )
     s = spec(image, gpus_per_node=4, container=ContainerSpec(runtime="apptainer", image=image, binds=binds))
     argv = apptainer_argv(s)
-    assert argv[:4] == ["apptainer", "exec", "--nv", "--cleanenv"]
+    assert argv[:5] == ["apptainer", "exec", "--nv", "--cleanenv", "--no-home"]
     assert argv[-2:] == [image, "python"]
     assert_golden("apptainer_gpu_binds.json", json.dumps(argv, indent=1) + "\n")
     assert_golden("apptainer_gpu_binds.cmd", python_command(s) + "\n")
@@ -68,21 +67,6 @@ def test_python_command_round_trips_through_a_shell(image: str) -> None:
     s = spec(image, gpus_per_node=1)
     out = subprocess.run(["bash", "-c", f"printf '%s\\0' {python_command(s)}"], capture_output=True, check=True)
     assert out.stdout.decode().split("\0")[:-1] == python_argv(s)
-
-
-def test_slurm_variables_reach_the_container_literally(tmp_path: Path) -> None:
-    """The shim copies SLURM_* to APPTAINERENV_* by assignment; shell syntax in a value never runs."""
-    marker = tmp_path / "pwned"
-    hostile = f"$(touch {marker}); `touch {marker}`\n#SBATCH --nodes=99"
-    env = {"PATH": os.environ["PATH"], "SLURM_JOB_NAME": hostile, "SLURM_PROCID": "3", "UNRELATED": "x"}
-    out = subprocess.run(
-        ["bash", "-c", ENV_PASSTHROUGH_SHIM, "shim", "env", "-0"], env=env, capture_output=True, check=True
-    )
-    seen = dict(item.split("=", 1) for item in out.stdout.decode().split("\0") if "=" in item)
-    assert seen["APPTAINERENV_SLURM_JOB_NAME"] == hostile
-    assert seen["APPTAINERENV_SLURM_PROCID"] == "3"
-    assert "APPTAINERENV_UNRELATED" not in seen
-    assert not marker.exists()
 
 
 @pytest.mark.parametrize(
