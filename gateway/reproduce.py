@@ -1,7 +1,7 @@
 """Verified reruns: run a finished job again from its recorded inputs and compare the models' SHA-256.
 
 A rerun that differs is only useful with the reason, so the answer lists every recorded input that differs
-between the two runs: image or code, algorithm version, dataset version, parameters, seed, world size, and the
+between the two runs: image digest or code, algorithm version, dataset version, parameters, seed, world size, and the
 torch and Horovod versions the job itself reported (launchers.runtime.provenance). Identical inputs with a
 different model mean the trainer is not deterministic (docs/reproducibility.md).
 """
@@ -71,12 +71,23 @@ def verify(original: Job, rerun: Job) -> Verification:
         return answer("identical", "byte-identical model")
     if diffs:
         named = ", ".join(f"{d.input} {d.original} -> {d.rerun}" for d in diffs)
-        return answer("different", f"the models differ; so do these inputs: {named}")
+        return answer("different", f"the models differ; so do these inputs: {named}{_image_note(original, rerun)}")
     files = _differing_files(original, rerun)
     return answer(
         "different",
         "the models differ with every recorded input the same: the trainer is not deterministic"
         + (f" (files: {', '.join(files)})" if files else ""),
+    )
+
+
+def _image_note(original: Job, rerun: Job) -> str:
+    """A rerun runs its algorithm version's digest as checked against the file at its submission: another digest
+    than the original's means the version was re-registered since (POST …/versions/{version}/digest)."""
+    if original.image_digest == rerun.image_digest:
+        return ""
+    return (
+        f". The image changed: the original ran {original.image} at {original.image_digest}, the rerun ran "
+        f"{rerun.image_digest} (algorithm {rerun.algorithm} version {rerun.algorithm_version} was re-registered)"
     )
 
 

@@ -79,6 +79,10 @@ def record(
         "model_sha256": model_sha,
         "model_files": files,
         "restart": int(env.get("HPCGW_RESTART_COUNT", "0") or 0),
+        # Inside Apptainer: the image it set APPTAINER_CONTAINER to, and the digest the gateway checked at
+        # dispatch (HPCGW_IMAGE_DIGEST); the image file itself is not bound into the container to be hashed.
+        "container": env.get("APPTAINER_CONTAINER"),
+        "image_digest": env.get("HPCGW_IMAGE_DIGEST"),
     }
 
 

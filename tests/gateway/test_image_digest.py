@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 from gateway import images
 from gateway.app import create_app
 from gateway.models import Job
+from gateway.reproduce import verify
 from launchers.states import JobState
 from tests.gateway.conftest import auth, job_body, make_config
 
@@ -170,3 +171,23 @@ def test_runtime_none_never_looks_at_the_image(
         sweep = {"base": job_body(), "space": {"kind": "list", "points": [{"LR": 1}]}, "max_parallel": 1}
         assert client.post("/v1/sweeps", json=sweep, headers=auth("alice")).status_code == 201
         assert len(hashed) == 1
+
+
+def test_a_verified_rerun_names_an_image_that_changed() -> None:
+    """The rerun ran the re-registered digest: the verification says so, with both digests."""
+    fields = {"team": "team-a", "user": "alice", "name": "t", "partition": "p", "account": "a", "folder": "f"}
+    fields |= {"algorithm": "intent-classifier", "algorithm_version": "1.0", "image": "/i.sif", "command": ["x"]}
+    fields |= {
+        "dataset_id": "d",
+        "train_data_version_hash": "h",
+        "state": JobState.SUCCEEDED.value,
+        "parameters": {},
+        "nodes": 1,
+        "tasks_per_node": 1,
+    }
+    original = Job(**fields, image_digest=sha(OLD), provenance={"model_sha256": "a"})
+    rerun = Job(**fields, image_digest=sha(NEW), provenance={"model_sha256": "b"})
+    answer = verify(original, rerun)
+    assert answer.status == "different" and sha(OLD) in answer.detail and sha(NEW) in answer.detail
+    assert "re-registered" in answer.detail
+    assert [d.input for d in answer.differences] == ["image_digest"]
