@@ -27,38 +27,64 @@ from tests.gateway.conftest import auth, make_config
 
 DATA = Path(__file__).parent.parent / "data"
 HPCGW = str(Path(sys.executable).with_name("hpcgw"))
+# The container runtime the tests on Slurm run their jobs with: Apptainer (the default of a deployment, and of the
+# development cluster), or `HPCGW_TEST_RUNTIME=none` for the sites that run trainers on the nodes' own Python.
+RUNTIME = os.environ.get("HPCGW_TEST_RUNTIME", "apptainer")
+if RUNTIME not in ("apptainer", "none"):
+    raise ValueError(f"HPCGW_TEST_RUNTIME must be 'apptainer' or 'none', not {RUNTIME!r}")
+IMAGE_DIR = Path(__file__).resolve().parents[2] / ".hpcgw" / "images"
+IMAGE = str(IMAGE_DIR / "intent-classifier.sif")  # scripts/build-image.sh; with runtime none only a label
+# print_env.py is not in the image: its source travels in the command, the same bytes under either runtime
+PRINT_ENV = (DATA / "print_env.py").read_text()
 CLASSIFIER = {
     "name": "intent-classifier",
     "version": "1.0",
-    "image": "/images/intent-classifier.sif",
+    "image": IMAGE,
     "command": ["python", "/opt/intent-classifier/train.py"],
     "local_command": [sys.executable, str(TRAINER_DIR / "train.py")],
 }
 SLEEPER = {
     "name": "sleeper",
     "version": "1",
-    "image": "/images/sleeper.sif",
+    "image": IMAGE,
     "command": ["sleep", "600"],
     "local_command": [sys.executable, "-c", "import time; time.sleep(600)"],
 }
 QUICK = {
     "name": "quick",
     "version": "1",
-    "image": "/images/quick.sif",
-    "command": ["true"],
+    "image": IMAGE,
+    "command": ["python", "-c", "print('quick trainer done')"],
     "local_command": [sys.executable, "-c", "print('quick trainer done')"],
 }
 ENV_PRINTER = {
     "name": "env-printer",
     "version": "1",
-    "image": "/images/env.sif",
-    "command": ["python", "p.py"],
+    "image": IMAGE,
+    "command": ["python", "-c", PRINT_ENV, "A,B,C,D,JOB_ID,SEED"],
     "local_command": [sys.executable, str(DATA / "print_env.py"), "A,B,C,D,JOB_ID,SEED"],
 }
 
 
-def gateway_config(tmp_path: Path, **teams: dict) -> GatewayConfig:
-    config = make_config(tmp_path, f"sqlite:///{tmp_path}/gw.db", poll={"interval_s": 2.0, "floor_s": 0.2})
+def runtime_settings(runtime: str = RUNTIME) -> dict[str, object]:
+    """A gateway configuration's keys for ``runtime``: with Apptainer the image's folder is the one image root,
+    and functions run in the same image (it holds submitit and cloudpickle)."""
+    if runtime == "none":
+        return {"container_runtime": "none"}
+    return {"container_runtime": "apptainer", "image_roots": [str(IMAGE_DIR)], "functions": {"image": IMAGE}}
+
+
+def runtime_toml(runtime: str = RUNTIME) -> str:
+    """:func:`runtime_settings` as the top-level TOML keys of a configuration file (before its first table)."""
+    if runtime == "none":
+        return 'container_runtime = "none"\n'
+    return f'container_runtime = "apptainer"\nimage_roots = ["{IMAGE_DIR}"]\n'
+
+
+def gateway_config(tmp_path: Path, *, runtime: str = RUNTIME, **teams: dict) -> GatewayConfig:
+    config = make_config(
+        tmp_path, f"sqlite:///{tmp_path}/gw.db", poll={"interval_s": 2.0, "floor_s": 0.2}, **runtime_settings(runtime)
+    )
     for name, limits in teams.items():
         config.teams[name] = config.teams[name].model_copy(update=limits)
     return config
@@ -124,9 +150,8 @@ dev_mode = true
 database_url = "sqlite:///{root}/gw.db"
 dataset_root = "{root}/datasets"
 job_root = "{root}/jobs"
-container_runtime = "none"
-[algorithms]
-local_commands = true  # the trainers run from local_command (no Apptainer)
+{runtime}[algorithms]
+local_commands = true  # with runtime none the trainers run from local_command
 [poll]
 interval_s = 1.0
 floor_s = 0.2
@@ -159,7 +184,9 @@ def write_config(
 ) -> Path:
     """The configuration of a gateway that a test runs as `hpcgw serve`, its files under ``root``; ``extra``:
     more TOML tables."""
-    text = SERVE_CONFIG.format(root=root, max_running_jobs=max_running_jobs, max_queued_jobs=max_queued_jobs)
+    text = SERVE_CONFIG.format(
+        root=root, max_running_jobs=max_running_jobs, max_queued_jobs=max_queued_jobs, runtime=runtime_toml()
+    )
     path.write_text(text + extra)
     return path
 

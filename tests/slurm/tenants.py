@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from gateway.client import wait_healthy
-from tests.slurm.support import HPCGW, serve
+from tests.slurm.support import HPCGW, IMAGE, runtime_toml, serve
 
 TOKENS = {
     "alice": "team-a-dev-token",
@@ -31,14 +31,13 @@ TOKENS = {
 }
 DEFAULT_PORT = 18941
 
-CONFIG = """
+_CONFIG = """
 dev_mode = true
 database_url = "sqlite:///{root}/gw.db"
 dataset_root = "{root}/datasets"
 job_root = "{root}/jobs"
-container_runtime = "none"
-[algorithms]
-local_commands = true  # the trainers run from local_command (no Apptainer)
+{runtime}[algorithms]
+local_commands = true  # with runtime none the trainers run from local_command
 [poll]
 interval_s = 1.0
 floor_s = 0.2
@@ -79,6 +78,7 @@ user = "admin"
 role = "admin"
 token = "admin-dev-token"
 """
+CONFIG = _CONFIG.replace("{runtime}", runtime_toml())  # `{root}` left for the test's folder
 
 
 def auth(user: str) -> dict[str, str]:
@@ -104,9 +104,9 @@ class Gateway:
         return httpx.get(f"{self.base}{path}", headers=auth(user), timeout=30).json()
 
     def algorithm(self, name: str, team: str, code: str) -> None:
-        """An algorithm of ``team`` whose trainer is ``code`` run by this Python (runtime none), registered by the
-        admin."""
-        body = {"name": name, "version": "1", "image": f"/images/{name}.sif", "command": ["true"], "team": team}
+        """An algorithm of ``team`` whose trainer is ``code``, run by the image's Python (runtime apptainer) or this
+        one (runtime none), registered by the admin."""
+        body = {"name": name, "version": "1", "image": IMAGE, "command": ["python", "-c", code], "team": team}
         self.post("/v1/algorithms", {**body, "local_command": [sys.executable, "-c", code]}, "admin")
 
     def job(self, user: str, algorithm: str, **fields: object) -> dict:

@@ -17,7 +17,7 @@ from launchers import JobSpec, JobState, submit
 from launchers.runtime.markers import JobMarkers
 from launchers.slurm.commands import wait_until_done
 from tests.gateway.conftest import auth
-from tests.slurm.support import DATA, classifier_job, wait_for
+from tests.slurm.support import DATA, IMAGE, classifier_job, wait_for
 from tests.slurm.test_launchers import dataset, metrics  # noqa: F401  (dataset: the fixture)
 
 pytestmark = pytest.mark.slurm
@@ -79,7 +79,7 @@ def test_the_gateway_runs_a_ddp_algorithm_version(gateway: TestClient, dataset_h
     version = {
         "name": "intent-classifier-ddp",
         "version": "1.0",
-        "image": "/images/intent-classifier.sif",
+        "image": IMAGE,
         "command": ["python", "/opt/intent-classifier/train_ddp.py"],
         "local_command": [sys.executable, str(TRAINER_DIR / "train_ddp.py")],
         "framework": "ddp",
