@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cloudpickle
 import pytest
 from fastapi.testclient import TestClient
 
@@ -22,7 +23,7 @@ from launchers.outcomes import RemoteTraceback
 from tests.data import functions
 from tests.data.functions import RankRefusedError
 from tests.gateway.conftest import TOKENS
-from tests.slurm.support import gateway_config
+from tests.slurm.support import IMAGE, RUNTIME, gateway_config
 from tests.slurm.test_sweeps import max_overlap, sacct_array
 
 pytestmark = pytest.mark.slurm
@@ -173,9 +174,15 @@ def test_the_docs_example_moves_a_submitit_program_over(cluster, tmp_path: Path)
 @pytest.fixture
 def function_gateway(cluster, tmp_path: Path) -> Iterator[TestClient]:
     config = gateway_config(tmp_path)
-    config.functions = FunctionsConfig(enabled=True, teams=["team-a"])
-    with TestClient(create_app(config)) as client:
-        yield client
+    config.functions = FunctionsConfig(enabled=True, teams=["team-a"], image=IMAGE if RUNTIME == "apptainer" else None)
+    # In the image there is no `tests` package: the test functions travel by value (their exceptions come back as
+    # the same classes, cloudpickle tracks them); a site's functions live in an importable package of the image.
+    cloudpickle.register_pickle_by_value(functions)
+    try:
+        with TestClient(create_app(config)) as client:
+            yield client
+    finally:
+        cloudpickle.unregister_pickle_by_value(functions)
 
 
 def as_user(gateway: TestClient, user: str) -> Client:
