@@ -36,6 +36,17 @@ IMAGE_DIR = Path(__file__).resolve().parents[2] / ".hpcgw" / "images"
 IMAGE = str(IMAGE_DIR / "intent-classifier.sif")  # scripts/build-image.sh; with runtime none only a label
 # print_env.py is not in the image: its source travels in the command, the same bytes under either runtime
 PRINT_ENV = (DATA / "print_env.py").read_text()
+
+
+def in_image(local_command: list[str]) -> list[str]:
+    """The image's command for a test's ``local_command`` (this Python running a file of tests/data, or ``-c``
+    code): the image's Python with that source inline, since the image holds none of the tests' files."""
+    assert local_command[0] == sys.executable, local_command
+    if local_command[1] == "-c":
+        return ["python", *local_command[1:]]
+    return ["python", "-c", Path(local_command[1]).read_text(), *local_command[2:]]
+
+
 CLASSIFIER = {
     "name": "intent-classifier",
     "version": "1.0",

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from gateway.client import Client, wait_healthy
-from tests.slurm.support import serve, write_config
+from tests.slurm.support import IMAGE, in_image, serve, write_config
 
 pytestmark = pytest.mark.slurm
 HPCGW = str(Path(sys.executable).with_name("hpcgw"))
@@ -55,7 +55,8 @@ def gw(cluster, tmp_path: Path) -> Iterator[Gateway]:
     gateway = Gateway(tmp_path)
     gateway.start()
     for algorithm in ALGORITHMS:
-        body = {"version": "1", "image": f"{algorithm['name']}.sif", "command": ["true"], "team": "team-a"} | algorithm
+        body = {"version": "1", "image": IMAGE, "team": "team-a"} | algorithm
+        body["command"] = in_image(algorithm["local_command"])
         httpx.post(
             f"{gateway.url}/v1/algorithms", json=body, headers={"Authorization": "Bearer admin-dev-token"}
         ).raise_for_status()

@@ -32,10 +32,12 @@ from tests.slurm.support import (
     DATA,
     ENDED,
     HPCGW,
+    IMAGE,
     NO_RATE_LIMIT,
     QUICK,
     SLEEPER,
     gateway_config,
+    in_image,
     quick_job,
     roomy_accounts,
     serve,
@@ -50,8 +52,8 @@ pytestmark = pytest.mark.slurm
 TELLER = {
     "name": "teller",
     "version": "1",
-    "image": "/images/teller.sif",
-    "command": ["python", "t.py"],
+    "image": IMAGE,
+    "command": in_image([sys.executable, str(DATA / "coalesced_task.py")]),
     "local_command": [sys.executable, str(DATA / "coalesced_task.py")],
 }
 

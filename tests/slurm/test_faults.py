@@ -37,6 +37,7 @@ from gateway.db import make_engine
 from tests.gateway.conftest import REPO, auth, postgres_url  # noqa: F401  (the fixture)
 from tests.slurm.support import (
     ENDED,
+    IMAGE,
     NO_RATE_LIMIT,
     QUICK,
     gateway_config,
@@ -57,8 +58,8 @@ HPCGW = str(Path(sys.executable).with_name("hpcgw"))
 NAPPER = {
     "name": "napper",
     "version": "1",
-    "image": "/images/napper.sif",
-    "command": ["sleep", "20"],
+    "image": IMAGE,
+    "command": ["python", "-c", "import os, time; time.sleep(float(os.environ['NAP_S']))"],
     "local_command": [sys.executable, "-c", "import os, time; time.sleep(float(os.environ['NAP_S']))"],
 }
 

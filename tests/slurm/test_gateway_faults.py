@@ -104,7 +104,12 @@ def test_crash_between_sbatch_and_the_database_leaves_exactly_one_job(
         first = serve([sys.executable, "-c", crashing, "worker", "--config", str(config_file)], log)
         httpx.post(
             f"{base}/v1/algorithms",
-            json={**SLEEPER, "local_command": [sys.executable, "-c", "print('hi')"], "team": "team-a"},
+            json={
+                **SLEEPER,
+                "command": ["python", "-c", "print('hi')"],
+                "local_command": [sys.executable, "-c", "print('hi')"],
+                "team": "team-a",
+            },
             headers=auth("admin"),  # only an admin registers a local command
         )
         job = httpx.post(f"{base}/v1/jobs", json=sleeper_job(dataset_hash), headers=auth("alice")).json()

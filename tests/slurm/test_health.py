@@ -19,15 +19,15 @@ from gateway.client import Client
 from gateway.models import Job
 from launchers.slurm.times import parse_timestamp
 from tests.gateway.conftest import auth
-from tests.slurm.support import CLASSIFIER, DATA, classifier_job, sacct_row, wait_for
+from tests.slurm.support import CLASSIFIER, DATA, IMAGE, classifier_job, in_image, sacct_row, wait_for
 from tests.slurm.test_cli import Gateway, hpcgw
 
 pytestmark = pytest.mark.slurm
 HEALTH = {
     "name": "health-trainer",
     "version": "1",
-    "image": "/images/health.sif",
-    "command": ["python", "/opt/health/train.py"],
+    "image": IMAGE,
+    "command": in_image([sys.executable, str(DATA / "health_trainer.py")]),
     "local_command": [sys.executable, str(DATA / "health_trainer.py")],
 }
 STOPPED = {"succeeded", "failed", "cancelled", "timeout", "hung", "diverged", "stopped_early"}

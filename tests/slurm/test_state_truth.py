@@ -41,6 +41,7 @@ from tests.slurm.support import (
     classifier_job,
     gateway_config,
     history,
+    in_image,
     serve,
     sleeper_job,
     wait_for,
@@ -225,7 +226,8 @@ def test_sigterm_stops_dispatching_at_once_and_leaves_nothing_half_done(
     base = "http://127.0.0.1:18932"
     try:
         wait_healthy(base)
-        quick = {**QUICK, "local_command": [sys.executable, "-c", "import time; time.sleep(30)"], "team": "team-a"}
+        nap = [sys.executable, "-c", "import time; time.sleep(30)"]
+        quick = {**QUICK, "command": in_image(nap), "local_command": nap, "team": "team-a"}
         httpx.post(f"{base}/v1/algorithms", json=quick, headers=auth("admin")).raise_for_status()
         for i in range(40):  # 40 shapes (time limits): 40 sbatch calls, one at a time, not one coalesced array
             body = sleeper_job(dataset_hash, algorithm="quick", time_limit_min=5 + i)

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from devcluster import ClusterSpec, cluster_down, cluster_up
 from launchers import JobSpec, JobState, ListSpace, sweep
 from tests.gateway.conftest import auth
+from tests.slurm.support import IMAGE, in_image
 
 pytestmark = pytest.mark.slurm
 TASK = str(Path(__file__).parent.parent / "data" / "sweep_task.py")
@@ -25,8 +26,8 @@ SWEEP_TASK = {
     "name": "sweep-task",
     "version": "1",
     "team": "team-a",
-    "image": "/images/t.sif",
-    "command": ["t"],
+    "image": IMAGE,
+    "command": in_image([sys.executable, TASK]),
     "local_command": [sys.executable, TASK],
 }
 ROOMY = {"team-a": {"max_running_jobs": 4, "max_queued_jobs": 50}}  # a sweep's tasks count against the queue

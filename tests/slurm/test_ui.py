@@ -20,6 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.slurm.support import IMAGE, in_image
 from tests.slurm.test_cli import Gateway
 
 pytestmark = pytest.mark.slurm
@@ -29,8 +30,8 @@ TOKENS = {"alice": "team-a-dev-token", "bob": "team-b-dev-token", "admin": "admi
 TRAINER = {
     "name": "curves",
     "version": "1",
-    "image": "curves.sif",
-    "command": ["true"],
+    "image": IMAGE,
+    "command": in_image([sys.executable, str(ROOT / "tests" / "data" / "ui_trainer.py")]),
     "local_command": [sys.executable, str(ROOT / "tests" / "data" / "ui_trainer.py")],
 }
 
