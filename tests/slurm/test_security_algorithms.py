@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.slurm.support import IMAGE, in_image
 from tests.slurm.tenants import Gateway, run_gateway
 
 pytestmark = [pytest.mark.slurm, pytest.mark.security]
@@ -32,8 +33,8 @@ def writer(tag: str) -> str:
 def version_body(number: str, tag: str) -> dict[str, object]:
     return {
         "version": number,
-        "image": "/images/x.sif",
-        "command": ["true"],
+        "image": IMAGE,
+        "command": in_image([sys.executable, "-c", writer(tag)]),
         "local_command": [sys.executable, "-c", writer(tag)],
     }
 
