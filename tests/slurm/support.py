@@ -22,6 +22,7 @@ from examples.intent_classifier import TRAINER_DIR
 from gateway import accounts
 from gateway.config import GatewayConfig, load_config
 from gateway.models import JobEvent
+from launchers.spec import Bind, ContainerSpec, JobSpec
 from tests.conftest import set_up_tenancy
 from tests.gateway.conftest import auth, make_config
 
@@ -45,6 +46,21 @@ def in_image(local_command: list[str]) -> list[str]:
     if local_command[1] == "-c":
         return ["python", *local_command[1:]]
     return ["python", "-c", Path(local_command[1]).read_text(), *local_command[2:]]
+
+
+def in_runtime(spec: JobSpec, *folders: Path) -> JobSpec:
+    """``spec`` (a runtime-'none' spec of the classifier, examples.intent_classifier) under the tests' runtime: with
+    Apptainer its trainer is the image's copy, and ``folders`` (its work folder, its dataset) are bound at their
+    own paths."""
+    if RUNTIME == "none":
+        return spec
+    trainer = Path(spec.command[-1])
+    assert trainer.parent == TRAINER_DIR, spec.command
+    binds = tuple(Bind(source=f, target=f, read_only=False) for f in folders)
+    container = ContainerSpec(runtime="apptainer", image=IMAGE, binds=binds)
+    return spec.model_copy(
+        update={"command": ("python", f"/opt/intent-classifier/{trainer.name}"), "container": container}
+    )
 
 
 CLASSIFIER = {

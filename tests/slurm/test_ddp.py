@@ -17,7 +17,7 @@ from launchers import JobSpec, JobState, submit
 from launchers.runtime.markers import JobMarkers
 from launchers.slurm.commands import wait_until_done
 from tests.gateway.conftest import auth
-from tests.slurm.support import DATA, IMAGE, classifier_job, wait_for
+from tests.slurm.support import DATA, IMAGE, classifier_job, in_runtime, wait_for
 from tests.slurm.test_launchers import dataset, metrics  # noqa: F401  (dataset: the fixture)
 
 pytestmark = pytest.mark.slurm
@@ -59,11 +59,10 @@ def test_a_ddp_allreduce_sums_over_two_nodes(cluster, tmp_path: Path) -> None:
 def test_the_ddp_trainer_matches_the_horovod_band_and_repeats_itself(cluster, dataset: Path, tmp_path: Path) -> None:
     runs = {}
     for name, framework in (("ddp-a", "ddp"), ("ddp-b", "ddp"), ("horovod", "horovod")):
-        job = submit(
-            intent_classifier_spec(
-                tmp_path / name, dataset_dir=dataset, partition="team-b", epochs=3, seed=11, framework=framework
-            )
+        spec = intent_classifier_spec(
+            tmp_path / name, dataset_dir=dataset, partition="team-b", epochs=3, seed=11, framework=framework
         )
+        job = submit(in_runtime(spec, tmp_path / name, dataset))
         assert job.wait(timeout_s=600) is JobState.SUCCEEDED, job.stderr(0).read_text()[-3000:]
         runs[name] = metrics(tmp_path / name / "metrics.jsonl")
         assert job.markers.started() is not None

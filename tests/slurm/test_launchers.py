@@ -14,6 +14,7 @@ import pytest
 from examples.intent_classifier import ensure_dataset, intent_classifier_spec
 from launchers import JobFailedError, JobSpec, JobState, SpecError, submit
 from launchers.spec import Framework
+from tests.slurm.support import in_runtime
 
 pytestmark = pytest.mark.slurm
 DATA = Path(__file__).parent.parent / "data"
@@ -31,11 +32,10 @@ def metrics(path: Path) -> list[dict[str, float]]:
 
 
 def run_classifier(workdir: Path, dataset: Path, *, epochs: int, seed: int = 7, partition: str = "team-b") -> list:
-    job = submit(
-        intent_classifier_spec(
-            workdir, dataset_dir=dataset, partition=partition, account=partition, epochs=epochs, seed=seed
-        )
+    spec = intent_classifier_spec(
+        workdir, dataset_dir=dataset, partition=partition, account=partition, epochs=epochs, seed=seed
     )
+    job = submit(in_runtime(spec, workdir, dataset))
     assert job.wait(timeout_s=600) is JobState.SUCCEEDED, job.stderr(0).read_text()[-3000:]
     return [job, metrics(workdir / "metrics.jsonl")]
 
