@@ -10,7 +10,7 @@ BUILD_DEBS := cmake g++ make libopenmpi-dev openmpi-bin
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: all venv system-deps horovod cluster-up cluster-down postgres-up demo demo-direct test lint bench clean
+.PHONY: all venv system-deps horovod apptainer image cluster-up cluster-down postgres-up demo demo-direct test lint bench clean
 
 all: demo
 
@@ -29,6 +29,15 @@ venv: $(VENV)/.stamp
 
 horovod: venv
 	@scripts/build-horovod.sh $(PY)
+
+# Apptainer 1.4.5 from Debian's source package (cached; a site's own apptainer on PATH is used as it is). Not yet
+# a step of demo/test: the build from source does not complete on these machines yet (issue 30).
+apptainer: system-deps
+	@scripts/build-apptainer.sh >/dev/null
+
+# The intent classifier's CPU image (.hpcgw/images/intent-classifier.sif), rebuilt only when what goes in changed.
+image: horovod apptainer
+	@scripts/build-image.sh $(PY) >/dev/null
 
 # The cluster, then the example configuration's Unix users and groups (and the gateway's own user with its one
 # sudoers rule), then its teams' Slurm accounts, limits and fair-share: all idempotent.

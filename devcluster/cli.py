@@ -162,4 +162,7 @@ def _show(status: ClusterStatus, json_out: bool) -> None:
     console.print(
         f"accounting: [{colour}]{'ok' if status.accounting_ok else 'NOT OK'}[/{colour}] ({status.accounting_detail})"
     )
+    if status.apptainer is not None:
+        colour = "green" if status.apptainer.ok else "yellow"
+        console.print(f"apptainer: [{colour}]{status.apptainer.describe()}[/{colour}]", highlight=False)
     console.print(f"healthy: {'yes' if status.healthy else 'no'}")

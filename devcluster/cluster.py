@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from devcluster import prepare, probe
+from devcluster import apptainer, prepare, probe
 from devcluster.daemons import Daemon, DaemonError
 from devcluster.errors import ClusterError
 from devcluster.packages import PackagesMissingError, ensure_packages
@@ -118,6 +118,8 @@ def cluster_up(
                 f"a cluster with other settings is running from {state_dir}; run `hpcgw cluster down` first"
             )
         conf_changed = prepare.write_files(spec)
+        if apptainer.prepare_fuse():
+            log.info("/dev/fuse made usable by the jobs' users (0666), for Apptainer's SIF mounts")
         ctld_was_running = any(d.name == "slurmctld" and d.is_running() for d in all_daemons)
         started: list[Daemon] = []
         try:
@@ -172,6 +174,7 @@ def cluster_status(state_dir: os.PathLike[str] | str | None = None) -> ClusterSt
         status.nodes = nodes(spec)
         status.partitions = partitions(spec)
     status.accounting_ok, status.accounting_detail = accounting(spec, running)
+    status.apptainer = apptainer.apptainer_status()
     return status
 
 

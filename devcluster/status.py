@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from devcluster.apptainer import ApptainerStatus
 from devcluster.probe import out
 from devcluster.spec import ClusterSpec
 from launchers.slurm.shell import run
@@ -43,6 +44,7 @@ class ClusterStatus:
     partitions: list[PartitionStatus] = field(default_factory=list)
     accounting_ok: bool = False
     accounting_detail: str = ""
+    apptainer: ApptainerStatus | None = None  # what jobs find; not part of healthy (sites may run none)
 
     @property
     def healthy(self) -> bool:
@@ -63,6 +65,7 @@ class ClusterStatus:
             "nodes": [vars(n) for n in self.nodes],
             "partitions": [vars(p) for p in self.partitions],
             "accounting": {"ok": self.accounting_ok, "detail": self.accounting_detail},
+            "apptainer": None if self.apptainer is None else vars(self.apptainer) | {"ok": self.apptainer.ok},
         }
 
 

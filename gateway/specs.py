@@ -36,6 +36,8 @@ def job_env(config: GatewayConfig, job: Job) -> dict[str, str]:
             "SEED": job.parameters.get("SEED", "0"),
             "JOB_ID": job.id,
         }
+    if job.image_digest and config.container_runtime == "apptainer":
+        env["HPCGW_IMAGE_DIGEST"] = job.image_digest  # the provenance record names the bytes it ran in
     if job.health:
         env["HPCGW_HEARTBEAT_S"] = f"{HealthPolicy.model_validate(job.health).heartbeat_s:g}"
     return env

@@ -181,7 +181,7 @@ def _heartbeat(data: dict[str, Any]) -> dict[str, Any]:
 
 def _provenance(data: dict[str, Any]) -> dict[str, Any]:
     """What rank 0 recorded (launchers.runtime.provenance), a field of the wrong type left out."""
-    texts = ("code_sha256", "model_sha256", "seed")
+    texts = ("code_sha256", "model_sha256", "seed", "container", "image_digest")
     found: dict[str, Any] = {
         k: _text(data[k]) for k in texts if k in data and (data[k] is None or isinstance(data[k], str))
     }

@@ -30,7 +30,9 @@ DATA = Path(__file__).parent.parent / "data"
 HPCGW = str(Path(sys.executable).with_name("hpcgw"))
 # The container runtime the tests on Slurm run their jobs with: Apptainer (the default of a deployment, and of the
 # development cluster), or `HPCGW_TEST_RUNTIME=none` for the sites that run trainers on the nodes' own Python.
-RUNTIME = os.environ.get("HPCGW_TEST_RUNTIME", "apptainer")
+# Default none until `make test` builds Apptainer and the image on a fresh machine (issue 30: the Apptainer
+# build from Debian's source does not complete yet); HPCGW_TEST_RUNTIME=apptainer runs them in the image.
+RUNTIME = os.environ.get("HPCGW_TEST_RUNTIME", "none")
 if RUNTIME not in ("apptainer", "none"):
     raise ValueError(f"HPCGW_TEST_RUNTIME must be 'apptainer' or 'none', not {RUNTIME!r}")
 IMAGE_DIR = Path(__file__).resolve().parents[2] / ".hpcgw" / "images"
