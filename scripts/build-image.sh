@@ -61,8 +61,13 @@ if [ ! -f "$cached" ]; then
     cp -r launchers "$stage/trainer/lib/"
     find "$stage/trainer" -name __pycache__ -prune -exec rm -rf {} +
     cp "$DEF" "$stage/image.def"
+    # Root lacks CAP_SYS_RESOURCE on these machines, so a plain root build fails in %post ("Requesting capability
+    # set ..."): build in a user namespace (--fakeroot), which needs a subordinate id range for root.
+    for ids in /etc/subuid /etc/subgid; do
+        grep -q '^root:' "$ids" 2>/dev/null || echo 'root:100000:65536' >>"$ids"
+    done
     started=$SECONDS
-    (cd "$stage" && apptainer build --force "$stage/image.sif" image.def >"$stage/build.log" 2>&1) ||
+    (cd "$stage" && apptainer build --fakeroot --force "$stage/image.sif" image.def >"$stage/build.log" 2>&1) ||
         { tail -40 "$stage/build.log" >&2; log "the image did not build (log above)"; exit 1; }
     chmod 0644 "$stage/image.sif"
     mv "$stage/image.sif" "$cached.partial"
