@@ -47,9 +47,7 @@ def in_image(local_command: list[str]) -> list[str]:
     files. Under runtime none the image's command is never run, and a script's path keeps each command element
     within the API's 1,024 characters (health_trainer.py alone is 3 KiB)."""
     assert local_command[0] == sys.executable, local_command
-    if local_command[1] == "-c":
-        return ["python", *local_command[1:]]
-    if RUNTIME == "none":
+    if local_command[1] == "-c" or RUNTIME == "none":
         return ["python", *local_command[1:]]
     return ["python", "-c", Path(local_command[1]).read_text(), *local_command[2:]]
 
