@@ -54,9 +54,11 @@ def apptainer_argv(spec: JobSpec) -> list[str]:
     if spec.gpus_per_node > 0:
         argv.append("--nv")
     # --cleanenv: only what the shim passes on; --no-home: the user's home (its ~/.local site-packages, its keys)
-    # stays out. The binds below are what the job needs; /tmp, the working directory and the site's own
-    # `bind path`s of apptainer.conf (/etc/hosts for the nodes' names) are Apptainer's defaults.
-    argv += ["--cleanenv", "--no-home"]
+    # stays out; --no-mount cwd: the submitter's working directory stays out too (`python -m` puts it first on
+    # sys.path, so a checkout there would shadow the image's own packages), and the job starts in its folder. The
+    # binds below are what the job needs; /tmp (per-node scratch) and the site's own `bind path`s of
+    # apptainer.conf (/etc/hosts for the nodes' names) are Apptainer's defaults.
+    argv += ["--cleanenv", "--no-home", "--no-mount", "cwd", "--pwd", str(spec.folder)]
     # submitit reads and writes the job folder from inside the container, at the same path (unless a bind of a
     # folder above it, writable and at its own path, already shows it there).
     covered = any(

@@ -211,7 +211,7 @@ def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
         "time": spec.time_limit_min,
         "signal_delay_s": spec.signal_delay_s,
         "srun_args": srun_args,
-        "setup": [*_framework_lines(spec), *spec.setup],
+        "setup": [*RENDEZVOUS_LINES, *_framework_lines(spec), *spec.setup],
         "teardown": exit_code_teardown(spec.folder),
         "additional_parameters": {
             "requeue" if spec.requeue else "no_requeue": True,
@@ -229,6 +229,19 @@ def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
     if spec.mem_gb is not None:
         params["mem"] = f"{round(spec.mem_gb * 1024)}M"
     return params
+
+
+# Rank 0's node address, resolved once by the batch script on the host: DNS, else Slurm's NodeAddr (the
+# development cluster's nodes have no DNS name). The ranks read HPCGW_RENDEZVOUS_ADDR, so a rank inside an image,
+# which has none of Slurm's tools, never needs scontrol; and a job costs two Slurm calls, not one per rank. Constant
+# text: the node's name comes from Slurm's variable at run time and is only ever quoted.
+RENDEZVOUS_LINES = [
+    "# rank 0's node address for the ranks' rendezvous (DNS, else Slurm's NodeAddr), resolved here on the host",
+    '_hpcgw_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+    '_hpcgw_addr=$(getent ahostsv4 "$_hpcgw_node" | awk \'{print $1; exit}\')',
+    '[[ -n $_hpcgw_addr ]] || _hpcgw_addr=$(scontrol -o show node "$_hpcgw_node" | grep -o \'NodeAddr=[^ ]*\' | cut -d= -f2)',
+    'export HPCGW_RENDEZVOUS_ADDR="${HPCGW_RENDEZVOUS_ADDR:-$_hpcgw_addr}"',
+]
 
 
 def _framework_lines(spec: JobSpec) -> list[str]:
