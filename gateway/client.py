@@ -290,6 +290,10 @@ class Client:
     def add_version(self, name: str, request: AlgorithmVersionCreate | dict[str, Any]) -> AlgorithmPublic:
         return self._typed(AlgorithmPublic, "POST", f"/v1/algorithms/{name}/versions", json=_body(request))
 
+    def reregister(self, name: str, version: str) -> AlgorithmPublic:
+        """Record the digest of the version's image file as it is now: how a rebuilt image may run."""
+        return self._typed(AlgorithmPublic, "POST", f"/v1/algorithms/{name}/versions/{version}/digest")
+
     def teams(self) -> list[TeamPublic]:
         return self._typed(list[TeamPublic], "GET", "/v1/teams")
 

@@ -107,6 +107,38 @@ def image_mismatch(config: GatewayConfig, image: str, recorded: str | None) -> I
     return ImageMismatch(image, recorded, found, why)
 
 
+class ImageChangedError(RuntimeError):
+    """A waiting job's image stopped matching after its submission was accepted (a job can wait for its team's
+    quota for hours): it fails at dispatch with the reason, instead of running bytes nobody registered."""
+
+
+class DispatchImages:
+    """The dispatch-time check, once per (image, recorded digest) in a cycle: a thousand queued jobs of one
+    version cost one walk and one fstat, not a thousand."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self._seen: dict[tuple[str, str | None], ImageChangedError | None] = {}
+
+    def refusal(self, image: str, recorded: str | None) -> ImageChangedError | None:
+        key = (image, recorded)
+        if key not in self._seen:
+            self._seen[key] = _refusal(image_mismatch(self.config, image, recorded))
+        return self._seen[key]
+
+
+def _refusal(mismatch: ImageMismatch | None) -> ImageChangedError | None:
+    """Short enough for a job's reason (256 characters) with both digests in it."""
+    if mismatch is None:
+        return None
+    if mismatch.changed:
+        return ImageChangedError(
+            f"not submitted: its image changed after the job was accepted (recorded {mismatch.recorded}, now "
+            f"{mismatch.found}); re-register the version, then submit again"
+        )
+    return ImageChangedError(f"not submitted: {mismatch}")
+
+
 def check_image(
     config: GatewayConfig, image: str, recorded: str | None, algorithm: str, version: str, *, advice: str = ""
 ) -> None:

@@ -18,6 +18,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "cancel": ("hpcgw cancel 9214ab07 77c1e2d0",),
     "metrics": ("hpcgw metrics 9214ab07", "hpcgw metrics 9214ab07 --json"),
     "algorithms": ("hpcgw algorithms",),
+    "reregister": ("hpcgw reregister intent-classifier 1.0   # after rebuilding its image file",),
     "rerun": ("hpcgw rerun --verify 9214ab07", "hpcgw rerun --verify 9214ab07 --nodes 1"),
     "watch": ("hpcgw watch", "hpcgw watch -i 5 --iterations 12 | tee queue.log"),
     "sweep": (

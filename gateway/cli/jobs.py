@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli import lines
+from gateway.cli import complete, lines
 from gateway.cli.direct import direct_spec, submit_direct
 from gateway.cli.helptext import epilog
 from gateway.cli.options import (
@@ -272,6 +272,29 @@ def algorithms(
     console.print(algorithms_table(items))
 
 
+def reregister(
+    name: Annotated[str, typer.Argument(help="the algorithm", autocompletion=complete.algorithm_names)],
+    version: Annotated[str, typer.Argument(help="its version whose image file was rebuilt")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Re-register an algorithm version's image: record the SHA-256 of its file as it is now. A version's image is
+    pinned, so after a rebuild its submissions are refused until its team (or an admin) does this."""
+    with client(url, token, token_file) as c:
+        try:
+            algorithm = c.reregister(name, version)
+        except ClientError as exc:
+            raise fail(exc) from None
+    found = next((v for v in algorithm.versions if v.version == version), None)
+    if json_out:
+        typer.echo(json.dumps(found.model_dump(mode="json") if found else None))
+        return
+    digest = found.image_digest if found else None
+    typer.echo(f"{name} {version}: {found.image if found else '-'} pinned to {digest or 'no digest (runtime none)'}")
+
+
 def render(
     command: CommandArg = None,
     algorithm: AlgorithmOpt = None,
@@ -381,5 +404,5 @@ def register(app: typer.Typer) -> None:
     """`submit`: past the trainer command's first word every flag is the trainer's, as with sbatch's script."""
     app.command(context_settings={"allow_interspersed_args": False}, epilog=epilog("submit"))(submit)
     app.command(context_settings={"allow_interspersed_args": False}, epilog=epilog("render"))(render)
-    for command in (status, jobs, logs, cancel, metrics, algorithms, rerun, watch):
+    for command in (status, jobs, logs, cancel, metrics, algorithms, reregister, rerun, watch):
         app.command(epilog=epilog(command.__name__))(command)

@@ -25,6 +25,7 @@ from gateway import rows
 from gateway.comments import batch_comment, sweep_comment
 from gateway.config import GatewayConfig
 from gateway.folders import FolderError, JobFolders
+from gateway.images import DispatchImages, ImageChangedError
 from gateway.jobs import active_counts, record_state
 from gateway.models import Job, Sweep, new_id, utcnow
 from gateway.specs import job_spec
@@ -141,9 +142,11 @@ class Dispatcher:
         self.max_array_size: int | None = None
         # per account: the largest array its GrpSubmitJobs took lately (halved at each refusal of an array)
         self.batch_cap: dict[str, int] = {}
+        self.images = DispatchImages(config)  # renewed each cycle: an image may change between two
 
     def run(self, session: Session) -> Outcome:
         """Sweeps first (each is one array), then single jobs within each team's quota."""
+        self.images = DispatchImages(self.config)
         outcome = self._sweeps(session)
         if outcome is Outcome.UNREACHABLE:
             return outcome
@@ -170,6 +173,10 @@ class Dispatcher:
                 running, gpus = running + 1, gpus + job.gpus
             groups: dict[str, tuple[JobSpec, list[tuple[Job, Element]]]] = {}
             for job in admitted:
+                refusal = self.images.refusal(job.image, job.image_digest)
+                if refusal is not None:
+                    outcome = self.failed(session, [job], refusal)
+                    continue
                 try:
                     own = element(self.config, job)
                     key, spec = shapes.of(job)
@@ -219,6 +226,9 @@ class Dispatcher:
         sweep = session.get(Sweep, sweep_id)
         if sweep is None:
             return Outcome.REFUSED
+        refusal = self.images.refusal(tasks[0].image, tasks[0].image_digest)  # a sweep's tasks share one version
+        if refusal is not None:
+            return self.failed(session, tasks, refusal)
         _mark_dispatching(session, tasks)
         try:
             with JobFolders(self.config) as folders:
@@ -348,7 +358,7 @@ class Dispatcher:
             job.dispatch_error = text[-2000:]
             if not unreachable:
                 last = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
-                refused = "" if isinstance(exc, FolderError) else "sbatch refused the job: "
+                refused = "" if isinstance(exc, (FolderError, ImageChangedError)) else "sbatch refused the job: "
                 job.reason = f"{refused}{last}"[:256]  # the job's own reason, not only its history's
                 record_state(session, job, JobState.FAILED, reason=job.reason)
                 job.end_time = utcnow()

@@ -14,13 +14,17 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
+from typer.testing import CliRunner
 
 from gateway import images
 from gateway.app import create_app
+from gateway.cli import jobs as cli_jobs
+from gateway.cli.main import app as cli_app
+from gateway.client import Client
 from gateway.models import Job
 from gateway.reproduce import verify
 from launchers.states import JobState
-from tests.gateway.conftest import auth, job_body, make_config
+from tests.gateway.conftest import TOKENS, auth, job_body, make_config
 
 OLD, NEW = b"the registered image", b"another image, same path"
 DIGEST = "/v1/algorithms/intent-classifier/versions/1.0/digest"
@@ -191,3 +195,20 @@ def test_a_verified_rerun_names_an_image_that_changed() -> None:
     assert answer.status == "different" and sha(OLD) in answer.detail and sha(NEW) in answer.detail
     assert "re-registered" in answer.detail
     assert [d.input for d in answer.differences] == ["image_digest"]
+
+
+def test_hpcgw_reregister_pins_the_rebuilt_file(
+    pinned: TestClient, image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command line's way to the same endpoint, as the algorithm's team: a refused submission runs after it."""
+    write_image(image, NEW)
+    assert submit(pinned)[0] == 422
+    monkeypatch.setattr(  # the CLI closes its client: a fresh one per command
+        cli_jobs, "client", lambda *_: Client("http://testserver", TOKENS["alice"], transport=pinned._transport)
+    )
+    done = CliRunner().invoke(cli_app, ["reregister", "intent-classifier", "1.0"])
+    assert done.exit_code == 0, done.output
+    assert done.output.strip() == f"intent-classifier 1.0: {image} pinned to {sha(NEW)}"
+    assert submit(pinned)[0] == 201
+    missing = CliRunner().invoke(cli_app, ["reregister", "intent-classifier", "9.9"])
+    assert missing.exit_code != 0 and "has no version '9.9'" in missing.output

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,19 +39,28 @@ if RUNTIME not in ("apptainer", "none"):
     raise ValueError(f"HPCGW_TEST_RUNTIME must be 'apptainer' or 'none', not {RUNTIME!r}")
 IMAGE_DIR = Path(__file__).resolve().parents[2] / ".hpcgw" / "images"
 IMAGE = str(IMAGE_DIR / "intent-classifier.sif")  # scripts/build-image.sh; with runtime none only a label
-# print_env.py is not in the image: its source travels in the command, the same bytes under either runtime
-PRINT_ENV = (DATA / "print_env.py").read_text()
+
+
+# Runs a tests/data script that travels in the command itself (the image holds none of the tests' files, and
+# nothing of the host but the job's folders is bound): its zlib'd, base64'd source split into elements of at
+# most 1,000 characters (the API caps each at 1,024), then '--' and the script's own arguments.
+INLINE_LOADER = (
+    "import base64, sys, zlib; i = sys.argv.index('--'); "
+    "source = zlib.decompress(base64.b64decode(''.join(sys.argv[1:i]))); "
+    "sys.argv = [sys.argv[0], *sys.argv[i + 1:]]; exec(compile(source, '<tests/data script>', 'exec'))"
+)
 
 
 def in_image(local_command: list[str]) -> list[str]:
     """The image's command for a test's ``local_command`` (this Python running a file of tests/data, or ``-c``
-    code): under Apptainer the image's Python with that source inline, since the image holds none of the tests'
-    files. Under runtime none the image's command is never run, and a script's path keeps each command element
-    within the API's 1,024 characters (health_trainer.py alone is 3 KiB)."""
+    code). Under Apptainer a script's source travels in the command (:data:`INLINE_LOADER`). Under runtime none
+    the image's command is never run, and names the script."""
     assert local_command[0] == sys.executable, local_command
     if local_command[1] == "-c" or RUNTIME == "none":
         return ["python", *local_command[1:]]
-    return ["python", "-c", Path(local_command[1]).read_text(), *local_command[2:]]
+    packed = base64.b64encode(zlib.compress(Path(local_command[1]).read_bytes(), 9)).decode()
+    chunks = [packed[i : i + 1000] for i in range(0, len(packed), 1000)]
+    return ["python", "-c", INLINE_LOADER, *chunks, "--", *local_command[2:]]
 
 
 def in_runtime(spec: JobSpec, *folders: Path) -> JobSpec:
@@ -92,7 +103,7 @@ ENV_PRINTER = {
     "name": "env-printer",
     "version": "1",
     "image": IMAGE,
-    "command": ["python", "-c", PRINT_ENV, "A,B,C,D,JOB_ID,SEED"],
+    "command": in_image([sys.executable, str(DATA / "print_env.py"), "A,B,C,D,JOB_ID,SEED"]),
     "local_command": [sys.executable, str(DATA / "print_env.py"), "A,B,C,D,JOB_ID,SEED"],
 }
 
