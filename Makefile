@@ -30,8 +30,8 @@ venv: $(VENV)/.stamp
 horovod: venv
 	@scripts/build-horovod.sh $(PY)
 
-# Apptainer 1.4.5 from Debian's source package (cached; a site's own apptainer on PATH is used as it is). Not yet
-# a step of demo/test: the build from source does not complete on these machines yet (issue 30).
+# Apptainer 1.4.5 from Debian's source package (~7 min the first time, then cached; a site's own apptainer on PATH
+# is used as it is). The development cluster runs every trainer in the image below.
 apptainer: system-deps
 	@scripts/build-apptainer.sh >/dev/null
 
@@ -49,23 +49,23 @@ cluster-up: venv
 cluster-down:
 	@test -x $(HPCGW) && $(HPCGW) cluster down || true
 
-demo: horovod cluster-up
+demo: image cluster-up
 	$(PY) -m examples.gateway_demo
 
 # The same trainer through the launcher library alone, without the gateway.
-demo-direct: horovod cluster-up
+demo-direct: image cluster-up
 	$(PY) -m examples.launcher_demo
 
 postgres-up:
 	@scripts/postgres-dev.sh up .hpcgw/postgres >/dev/null
 
 # tmux: tests/slurm/test_terminal.py drives the real `hpcgw` in a terminal of a given size.
-test: horovod cluster-up postgres-up
+test: image cluster-up postgres-up
 	@scripts/install-system-deps.sh tmux chromium chromium-driver
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # slurmrestd (Debian's) runs beside the gateway in the comparison; PostgreSQL holds the failover case's database.
-bench: horovod cluster-up postgres-up
+bench: image cluster-up postgres-up
 	@scripts/install-system-deps.sh slurmrestd
 	$(PY) -m bench.bench $(BENCH_ARGS)
 

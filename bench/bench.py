@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cases import bench_get, bench_submission, bench_sweep, bench_time_to_running, bench_tracking
+from bench.container import bench_container, container_lines
 from bench.fairness import bench_fairness
 from bench.health import bench_health
 from bench.load import bench_load
@@ -42,10 +43,11 @@ def main() -> int:
     parser.add_argument("--load-duration", type=float, default=300.0, help="seconds of the load case")
     parser.add_argument(
         "--only",
-        choices=("all", "restd", "health", "ui"),
+        choices=("all", "restd", "health", "ui", "container"),
         default="all",
         help="restd: only the slurmrestd comparison (issue 13); health: only the health checks' cost (issue 14); "
-        "ui: only the dashboard's render times (issue 16)",
+        "ui: only the dashboard's render times (issue 16); container: only the image against runtime none "
+        "(issue 30)",
     )
     parser.add_argument("--api-processes", type=int, default=2, help="`hpcgw serve --processes` in the restd case")
     parser.add_argument("--tracked-get", type=int, default=10_000, help="tracked jobs for the restd case's GETs")
@@ -60,6 +62,10 @@ def main() -> int:
     root.chmod(0o711)  # the gateway's jobs run as alice and bob, who must reach their folders
     try:
         scancel_all()
+        if args.only == "container":
+            results["container"] = bench_container(root / "container")
+            return _report(results)
+        results["container"] = bench_container(root / "container")
         if args.only == "ui":
             results["ui"] = bench_ui_both(root / "ui")
             return _report(results)
@@ -110,6 +116,8 @@ def _report(results: dict[str, Any]) -> int:
         print(health_line(results["health"], results["tracking"].get("1000")))
     if "ui" in results:
         print(ui_lines(results["ui"]))
+    if "container" in results:
+        print(container_lines(results["container"]))
     print(f"\nraw figures: {out}")
     return 0
 

@@ -6,9 +6,13 @@ import sys
 from pathlib import Path
 
 from launchers.slurm.shell import run
-from launchers.spec import Framework, JobSpec
+from launchers.spec import Bind, ContainerSpec, Framework, JobSpec
 
-TRAINER_DIR = Path(__file__).resolve().parent.parent / "containers" / "intent-classifier"
+REPO = Path(__file__).resolve().parent.parent
+TRAINER_DIR = REPO / "containers" / "intent-classifier"
+# scripts/build-image.sh (make image): the trainer at /opt/intent-classifier, with the project's launchers
+IMAGE = REPO / ".hpcgw" / "images" / "intent-classifier.sif"
+IMAGE_TRAINER_DIR = "/opt/intent-classifier"
 
 
 def ensure_dataset(directory: Path) -> str:
@@ -56,3 +60,15 @@ def intent_classifier_spec(
         env=env,
         folder=workdir / "job",
     )
+
+
+def in_image(spec: JobSpec, image: Path, *folders: Path) -> JobSpec:
+    """``spec`` (a runtime-'none' spec of the classifier) run inside ``image``: the image's own copy of its trainer,
+    and ``folders`` (its work folder, its dataset) bound at their own paths; nothing else of the host."""
+    trainer = Path(spec.command[-1])
+    if trainer.parent != TRAINER_DIR:
+        raise ValueError(f"not the classifier's trainer: {spec.command}")
+    binds = tuple(Bind(source=f, target=f, read_only=False) for f in folders)
+    container = ContainerSpec(runtime="apptainer", image=str(image), binds=binds)
+    command = ("python", f"{IMAGE_TRAINER_DIR}/{trainer.name}")
+    return spec.model_copy(update={"command": command, "container": container})

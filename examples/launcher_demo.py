@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from devcluster import use_local_cluster
-from examples.intent_classifier import ensure_dataset, intent_classifier_spec
+from examples.intent_classifier import IMAGE, ensure_dataset, in_image, intent_classifier_spec
 from launchers.states import JobState
 from launchers.submission import submit
 
@@ -24,23 +24,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=Path(".hpcgw/demo"))
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job")
+    parser.add_argument(
+        "--image",
+        type=Path,
+        default=IMAGE,
+        help="the Apptainer image the trainer runs in (make image); 'none' runs it on the nodes' own Python",
+    )
     args = parser.parse_args(argv)
     use_local_cluster()
 
     workdir = args.workdir.resolve() / time.strftime("run-%Y%m%d-%H%M%S")
     data_hash = ensure_dataset(args.workdir.resolve() / "datasets" / "intents")
+    dataset_dir = args.workdir.resolve() / "datasets" / "intents"
     spec = intent_classifier_spec(
-        workdir,
-        dataset_dir=args.workdir.resolve() / "datasets" / "intents",
-        partition=args.partition,
-        account=args.partition,
-        epochs=args.epochs,
+        workdir, dataset_dir=dataset_dir, partition=args.partition, account=args.partition, epochs=args.epochs
     )
+    if str(args.image) != "none":
+        if not args.image.is_file():
+            parser.error(f"no image at {args.image}: run 'make image' (or pass --image none)")
+        spec = in_image(spec, args.image.resolve(), workdir, dataset_dir)
     started = time.monotonic()
     job = submit(spec)
     print(
         f"submitted job {job.job_id}: intent classifier, 2 nodes x 2 tasks on {args.partition} "
-        f"(dataset {data_hash[:12]})",
+        f"(dataset {data_hash[:12]}, {'image ' + str(spec.container.image) if spec.container.image else 'no image'})",
         flush=True,
     )
     metrics = workdir / "metrics.jsonl"

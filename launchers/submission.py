@@ -238,8 +238,9 @@ def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
 RENDEZVOUS_LINES = [
     "# rank 0's node address for the ranks' rendezvous (DNS, else Slurm's NodeAddr), resolved here on the host",
     '_hpcgw_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-    '_hpcgw_addr=$(getent ahostsv4 "$_hpcgw_node" | awk \'{print $1; exit}\')',
-    '[[ -n $_hpcgw_addr ]] || _hpcgw_addr=$(scontrol -o show node "$_hpcgw_node" | grep -o \'NodeAddr=[^ ]*\' | cut -d= -f2)',
+    "_hpcgw_addr=$(getent ahostsv4 \"$_hpcgw_node\" | awk '{print $1; exit}')",
+    "[[ -n $_hpcgw_addr ]] || "
+    "_hpcgw_addr=$(scontrol -o show node \"$_hpcgw_node\" | grep -o 'NodeAddr=[^ ]*' | cut -d= -f2)",
     'export HPCGW_RENDEZVOUS_ADDR="${HPCGW_RENDEZVOUS_ADDR:-$_hpcgw_addr}"',
 ]
 

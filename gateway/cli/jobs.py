@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli import complete, lines
+from gateway.cli import lines
+from gateway.cli.algorithms import algorithms, reregister
 from gateway.cli.direct import direct_spec, submit_direct
 from gateway.cli.helptext import epilog
 from gateway.cli.options import (
@@ -44,7 +45,6 @@ from gateway.cli.options import (
     time_option,
 )
 from gateway.cli.views import (
-    algorithms_table,
     console,
     err,
     exit_code_for,
@@ -255,44 +255,6 @@ def metrics(
         notes.append(f"{found.state.value if found.state else ''}: {found.health_reason}")
     table.caption = "; ".join(notes) or None
     console.print(table)
-
-
-def algorithms(
-    url: UrlOpt = None, token: TokenOpt = None, token_file: TokenFileOpt = None, json_out: JsonOpt = False
-) -> None:
-    """Registered algorithms and their versions."""
-    with client(url, token, token_file) as c:
-        try:
-            items = c.algorithms()
-        except ClientError as exc:
-            raise fail(exc) from None
-    if json_out:
-        typer.echo(json.dumps([a.model_dump(mode="json") for a in items]))
-        return
-    console.print(algorithms_table(items))
-
-
-def reregister(
-    name: Annotated[str, typer.Argument(help="the algorithm", autocompletion=complete.algorithm_names)],
-    version: Annotated[str, typer.Argument(help="its version whose image file was rebuilt")],
-    url: UrlOpt = None,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Re-register an algorithm version's image: record the SHA-256 of its file as it is now. A version's image is
-    pinned, so after a rebuild its submissions are refused until its team (or an admin) does this."""
-    with client(url, token, token_file) as c:
-        try:
-            algorithm = c.reregister(name, version)
-        except ClientError as exc:
-            raise fail(exc) from None
-    found = next((v for v in algorithm.versions if v.version == version), None)
-    if json_out:
-        typer.echo(json.dumps(found.model_dump(mode="json") if found else None))
-        return
-    digest = found.image_digest if found else None
-    typer.echo(f"{name} {version}: {found.image if found else '-'} pinned to {digest or 'no digest (runtime none)'}")
 
 
 def render(

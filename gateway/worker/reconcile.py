@@ -22,7 +22,8 @@ from sqlmodel import Session, col, select
 
 from gateway.comments import batch_comment, job_id_from_comment, slurm_comment, sweep_comment
 from gateway.models import Job, Sweep, aware, utcnow
-from gateway.worker.dispatch import link, unbatch
+from gateway.worker.dispatch import unbatch
+from gateway.worker.linking import link
 from launchers.slurm.commands import Found, find_by_comment
 from launchers.slurm.ids import element_id
 from launchers.slurm.shell import CommandError

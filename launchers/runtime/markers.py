@@ -201,7 +201,8 @@ def _text(value: str | None) -> str | None:
 
 
 def exit_code_teardown(folder: Path) -> list[str]:
-    """Job-script lines after srun: exit with the first failing trainer's code rather than srun's.
+    """Job-script lines after srun: a requeue rank 0 asked for from inside an image (launchers.runtime.requeue),
+    then exit with the first failing trainer's code rather than srun's.
 
     Bash, because with Apptainer the host that runs the job script may have no Python.
     """
@@ -210,6 +211,8 @@ def exit_code_teardown(folder: Path) -> list[str]:
         "hpcgw_rc=$?",
         # Array elements are known as A_i (see launchers.runtime.task.slurm_job_id).
         "hpcgw_id=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}",
+        f'if [ -f {markers}/"${{hpcgw_id:-$SLURM_JOB_ID}}.requeue" ]; then'
+        f' rm -f {markers}/"${{hpcgw_id:-$SLURM_JOB_ID}}.requeue"; scontrol requeue "$SLURM_JOB_ID"; fi',
         f'hpcgw_code=$(ls -tr {markers}/"${{hpcgw_id:-$SLURM_JOB_ID}}.${{SLURM_RESTART_COUNT:-0}}".exit.* 2>/dev/null'
         ' | while read -r f; do c=$(cat "$f"); if [ "$c" != 0 ]; then echo "$c"; break; fi; done)',
         'exit "${hpcgw_code:-$hpcgw_rc}"',

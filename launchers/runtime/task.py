@@ -8,7 +8,8 @@ the worker with the same exit code, so ``srun --kill-on-bad-exit`` stops the oth
 script can report the code.
 
 It is a submitit ``Checkpointable``: on the preemption/time-out signal submitit calls :meth:`checkpoint` on rank
-0 and requeues the job; the trainer then resumes from its own per-epoch checkpoint.
+0 and requeues the job (from inside an image, through the job script: launchers.runtime.requeue); the trainer
+then resumes from its own per-epoch checkpoint.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, NoReturn
 
 import submitit
 
-from launchers.runtime import provenance
+from launchers.runtime import provenance, requeue
 from launchers.runtime.ddp import HostedStore, ddp_env
 from launchers.runtime.heartbeat import DEFAULT_INTERVAL_S, Heartbeat
 from launchers.runtime.markers import JobMarkers
@@ -40,6 +41,7 @@ from launchers.runtime.rendezvous import (
 from launchers.runtime.topology import HorovodTopology
 
 log = logging.getLogger("hpcgw.task")
+requeue.install()  # imported while submitit unpickles the task, before the signal can come
 
 
 class TrainerFailedError(RuntimeError):

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from gateway import images
 from gateway.app import create_app
-from gateway.cli import jobs as cli_jobs
+from gateway.cli import algorithms as cli_algorithms
 from gateway.cli.main import app as cli_app
 from gateway.client import Client
 from gateway.models import Job
@@ -204,7 +204,7 @@ def test_hpcgw_reregister_pins_the_rebuilt_file(
     write_image(image, NEW)
     assert submit(pinned)[0] == 422
     monkeypatch.setattr(  # the CLI closes its client: a fresh one per command
-        cli_jobs, "client", lambda *_: Client("http://testserver", TOKENS["alice"], transport=pinned._transport)
+        cli_algorithms, "client", lambda *_: Client("http://testserver", TOKENS["alice"], transport=pinned._transport)
     )
     done = CliRunner().invoke(cli_app, ["reregister", "intent-classifier", "1.0"])
     assert done.exit_code == 0, done.output

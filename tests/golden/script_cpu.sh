@@ -35,5 +35,6 @@ srun --unbuffered --output '/tmp/hpcgw golden/it'"'"'s "here"/jobs/%j_%t_log.out
 # teardown
 hpcgw_rc=$?
 hpcgw_id=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}
+if [ -f '/tmp/hpcgw golden/it'"'"'s "here"/jobs/markers'/"${hpcgw_id:-$SLURM_JOB_ID}.requeue" ]; then rm -f '/tmp/hpcgw golden/it'"'"'s "here"/jobs/markers'/"${hpcgw_id:-$SLURM_JOB_ID}.requeue"; scontrol requeue "$SLURM_JOB_ID"; fi
 hpcgw_code=$(ls -tr '/tmp/hpcgw golden/it'"'"'s "here"/jobs/markers'/"${hpcgw_id:-$SLURM_JOB_ID}.${SLURM_RESTART_COUNT:-0}".exit.* 2>/dev/null | while read -r f; do c=$(cat "$f"); if [ "$c" != 0 ]; then echo "$c"; break; fi; done)
 exit "${hpcgw_code:-$hpcgw_rc}"

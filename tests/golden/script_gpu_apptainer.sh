@@ -30,5 +30,6 @@ srun --unbuffered --output '/shared/jobs/gpu run/%j_%t_log.out' --error '/shared
 # teardown
 hpcgw_rc=$?
 hpcgw_id=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}
+if [ -f '/shared/jobs/gpu run/markers'/"${hpcgw_id:-$SLURM_JOB_ID}.requeue" ]; then rm -f '/shared/jobs/gpu run/markers'/"${hpcgw_id:-$SLURM_JOB_ID}.requeue"; scontrol requeue "$SLURM_JOB_ID"; fi
 hpcgw_code=$(ls -tr '/shared/jobs/gpu run/markers'/"${hpcgw_id:-$SLURM_JOB_ID}.${SLURM_RESTART_COUNT:-0}".exit.* 2>/dev/null | while read -r f; do c=$(cat "$f"); if [ "$c" != 0 ]; then echo "$c"; break; fi; done)
 exit "${hpcgw_code:-$hpcgw_rc}"

@@ -20,25 +20,26 @@ from sqlmodel import Session, col, select
 
 from devcluster import ClusterSpec
 from devcluster.users import as_gateway, hand_over
+from examples.intent_classifier import IMAGE as IMAGE_PATH
 from examples.intent_classifier import TRAINER_DIR
+from examples.intent_classifier import in_image as in_image_spec
 from gateway import accounts
 from gateway.config import GatewayConfig, load_config
 from gateway.models import JobEvent
-from launchers.spec import Bind, ContainerSpec, JobSpec
+from launchers.spec import JobSpec
 from tests.conftest import set_up_tenancy
 from tests.gateway.conftest import auth, make_config
 
 DATA = Path(__file__).parent.parent / "data"
 HPCGW = str(Path(sys.executable).with_name("hpcgw"))
 # The container runtime the tests on Slurm run their jobs with: Apptainer (the default of a deployment, and of the
-# development cluster), or `HPCGW_TEST_RUNTIME=none` for the sites that run trainers on the nodes' own Python.
-# Default none until `make test` builds Apptainer and the image on a fresh machine (issue 30: the Apptainer
-# build from Debian's source does not complete yet); HPCGW_TEST_RUNTIME=apptainer runs them in the image.
-RUNTIME = os.environ.get("HPCGW_TEST_RUNTIME", "none")
+# development cluster: `make test` builds Apptainer and the image first), or `HPCGW_TEST_RUNTIME=none` for the sites
+# that run trainers on the nodes' own Python (tests/slurm/test_runtimes.py runs both either way).
+RUNTIME = os.environ.get("HPCGW_TEST_RUNTIME", "apptainer")
 if RUNTIME not in ("apptainer", "none"):
     raise ValueError(f"HPCGW_TEST_RUNTIME must be 'apptainer' or 'none', not {RUNTIME!r}")
-IMAGE_DIR = Path(__file__).resolve().parents[2] / ".hpcgw" / "images"
-IMAGE = str(IMAGE_DIR / "intent-classifier.sif")  # scripts/build-image.sh; with runtime none only a label
+IMAGE_DIR = IMAGE_PATH.parent
+IMAGE = str(IMAGE_PATH)  # scripts/build-image.sh; with runtime none only a label
 
 
 # Runs a tests/data script that travels in the command itself (the image holds none of the tests' files, and
@@ -67,15 +68,7 @@ def in_runtime(spec: JobSpec, *folders: Path) -> JobSpec:
     """``spec`` (a runtime-'none' spec of the classifier, examples.intent_classifier) under the tests' runtime: with
     Apptainer its trainer is the image's copy, and ``folders`` (its work folder, its dataset) are bound at their
     own paths."""
-    if RUNTIME == "none":
-        return spec
-    trainer = Path(spec.command[-1])
-    assert trainer.parent == TRAINER_DIR, spec.command
-    binds = tuple(Bind(source=f, target=f, read_only=False) for f in folders)
-    container = ContainerSpec(runtime="apptainer", image=IMAGE, binds=binds)
-    return spec.model_copy(
-        update={"command": ("python", f"/opt/intent-classifier/{trainer.name}"), "container": container}
-    )
+    return spec if RUNTIME == "none" else in_image_spec(spec, Path(IMAGE), *folders)
 
 
 CLASSIFIER = {
