@@ -20,6 +20,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import ForbiddenError
 from gateway.folders import JobFolders
 from gateway.health import resolve as resolve_health
+from gateway.images import image_digest
 from gateway.jobs import (
     FUNCTION_ALGORITHM,
     check_resources,
@@ -70,6 +71,9 @@ def create_function_job(
         algorithm=FUNCTION_ALGORITHM,
         algorithm_version=hashlib.sha256(request.payload).hexdigest()[:16],  # which function, for the record
         image=config.functions.image or "",
+        # The site's function image, pinned per job like an algorithm version's: one rebuilt while the job waits
+        # fails it at dispatch; the next submission pins the new file (the configuration names it, nobody else).
+        image_digest=image_digest(config, config.functions.image) if config.functions.image else None,
         command=[],
         framework=request.framework,
         dataset_id="",

@@ -1,8 +1,10 @@
 """A notebook-style session with the Python client: register, submit, follow, read the results.
 
 Run it as a script (each block is a notebook cell): HPCGW_URL and HPCGW_TOKEN name the gateway, HPCGW_ADMIN_TOKEN
-an admin's token (to register the trainer), and DEMO_DATA_VERSION the intent dataset's version hash. The test suite
-runs it against the local cluster.
+an admin's token (to register the trainer), DEMO_DATA_VERSION the intent dataset's version hash and DEMO_IMAGE the
+trainer's Apptainer image, a file below the gateway's image_roots (`make image` builds .hpcgw/images/
+intent-classifier.sif). On a gateway with container runtime 'none', DEMO_TRAINER names the trainer script to run bare
+instead. The test suite runs it against the local cluster.
 """
 
 # %% connect
@@ -14,17 +16,19 @@ from gateway.client import Client, ClientError
 client = Client()  # HPCGW_URL / HPCGW_TOKEN, or ~/.config/hpcgw/config.toml
 print("teams:", [t.name for t in client.teams()])
 
-# %% register the trainer once (409 when it exists already), for team-a: a local_command (a trainer run outside any
-# image) is an admin's to register, so this cell uses an admin's token (HPCGW_ADMIN_TOKEN)
+# %% register the trainer once (409 when it exists already), for team-a, with an admin's token (HPCGW_ADMIN_TOKEN):
+# the gateway records the image's SHA-256, and every job of this version runs exactly those bytes. A local_command (a
+# trainer run outside any image, for runtime 'none') is an admin's alone to register.
+bare = {"local_command": [sys.executable, os.environ["DEMO_TRAINER"]]} if "DEMO_TRAINER" in os.environ else {}
 try:
     Client(token=os.environ["HPCGW_ADMIN_TOKEN"]).create_algorithm(
         {
             "name": "nb-classifier",
             "version": "1",
             "team": "team-a",
-            "image": "intent-classifier.sif",
+            "image": os.environ["DEMO_IMAGE"],
             "command": ["python", "/opt/intent-classifier/train.py"],
-            "local_command": [sys.executable, os.environ["DEMO_TRAINER"]],
+            **bare,
         }
     )
 except ClientError as exc:

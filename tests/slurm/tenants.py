@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from gateway.client import wait_healthy
-from tests.slurm.support import HPCGW, IMAGE, runtime_toml, serve
+from tests.slurm.support import HPCGW, IMAGE, in_image, runtime_toml, serve
 
 TOKENS = {
     "alice": "team-a-dev-token",
@@ -108,6 +108,13 @@ class Gateway:
         one (runtime none), registered by the admin."""
         body = {"name": name, "version": "1", "image": IMAGE, "command": ["python", "-c", code], "team": team}
         self.post("/v1/algorithms", {**body, "local_command": [sys.executable, "-c", code]}, "admin")
+
+    def script_algorithm(self, name: str, team: str, script: Path) -> None:
+        """An algorithm of ``team`` whose trainer is a tests/data ``script`` (its source travels in the image's
+        command, :func:`tests.slurm.support.in_image`), registered by the admin."""
+        local = [sys.executable, str(script)]
+        body = {"name": name, "version": "1", "image": IMAGE, "command": in_image(local), "team": team}
+        self.post("/v1/algorithms", {**body, "local_command": local}, "admin")
 
     def job(self, user: str, algorithm: str, **fields: object) -> dict:
         body = {"algorithm": algorithm, "dataset_id": "d", "train_data_version_hash": "v1", "time_limit_min": 10}

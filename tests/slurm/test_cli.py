@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from gateway.client import Client, wait_healthy
-from tests.slurm.support import IMAGE, in_image, serve, write_config
+from tests.slurm.support import IMAGE, RUNTIME, in_image, serve, write_config
 
 pytestmark = pytest.mark.slurm
 HPCGW = str(Path(sys.executable).with_name("hpcgw"))
@@ -172,7 +172,8 @@ def test_the_notebook_example_runs(gw: Gateway) -> None:
         "HPCGW_TOKEN": "team-a-dev-token",
         "HPCGW_ADMIN_TOKEN": "admin-dev-token",  # a local_command is an admin's to register (issue 29)
         "DEMO_DATA_VERSION": digest,
-        "DEMO_TRAINER": str(TRAINER_DIR / "train.py"),
+        "DEMO_IMAGE": IMAGE,
+        **({"DEMO_TRAINER": str(TRAINER_DIR / "train.py")} if RUNTIME == "none" else {}),
     }
     example = Path(__file__).parent.parent.parent / "docs" / "examples" / "notebook.py"
     proc = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, env=env, timeout=600)

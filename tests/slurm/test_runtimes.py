@@ -4,6 +4,7 @@ a site picks changes where the job runs, never what it learns."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def test_apptainer_and_none_train_the_same_model(cluster, dataset_hash: str, tmp
         assert sacct_row(done["slurm_job_id"], "State,NNodes") == ["COMPLETED", "2"], runtime
     # the trainer ran inside the image (Apptainer set APPTAINER_CONTAINER for it), and without one under none
     assert str(runs["apptainer"][0]["provenance"]["container"]).endswith("intent-classifier.sif")
+    registered = "sha256:" + hashlib.sha256(Path(IMAGE).read_bytes()).hexdigest()
+    assert runs["apptainer"][0]["image_digest"] == registered
+    assert runs["apptainer"][0]["provenance"]["image_digest"] == registered  # what the trainer ran in, by bytes
     assert runs["none"][0]["provenance"].get("container") is None
     boxed, bare = (torch.load(runs[r][1], map_location="cpu", weights_only=True) for r in ("apptainer", "none"))
     assert boxed.keys() == bare.keys()
