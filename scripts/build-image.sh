@@ -18,6 +18,10 @@ DEF=containers/intent-classifier/intent-classifier-cpu.def
 TRAINER=containers/intent-classifier
 # What the job imports, beside the standard library and the project's own code (the train extra, submitit, pydantic).
 TOP_LEVEL=(torch numpy cffi cloudpickle psutil pyyaml packaging submitit pydantic)
+# LZ4, not mksquashfs's gzip: every rank mounts the image anew (squashfuse for a job's user), so no rank shares the
+# pages another decompressed, and a rank's `import horovod.torch` took 3.0 s from gzip, 2.1 s from LZ4 or from no
+# compression at all, 1.4 s bare (measured here). LZ4 costs 552 MB against gzip's 383 MB and builds faster.
+MKSQUASHFS_ARGS=${MKSQUASHFS_ARGS:--comp lz4}
 cache_root=${HPCGW_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hpcgw/images}
 wheel_cache=${HPCGW_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hpcgw/wheels}
 
@@ -37,7 +41,7 @@ horovod_wheel=$(find "$wheel_cache" -path "*horovod-0.28.1-torch-${torch_version
 
 key=$(
     {
-        printf 'apptainer %s\n' "$(apptainer --version)"
+        printf 'apptainer %s\n' "$(apptainer --version)" "mksquashfs $MKSQUASHFS_ARGS"
         sha256sum "$DEF" "$horovod_wheel" | cut -d' ' -f1
         printf '%s\n' "$pins" "${TOP_LEVEL[@]}"
         find launchers "$TRAINER/train.py" "$TRAINER/train_ddp.py" "$TRAINER/intent_classifier" -name '*.py' \
@@ -67,7 +71,7 @@ if [ ! -f "$cached" ]; then
         grep -q '^root:' "$ids" 2>/dev/null || echo 'root:100000:65536' >>"$ids"
     done
     started=$SECONDS
-    (cd "$stage" && apptainer build --fakeroot --force "$stage/image.sif" image.def >"$stage/build.log" 2>&1) ||
+    (cd "$stage" && apptainer build --fakeroot --force --mksquashfs-args "$MKSQUASHFS_ARGS" "$stage/image.sif" image.def >"$stage/build.log" 2>&1) ||
         { tail -40 "$stage/build.log" >&2; log "the image did not build (log above)"; exit 1; }
     chmod 0644 "$stage/image.sif"
     mv "$stage/image.sif" "$cached.partial"
