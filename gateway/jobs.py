@@ -36,6 +36,7 @@ ACTIVE_IN_SLURM = (
     JobState.REQUEUED.value,
     JobState.LAUNCHING.value,
     JobState.RUNNING.value,
+    JobState.UNKNOWN.value,  # Slurm holds it in a state the table lacks: still tracked, still counted
 )
 MIN_PREFIX = 4  # the shortest id prefix taken for a job id
 FUNCTION_ALGORITHM = "python-function"  # what a function job (POST /v1/functions) has for an algorithm

@@ -37,6 +37,7 @@ COMPACT = {
     JobState.HUNG: "HU",
     JobState.DIVERGED: "DV",
     JobState.STOPPED_EARLY: "ES",
+    JobState.UNKNOWN: "??",
 }
 
 

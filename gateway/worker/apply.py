@@ -87,6 +87,9 @@ def decide(job: StoredJob, ev: Evidence, now: datetime) -> Transition:
         fields["reason"] = _requeue_reason(job, seen, restarts)
     elif state is JobState.QUEUED:
         fields["reason"] = pending.reason if pending else seen.reason
+    elif state is JobState.UNKNOWN:
+        raw = seen.slurm_state[:64]
+        fields["reason"] = f"Slurm reports state {raw}, which this gateway does not know: polled again"
     elif state.is_terminal:
         verdict = ev.verdict[1] if ev.verdict is not None and state is ev.verdict[0] else None
         reason = verdict[:256] if verdict else None  # the column's bound: a policy's reason can be long

@@ -1,6 +1,6 @@
 import pytest
 
-from launchers.states import SLURM_STATE_MAP, TERMINAL_STATES, JobState, UnknownSlurmStateError, from_slurm
+from launchers.states import SLURM_STATE_MAP, TERMINAL_STATES, JobState, from_slurm
 
 
 @pytest.mark.parametrize(
@@ -35,9 +35,14 @@ def test_preempted_depends_on_requeue() -> None:
     assert from_slurm("REQUEUED") is JobState.REQUEUED
 
 
-def test_unknown_state_is_loud() -> None:
-    with pytest.raises(UnknownSlurmStateError, match="BOGUS"):
-        from_slurm("BOGUS")
+def test_a_state_the_table_lacks_is_unknown_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="launchers.states"):
+        assert from_slurm("BOGUS_NEW_STATE") is JobState.UNKNOWN
+        assert from_slurm("BOGUS_NEW_STATE", started=False, requeued=True) is JobState.UNKNOWN
+    assert [r.getMessage() for r in caplog.records].count(
+        "Slurm state 'BOGUS_NEW_STATE' is not in launchers.states' table: its jobs show as unknown"
+    ) == 1
+    assert not JobState.UNKNOWN.is_terminal
 
 
 def test_terminal_states() -> None:

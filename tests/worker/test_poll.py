@@ -273,3 +273,24 @@ def test_a_pending_range_accounting_has_not_updated_is_not_an_earlier_run(
     assert (gw.job(second.id).restarts, [a.number for a in gw.attempts(second.id)]) == (0, [0])
     assert gw.history(first.id) == gw.history(third.id) == ["accepted", "queued"]
     assert gw.job(first.id).restarts == gw.job(third.id).restarts == 0
+
+
+@pytest.mark.parametrize("raw", ["UPDATE_DB", "BRAND_NEW_STATE"])
+def test_a_state_the_table_lacks_marks_that_job_alone(gw: Gateway, fake: FakeSlurm, raw: str) -> None:
+    """One job in a state launchers.states does not know: it shows as unknown with Slurm's name and is polled
+    again; the other teams' jobs in the same cycle and chunk are tracked to their end meanwhile."""
+    odd, other = queued(gw, 1, "team-a")[0], queued(gw, 1, "team-b")[0]
+    fake.start(gw.slurm_id(odd))
+    fake.job(gw.slurm_id(odd)).run.state = raw
+    fake.start(gw.slurm_id(other))
+    fake.finish(gw.slurm_id(other), "COMPLETED")
+    gw.cycle()
+    job = gw.job(odd)
+    assert (job.state, job.slurm_state, job.tracking_error) == ("unknown", raw, None)
+    assert job.reason is not None and raw in job.reason
+    assert gw.events(odd)[-1].slurm_state == raw
+    assert gw.state(other) == "succeeded"
+    fake.finish(gw.slurm_id(odd), "COMPLETED")  # Slurm moves on: the next poll follows it
+    gw.cycle()
+    assert gw.state(odd) == "succeeded"
+    assert gw.history(odd)[-2:] == ["unknown", "succeeded"]
