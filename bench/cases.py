@@ -6,7 +6,7 @@ import statistics
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -149,10 +149,7 @@ def bench_get(root: Path, base: str, digest: str, jobs: int, gets: int) -> dict[
                     raise TimeoutError("the gateway did not dispatch the jobs within 600 s")
                 time.sleep(1)
             tracked = client.get(f"{base}/v1/jobs?state=queued&limit=1").json()["total"]
-            latencies = [
-                timed(lambda i=i: client.get(f"{base}/v1/jobs/{ids[i % len(ids)]}").raise_for_status())
-                for i in range(gets)
-            ]
+            latencies = [timed(partial(_get, client, f"{base}/v1/jobs/{ids[i % len(ids)]}")) for i in range(gets)]
     finally:
         scancel_all()
         subprocess.run(["scontrol", "update", "PartitionName=team-b", "State=UP"], check=True)
@@ -185,7 +182,6 @@ def bench_sweep(root: Path, n: int) -> dict[str, Any]:
     }
 
 
-@contextmanager
 def bench_time_to_running(root: Path, base: str, digest: str, repeats: int) -> dict[str, Any]:
     from examples.smoke import submit_allreduce
 
@@ -210,3 +206,7 @@ def bench_time_to_running(root: Path, base: str, digest: str, repeats: int) -> d
         "raw_all": raw,
         "gateway_all": gw,
     }
+
+
+def _get(client: httpx.Client, url: str) -> None:
+    client.get(url).raise_for_status()

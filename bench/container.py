@@ -27,10 +27,14 @@ from launchers.runtime.markers import JobMarkers
 RUNTIMES = ("apptainer", "none")
 
 
-def _run(root: Path, name: str, runtime: str, image: Path, dataset: Path, **shape: int) -> tuple[float, list[float]]:
+def _run(
+    root: Path, name: str, runtime: str, image: Path, dataset: Path, epochs: int, tasks_per_node: int = 2
+) -> tuple[float, list[float]]:
     """One classifier job: (seconds from before sbatch to every rank initialised, samples/s of each epoch)."""
     workdir = root / name
-    spec = intent_classifier_spec(workdir, dataset_dir=dataset, partition="team-a", account="team-a", **shape)
+    spec = intent_classifier_spec(
+        workdir, dataset_dir=dataset, partition="team-a", account="team-a", epochs=epochs, tasks_per_node=tasks_per_node
+    )
     if runtime == "apptainer":
         spec = in_image(spec, image, workdir, dataset)
     _wait_idle()
@@ -40,8 +44,8 @@ def _run(root: Path, name: str, runtime: str, image: Path, dataset: Path, **shap
     state = job.wait(timeout_s=900)
     if state is not JobState.SUCCEEDED:
         raise RuntimeError(f"{name}: job {job.job_id} {state.value} (logs in {spec.folder})")
-    epochs = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return started - before, [float(e["samples_per_s"]) for e in epochs]
+    seen = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return started - before, [float(e["samples_per_s"]) for e in seen]
 
 
 def bench_container(root: Path, repeats: int = 3, epochs: int = 30, image: Path = IMAGE) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench.support import ADMIN, TOKEN, gateway, pct, register, request, scancel_all
 from devcluster import use_local_cluster
@@ -211,7 +211,7 @@ async def load(base: str, digest: str, *, pollers: int, rate: float, duration_s:
     elapsed = time.monotonic() - started
     for connection in poll_connections + post_connections:
         connection.close()
-    sent, lag = results[0]
+    sent, lag = cast(tuple[int, float], results[0])  # gather of mixed awaitables types its list by the last
     (count0, sum0), (count1, sum1) = (counters[0], counters[-1]) if counters else ((0.0, 0.0), (0.0, 0.0))
     return {
         "pollers": pollers,

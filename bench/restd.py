@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -237,9 +238,7 @@ def _get_with_tracked(base: str, body: str, tracked: int) -> dict[str, Any]:
         in_slurm = client.get(f"{base}/v1/jobs?state=queued&limit=1").json()["total"]
         ids = [j["id"] for j in client.get(f"{base}/v1/jobs?limit=1000").json()["items"]]
         health = client.get(f"{base}/healthz").json()
-        gets = [
-            timed(lambda i=i: client.get(f"{base}/v1/jobs/{ids[i % len(ids)]}").raise_for_status()) for i in range(2000)
-        ]
+        gets = [timed(partial(_get, client, f"{base}/v1/jobs/{ids[i % len(ids)]}")) for i in range(2000)]
         polls = client.get(f"{base}/healthz").json()["poll_cycles"] - health["poll_cycles"]
     return {
         "submitted": sent | {"reaching_slurm_per_s": tracked / sent["reached_slurm_s"]},
@@ -349,3 +348,7 @@ def _failover(root: Path, kills: int, jobs: int = 300) -> dict[str, Any]:
         "lost": len(set(ids.values()) - set(copies)),
         "duplicated": sum(n - 1 for k, n in copies.items() if n > 1) + sum(n for k, n in copies.items() if k[0] == "?"),
     }
+
+
+def _get(client: httpx.Client, url: str) -> None:
+    client.get(url).raise_for_status()

@@ -219,6 +219,7 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+@contextmanager
 def counting_sbatch(root: Path) -> Iterator[Callable[[], int]]:
     """A wrapper first on PATH that logs each sbatch call before running the real one."""
     wrappers = root / "count-bin"

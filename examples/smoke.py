@@ -48,7 +48,7 @@ def allreduce_reports(output: Path) -> list[dict[str, object]]:
     for line in output.read_text(errors="replace").splitlines():
         if line.startswith("HPCGW_ALLREDUCE "):
             reports.append(json.loads(line.removeprefix("HPCGW_ALLREDUCE ")))
-    return sorted(reports, key=lambda r: int(r["rank"]))  # type: ignore[call-overload]
+    return sorted(reports, key=lambda r: int(str(r["rank"])))
 
 
 def submit_allreduce(

@@ -6,7 +6,7 @@ import hmac
 from dataclasses import dataclass
 
 from gateway.config import GatewayConfig, hash_token
-from gateway.errors import NotFoundError, UnauthorizedError
+from gateway.errors import UnauthorizedError
 
 
 @dataclass(frozen=True)
@@ -17,11 +17,6 @@ class Principal:
 
     def can_see(self, team: str) -> bool:
         return self.admin or self.team == team
-
-    def check_team(self, team: str) -> None:
-        """Another team's object is reported as missing, not as forbidden: its existence is not disclosed."""
-        if not self.can_see(team):
-            raise NotFoundError("not found")
 
 
 def authenticate(config: GatewayConfig, authorization: str | None) -> Principal:

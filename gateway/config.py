@@ -275,12 +275,6 @@ class GatewayConfig(BaseSettings):
             }
         )
 
-    def team_of_partition(self, partition: str) -> str | None:
-        for name, team in self.teams.items():
-            if partition in team.partitions:
-                return name
-        return None
-
 
 MIN_UID = 1000  # below: system accounts (daemons, the gateway's own), which no token runs jobs as unless allowed
 

@@ -224,11 +224,6 @@ def list_job_folder(path: Path, root: Path | None = None, limit: int = MAX_DIR_E
     return found
 
 
-def job_file_mtime(path: Path, root: Path | None = None) -> float:
-    with open_job_file(path, root) as f:
-        return f.info.st_mtime
-
-
 def parse_json(data: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """``data`` as JSON, or JobDataError, whatever it holds: nesting deeper than ``max_depth`` (checked before
     parsing, so 100,000 brackets cost a scan), invalid UTF-8, integers beyond a bigint and non-finite numbers

@@ -44,10 +44,6 @@ log = logging.getLogger("hpcgw.task")
 requeue.install()  # imported while submitit unpickles the task, before the signal can come
 
 
-class TrainerFailedError(RuntimeError):
-    """The trainer exited with a non-zero code on this rank."""
-
-
 @dataclass
 class RankRun:
     """One rank's run as :meth:`TrainerTask._start` set it up: what the trainer (or function) runs with."""
