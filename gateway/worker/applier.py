@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from gateway.config import GatewayConfig
 from gateway.jobs import record_state
 from gateway.models import Job, aware
-from gateway.worker.apply import Evidence, Transition, cancelled_while_waiting, decide
+from gateway.worker.apply import Evidence, Transition, decide
 from gateway.worker.attempts import AttemptRecorder
 from gateway.worker.health import HealthGuard, read_provenance
 from gateway.worker.metrics import MetricsReader
@@ -103,11 +103,9 @@ class JobApplier:
             first_failure=markers.first_failure() if terminal else None,
             lost_after_s=(now - submitted).total_seconds() if lost and submitted else None,
             verdict=(JobState(job.health_verdict), job.health_reason or "") if job.health_verdict else None,
+            vanishing=slurm_id in self._vanishing,
         )
-        if seen is None and pending is None and slurm_id in self._vanishing:
-            transition = cancelled_while_waiting(job.slurm_state, now)
-        else:
-            transition = decide(job, evidence, now)
+        transition = decide(job, evidence, now)
         if seen is not None and seen.attempts:
             self.attempts.record(session, job, seen)
         changed = self.write(session, job, transition, staged)

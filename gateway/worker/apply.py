@@ -42,6 +42,7 @@ class Evidence:
     first_failure: tuple[int, int] | None = None  # (rank, exit code) of the first rank that failed
     lost_after_s: float | None = None  # set when neither accounting nor slurmctld knows the job past the grace
     verdict: tuple[JobState, str] | None = None  # the health policy stopped it: its cancellation ends as this
+    vanishing: bool = False  # a pending array element the gateway scancel'd (see cancelled_while_waiting)
 
 
 @dataclass
@@ -61,6 +62,8 @@ def decide(job: StoredJob, ev: Evidence, now: datetime) -> Transition:
     """The change one cycle's evidence makes to ``job`` (empty when nothing is known yet)."""
     seen, pending = ev.seen, ev.pending
     if seen is None:
+        if ev.vanishing and pending is None:
+            return cancelled_while_waiting(job.slurm_state, now)
         if ev.lost_after_s is not None:
             return _lost(job, ev.lost_after_s, now)
         if pending is None:  # neither in accounting nor pending: wait for the next cycle
