@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import Connection, func
+from sqlalchemy import Connection, CursorResult, func, update
 from sqlmodel import Session, col, select
 
 from gateway import rows
@@ -347,13 +347,23 @@ def request_cancel(session: Session, job: Job, by: str) -> None:
     if JobState(job.state).is_terminal:
         return
     if job.state == JobState.ACCEPTED.value and not job.dispatching:
-        job.reason = f"cancelled by {by}"
-        record_state(session, job, JobState.CANCELLED, reason=job.reason)
-        job.end_time = utcnow()
-    else:
-        job.cancel_requested = True
-        job.updated_at = utcnow()  # the worker wakes for cancellations asked since its last cycle
-        session.add(job)
+        # Conditional, in the statement: the worker may have read this row to send it meanwhile, and whichever
+        # commits first wins (its own claim is conditional too, gateway.worker.dispatch._mark_dispatching).
+        now, reason = utcnow(), f"cancelled by {by}"
+        table = rows.JOB.c
+        still_waiting = (table.id == job.id) & (table.state == JobState.ACCEPTED.value) & table.dispatching.is_(False)
+        values = {"state": JobState.CANCELLED.value, "reason": reason, "end_time": now, "updated_at": now}
+        if cast(CursorResult[Any], session.execute(update(rows.JOB).where(still_waiting).values(**values))).rowcount:
+            session.add(JobEvent(job_id=job.id, state=JobState.CANCELLED.value, slurm_state=None, reason=reason))
+            session.flush()
+            session.refresh(job)
+            return
+        session.refresh(job)  # the worker took it: it is scancel'd once Slurm has it
+        if JobState(job.state).is_terminal:
+            return
+    job.cancel_requested = True
+    job.updated_at = utcnow()  # the worker wakes for cancellations asked since its last cycle
+    session.add(job)
 
 
 def counts_by_team(session: Session) -> dict[str, dict[str, int]]:

@@ -17,7 +17,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, func, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
@@ -170,7 +171,8 @@ class Dispatcher:
         refusal = self.images.refusal(tasks[0].image, tasks[0].image_digest)  # a sweep's tasks share one version
         if refusal is not None:
             return self.failed(session, tasks, refusal)
-        _mark_dispatching(session, tasks)
+        if not _mark_dispatching(session, tasks):
+            return Outcome.REFUSED
         try:
             with JobFolders(self.config) as folders:
                 for job in tasks:
@@ -213,7 +215,8 @@ class Dispatcher:
         jobs, elements = self._with_folders(session, jobs, elements, str(folder))
         if not jobs:
             return Outcome.REFUSED
-        _mark_dispatching(session, jobs, batch_id, str(folder))
+        if not _mark_dispatching(session, jobs, batch_id, str(folder)):
+            return Outcome.REFUSED
         try:
             base = spec.model_copy(
                 update={
@@ -265,7 +268,8 @@ class Dispatcher:
         return [job for job, _ in kept], [own for _, own in kept]
 
     def _single(self, session: Session, job: Job) -> Outcome:
-        _mark_dispatching(session, [job])
+        if not _mark_dispatching(session, [job]):
+            return Outcome.REFUSED
         try:
             with JobFolders(self.config) as folders:
                 prepare_folders(folders, job)
@@ -330,17 +334,43 @@ def unbatch(job: Job) -> None:
         job.submit_folder = str(Path(job.folder) / "job")
 
 
-def _mark_dispatching(session: Session, jobs: list[Job], batch_id: str | None = None, folder: str = "") -> None:
+def _mark_dispatching(session: Session, jobs: list[Job], batch_id: str | None = None, folder: str = "") -> bool:
     """Commit ``dispatching`` (and a batch's id, element index and shared folder) before sbatch runs: in one
-    statement, and into the loaded objects as their stored values, without an ORM flush of one update per job."""
+    statement, and into the loaded objects as their stored values, without an ORM flush of one update per job.
+
+    Only a row still accepted and not dispatching is taken, in the statement itself: a cancellation the API
+    committed after this cycle read the rows (gateway.jobs.request_cancel, a conditional update too) wins, and
+    the cancelled job never reaches sbatch. If any of ``jobs`` was taken so, none is marked and False is
+    returned: the next cycle reads the others again."""
     marked = {"dispatching": True, "dispatch_time": utcnow()}
     per_job: list[dict[str, Any]] = [{"job": job.id, **marked} for job in jobs]
     if batch_id is not None:
         for index, values in enumerate(per_job):
             values |= {"batch_id": batch_id, "batch_index": index, "submit_folder": folder}
-    each_row(session, update(rows.JOB).where(rows.JOB.c.id == bindparam("job")), per_job)
+    table = rows.JOB.c
+    still_waiting = (table.state == JobState.ACCEPTED.value) & table.dispatching.is_(False)
+    each_row(session, update(rows.JOB).where((table.id == bindparam("job")) & still_waiting), per_job)
+    ids = [job.id for job in jobs]
+    taken = session.execute(sa_select(func.count()).where(table.id.in_(ids), table.dispatching.is_(True))).scalar_one()
+    if taken != len(jobs):
+        # They were read not dispatching, and only the active worker marks rows: every marked one is this call's,
+        # and goes back to what this cycle read of it.
+        restore = [
+            {"job": j.id, "dispatching": False, "dispatch_time": j.dispatch_time, "batch_id": j.batch_id}
+            | {"batch_index": j.batch_index, "submit_folder": j.submit_folder}
+            for j in jobs
+        ]
+        each_row(session, update(rows.JOB).where((table.id == bindparam("job")) & table.dispatching.is_(True)), restore)
+        session.commit()
+        log.info(
+            "%d of %d jobs were cancelled while this cycle sent them: the others go next cycle",
+            len(jobs) - taken,
+            len(jobs),
+        )
+        return False
     session.commit()
     for job, values in zip(jobs, per_job, strict=True):
         for name, value in values.items():
             if name != "job":
                 set_committed_value(job, name, value)
+    return True
