@@ -45,7 +45,8 @@ def refuse_on_rank(bad_rank: int) -> int:
 
     if hvd.rank() == bad_rank:
         raise RankRefusedError(f"rank {bad_rank} refuses the batch")
-    return hvd.rank()
+    rank: int = hvd.rank()
+    return rank
 
 
 def square_slowly(x: int, seconds: float = 2.0) -> int:

@@ -8,6 +8,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
@@ -102,7 +103,7 @@ def client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def algorithm(client: TestClient) -> dict:
+def algorithm(client: TestClient) -> dict[str, Any]:
     body = {
         "name": "intent-classifier",
         "version": "1.0",
@@ -115,7 +116,7 @@ def algorithm(client: TestClient) -> dict:
     # (issue 29): a team's own algorithm is resolved by its own jobs only.
     response = client.post("/v1/algorithms", json=body, headers=auth("admin"))
     assert response.status_code == 201, response.text
-    return response.json()
+    return cast(dict[str, Any], response.json())
 
 
 def job_body(**overrides: object) -> dict[str, object]:

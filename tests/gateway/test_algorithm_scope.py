@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
@@ -42,10 +43,10 @@ def client(config: GatewayConfig) -> Iterator[TestClient]:
         yield c
 
 
-def register(client: TestClient, body: dict[str, object], user: str = "admin") -> dict:
+def register(client: TestClient, body: dict[str, object], user: str = "admin") -> dict[str, Any]:
     response = client.post("/v1/algorithms", json=body, headers=auth(user))
     assert response.status_code == 201, response.text
-    return response.json()
+    return cast(dict[str, Any], response.json())
 
 
 def test_another_teams_algorithm_is_as_unknown_as_a_missing_one(client: TestClient) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -17,7 +20,7 @@ def test_requests_need_a_valid_token(client: TestClient) -> None:
     assert client.get("/v1/jobs", headers=auth("alice")).status_code == 200
 
 
-def test_submit_is_accepted_and_records_who_from_the_token(client: TestClient, algorithm: dict) -> None:
+def test_submit_is_accepted_and_records_who_from_the_token(client: TestClient, algorithm: dict[str, Any]) -> None:
     response = client.post("/v1/jobs", json=job_body(), headers=auth("alice"))
     assert response.status_code == 201, response.text
     job = response.json()
@@ -31,7 +34,7 @@ def test_submit_is_accepted_and_records_who_from_the_token(client: TestClient, a
     assert other.status_code == 422 and other.json()["field"] == "team"
 
 
-def test_other_teams_jobs_are_not_found_admins_see_all(client: TestClient, algorithm: dict) -> None:
+def test_other_teams_jobs_are_not_found_admins_see_all(client: TestClient, algorithm: dict[str, Any]) -> None:
     job = client.post("/v1/jobs", json=job_body(), headers=auth("alice")).json()
     assert client.get(f"/v1/jobs/{job['id']}", headers=auth("bob")).status_code == 404
     assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth("bob")).status_code == 404
@@ -63,20 +66,22 @@ def test_other_teams_jobs_are_not_found_admins_see_all(client: TestClient, algor
     ],
 )
 def test_bad_requests_are_422_naming_the_field(
-    client: TestClient, algorithm: dict, overrides: dict, field: str
+    client: TestClient, algorithm: dict[str, Any], overrides: dict[str, Any], field: str
 ) -> None:
     response = client.post("/v1/jobs", json=job_body(**overrides), headers=auth("alice"))
     assert response.status_code == 422, response.text
     assert field in response.text
 
 
-def test_partition_size_is_checked_from_the_trackers_view(client: TestClient, algorithm: dict) -> None:
-    client.app.state.worker.partition_sizes = {"team-a": PartitionSize(nodes=2, max_cpus=2, max_mem_mb=0)}
+def test_partition_size_is_checked_from_the_trackers_view(client: TestClient, algorithm: dict[str, Any]) -> None:
+    cast(FastAPI, client.app).state.worker.partition_sizes = {
+        "team-a": PartitionSize(nodes=2, max_cpus=2, max_mem_mb=0)
+    }
     response = client.post("/v1/jobs", json=job_body(tasks_per_node=3), headers=auth("alice"))
     assert response.status_code == 422 and response.json()["field"] == "tasks_per_node"
 
 
-def test_invalid_json_and_oversized_bodies(client: TestClient, algorithm: dict) -> None:
+def test_invalid_json_and_oversized_bodies(client: TestClient, algorithm: dict[str, Any]) -> None:
     bad = client.post("/v1/jobs", content=b"{not json", headers={**auth("alice"), "Content-Type": "application/json"})
     assert bad.status_code == 422
     huge = client.post(
@@ -85,13 +90,13 @@ def test_invalid_json_and_oversized_bodies(client: TestClient, algorithm: dict) 
     assert huge.status_code == 413
 
 
-def test_shell_syntax_is_stored_literally(client: TestClient, algorithm: dict) -> None:
+def test_shell_syntax_is_stored_literally(client: TestClient, algorithm: dict[str, Any]) -> None:
     values = {"A": "$(rm -rf /)", "B": "`id`", "C": "x; reboot", "D": "a\n#SBATCH --nodes=99"}
     job = client.post("/v1/jobs", json=job_body(parameters=values), headers=auth("alice")).json()
     assert client.get(f"/v1/jobs/{job['id']}", headers=auth("alice")).json()["parameters"] == values
 
 
-def test_idempotency_key_returns_the_same_job(client: TestClient, algorithm: dict) -> None:
+def test_idempotency_key_returns_the_same_job(client: TestClient, algorithm: dict[str, Any]) -> None:
     first = client.post("/v1/jobs", json=job_body(idempotency_key="k-1"), headers=auth("alice"))
     again = client.post("/v1/jobs", json=job_body(idempotency_key="k-1"), headers=auth("alice"))
     assert (first.status_code, again.status_code) == (201, 200)
@@ -99,13 +104,13 @@ def test_idempotency_key_returns_the_same_job(client: TestClient, algorithm: dic
     assert client.get("/v1/jobs", headers=auth("alice")).json()["total"] == 1
 
 
-def test_team_backlog_is_bounded(client: TestClient, algorithm: dict) -> None:
+def test_team_backlog_is_bounded(client: TestClient, algorithm: dict[str, Any]) -> None:
     for _ in range(5):
         assert client.post("/v1/jobs", json=job_body(), headers=auth("alice")).status_code == 201
     assert client.post("/v1/jobs", json=job_body(), headers=auth("alice")).status_code == 429
 
 
-def test_list_filters_and_pages(client: TestClient, algorithm: dict) -> None:
+def test_list_filters_and_pages(client: TestClient, algorithm: dict[str, Any]) -> None:
     ids = [client.post("/v1/jobs", json=job_body(name=f"j{i}"), headers=auth("alice")).json()["id"] for i in range(4)]
     client.post(f"/v1/jobs/{ids[0]}/cancel", headers=auth("alice"))
     page = client.get("/v1/jobs?limit=2&offset=1", headers=auth("alice")).json()
@@ -115,14 +120,14 @@ def test_list_filters_and_pages(client: TestClient, algorithm: dict) -> None:
     assert client.get("/v1/jobs?state=bogus", headers=auth("alice")).status_code == 422
 
 
-def test_cancel_an_accepted_job(client: TestClient, algorithm: dict) -> None:
+def test_cancel_an_accepted_job(client: TestClient, algorithm: dict[str, Any]) -> None:
     job = client.post("/v1/jobs", json=job_body(), headers=auth("alice")).json()
     cancelled = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth("alice"))
     assert cancelled.json()["state"] == "cancelled"
     assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth("alice")).status_code == 409
 
 
-def test_rerun_copies_the_recorded_inputs(client: TestClient, algorithm: dict) -> None:
+def test_rerun_copies_the_recorded_inputs(client: TestClient, algorithm: dict[str, Any]) -> None:
     job = client.post("/v1/jobs", json=job_body(parameters={"SEED": 3}), headers=auth("alice")).json()
     client.post(
         "/v1/algorithms/intent-classifier/versions",
@@ -150,7 +155,7 @@ def test_rerun_copies_the_recorded_inputs(client: TestClient, algorithm: dict) -
     assert again["algorithm_version"] == "1.0"  # pinned, although 2.0 is current now
 
 
-def test_algorithm_registry(client: TestClient, algorithm: dict) -> None:
+def test_algorithm_registry(client: TestClient, algorithm: dict[str, Any]) -> None:
     assert algorithm["current_version"] == "1.0" and algorithm["team"] is None and algorithm["shared"] is True
     dup = client.post(
         "/v1/algorithms",
@@ -178,7 +183,7 @@ def test_algorithm_registry(client: TestClient, algorithm: dict) -> None:
     assert [a["name"] for a in client.get("/v1/algorithms", headers=auth("bob")).json()] == ["intent-classifier"]
 
 
-def test_teams_health_and_metrics(client: TestClient, algorithm: dict) -> None:
+def test_teams_health_and_metrics(client: TestClient, algorithm: dict[str, Any]) -> None:
     client.post("/v1/jobs", json=job_body(), headers=auth("alice"))
     teams = client.get("/v1/teams", headers=auth("alice")).json()
     assert [t["name"] for t in teams] == ["team-a"] and teams[0]["jobs_by_state"] == {"accepted": 1}
@@ -196,7 +201,9 @@ def test_teams_health_and_metrics(client: TestClient, algorithm: dict) -> None:
     assert client.get("/docs").status_code == 200 and client.get("/openapi.json").status_code == 200
 
 
-def test_a_unique_id_prefix_finds_the_job(client: TestClient, algorithm: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_unique_id_prefix_finds_the_job(
+    client: TestClient, algorithm: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import gateway.jobs
 
     chosen = iter(["abcdef0100000000", "abcdef0200000000"])  # two ids that share their first 7 digits

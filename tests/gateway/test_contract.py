@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -36,7 +37,7 @@ def test_every_error_status_is_declared_with_the_one_error_body(client: TestClie
     assert submit["operationId"] == "submit_job"
 
 
-def test_fastapis_own_validation_errors_use_the_one_body(client: TestClient, algorithm: dict) -> None:
+def test_fastapis_own_validation_errors_use_the_one_body(client: TestClient, algorithm: dict[str, Any]) -> None:
     response = client.post("/v1/jobs", json=job_body(nodes=0, tasks_per_node="x"), headers=auth("alice"))
     body = response.json()
     assert response.status_code == 422 and set(body) == ERROR_KEYS
@@ -50,7 +51,9 @@ def test_fastapis_own_validation_errors_use_the_one_body(client: TestClient, alg
     "wrong",
     [{"nodes": True}, {"nodes": 2.0}, {"requeue": 1}, {"time_limit_min": "30"}, {"health": {"max_restarts": True}}],
 )
-def test_a_value_of_the_wrong_json_type_is_422_not_coerced(client: TestClient, algorithm: dict, wrong: dict) -> None:
+def test_a_value_of_the_wrong_json_type_is_422_not_coerced(
+    client: TestClient, algorithm: dict[str, Any], wrong: dict[str, Any]
+) -> None:
     """Found by schemathesis through the batch endpoint: `"nodes": true` was taken as one node. The schema says
     integer, and a value of another JSON type is refused, alone or in a batch, before anything is stored."""
     field = next(iter(wrong))

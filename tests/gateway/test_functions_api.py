@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -42,7 +43,9 @@ def test_functions_are_refused_unless_the_site_turns_them_on(client: TestClient)
     assert "functions.enabled" in response.json()["detail"]
 
 
-def test_an_allowed_team_gets_a_job_whose_payload_is_kept_as_bytes(allowed, tmp_path: Path) -> None:
+def test_an_allowed_team_gets_a_job_whose_payload_is_kept_as_bytes(
+    allowed: tuple[TestClient, GatewayConfig], tmp_path: Path
+) -> None:
     client, config = allowed
     response = client.post("/v1/functions", json=function_body(framework="ddp"), headers=auth("alice"))
     assert response.status_code == 201, response.text
@@ -56,7 +59,9 @@ def test_an_allowed_team_gets_a_job_whose_payload_is_kept_as_bytes(allowed, tmp_
     payload = tmp_path / "jobs" / "team-a" / job["id"] / "function.pkl"
     assert payload.read_bytes() == NOT_A_PICKLE
     with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
-        spec = job_spec(config, session.get(Job, job["id"]))
+        row = session.get(Job, job["id"])
+        assert row is not None
+        spec = job_spec(config, row)
     assert spec.function == payload and spec.framework == "ddp" and spec.run_as == "alice"
     assert spec.command == ("python-function", str(payload))
     assert "TRAINING_DATA_PATH" not in spec.env and spec.env["JOB_ID"] == job["id"]
@@ -68,7 +73,7 @@ def test_an_allowed_team_gets_a_job_whose_payload_is_kept_as_bytes(allowed, tmp_
     assert rerun.status_code == 422 and "submit the function again" in rerun.json()["detail"]
 
 
-def test_a_team_left_out_of_functions_teams_is_refused(allowed) -> None:
+def test_a_team_left_out_of_functions_teams_is_refused(allowed: tuple[TestClient, GatewayConfig]) -> None:
     client, _ = allowed
     response = client.post("/v1/functions", json=function_body(), headers=auth("bob"))
     assert response.status_code == 403 and "functions.teams" in response.json()["detail"]
@@ -78,14 +83,16 @@ def test_a_team_left_out_of_functions_teams_is_refused(allowed) -> None:
     "overrides, field",
     [({"payload": "%%% not base64"}, "payload"), ({"nodes": 3}, "nodes"), ({"framework": "mpi"}, "framework")],
 )
-def test_bad_function_requests_name_the_field(allowed, overrides: dict, field: str) -> None:
+def test_bad_function_requests_name_the_field(
+    allowed: tuple[TestClient, GatewayConfig], overrides: dict[str, Any], field: str
+) -> None:
     client, _ = allowed
     response = client.post("/v1/functions", json=function_body(**overrides), headers=auth("alice"))
     assert response.status_code == 422, response.text
     assert response.json()["field"] == field
 
 
-def test_a_trainer_job_has_no_outcome(client: TestClient, algorithm: dict) -> None:
+def test_a_trainer_job_has_no_outcome(client: TestClient, algorithm: dict[str, Any]) -> None:
     from tests.gateway.conftest import job_body
 
     job = client.post("/v1/jobs", json=job_body(), headers=auth("alice")).json()

@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -166,7 +167,12 @@ def test_runtime_none_never_looks_at_the_image(
     tmp_path: Path, database_url: str, image: Path, hashed: list[int]
 ) -> None:
     with client_for(tmp_path, database_url, "none") as client:
-        body = {"name": "intent-classifier", "version": "1.0", "image": str(image), "command": ["python", "t.py"]}
+        body: dict[str, Any] = {
+            "name": "intent-classifier",
+            "version": "1.0",
+            "image": str(image),
+            "command": ["python", "t.py"],
+        }
         body |= {"local_command": ["true"], "shared": True}
         assert client.post("/v1/algorithms", json=body, headers=auth("admin")).status_code == 201
         image.unlink()
@@ -179,7 +185,14 @@ def test_runtime_none_never_looks_at_the_image(
 
 def test_a_verified_rerun_names_an_image_that_changed() -> None:
     """The rerun ran the re-registered digest: the verification says so, with both digests."""
-    fields = {"team": "team-a", "user": "alice", "name": "t", "partition": "p", "account": "a", "folder": "f"}
+    fields: dict[str, Any] = {
+        "team": "team-a",
+        "user": "alice",
+        "name": "t",
+        "partition": "p",
+        "account": "a",
+        "folder": "f",
+    }
     fields |= {"algorithm": "intent-classifier", "algorithm_version": "1.0", "image": "/i.sif", "command": ["x"]}
     fields |= {
         "dataset_id": "d",

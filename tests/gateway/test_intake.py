@@ -25,7 +25,7 @@ ALICE = Principal(user="alice", team="team-a", admin=False)
 
 
 @pytest.fixture
-def app_client(client: TestClient, algorithm: dict) -> TestClient:
+def app_client(client: TestClient, algorithm: dict[str, Any]) -> TestClient:
     return client
 
 
@@ -103,7 +103,7 @@ def test_a_key_another_process_stored_first_is_answered_with_its_job(
     first = app_client.post("/v1/jobs", json=job_body(idempotency_key="raced"), headers=auth("alice"))
     assert first.status_code == 201, first.text
     real = rows.idempotent_id
-    missed = []
+    missed: list[str] = []
 
     def miss_once(connection: Any, team: str, user: str, key: str) -> str | None:
         if not missed:

@@ -21,10 +21,11 @@ from tests.gateway.conftest import TOKENS, auth, make_config
 from tests.gateway.test_functions_api import function_body
 
 SECRET = b"SQLite format 3\0 admin-dev-token and every other team's rows"
+JobFixture = tuple[TestClient, GatewayConfig, Path, str]
 
 
 @pytest.fixture
-def job(tmp_path: Path) -> Iterator[tuple[TestClient, GatewayConfig, Path, str]]:
+def job(tmp_path: Path) -> Iterator[JobFixture]:
     """A function job of alice's that Slurm ran as 123: (client, config, its submit folder, its id)."""
     config = make_config(tmp_path, f"sqlite:///{tmp_path}/gw.db", functions={"enabled": True, "teams": ["team-a"]})
     with TestClient(create_app(config, run_worker=False)) as client:
@@ -51,7 +52,8 @@ def outcome(client: TestClient, job_id: str, rank: int = 0) -> tuple[int, bytes]
 def logs(client: TestClient, job_id: str) -> str:
     response = client.get(f"/v1/jobs/{job_id}/logs?rank=0", headers=auth("alice"))
     assert response.status_code == 200, response.text
-    return response.text
+    text: str = response.text
+    return text
 
 
 def within(seconds: float, call: object) -> object:
@@ -63,7 +65,7 @@ def within(seconds: float, call: object) -> object:
     return box["value"]
 
 
-def test_a_regular_outcome_and_log_are_served(job) -> None:
+def test_a_regular_outcome_and_log_are_served(job: JobFixture) -> None:
     client, _, submit, job_id = job
     assert outcome(client, job_id)[0] == 404
     (submit / "123_0_outcome.pkl").write_bytes(b"\x80\x05 the rank's own pickle")
@@ -72,7 +74,7 @@ def test_a_regular_outcome_and_log_are_served(job) -> None:
     assert '"epoch 2"' in logs(client, job_id)
 
 
-def test_links_to_the_gateways_files_serve_nothing(job, tmp_path: Path) -> None:
+def test_links_to_the_gateways_files_serve_nothing(job: JobFixture, tmp_path: Path) -> None:
     client, _, submit, job_id = job
     (submit / "123_0_outcome.pkl").symlink_to(tmp_path / "secret.db")
     (submit / "123_0_log.out").symlink_to(tmp_path / "secret.db")
@@ -85,7 +87,7 @@ def test_links_to_the_gateways_files_serve_nothing(job, tmp_path: Path) -> None:
     assert "PATH=" not in logs(client, job_id)
 
 
-def test_a_linked_submit_folder_serves_nothing(job, tmp_path: Path) -> None:
+def test_a_linked_submit_folder_serves_nothing(job: JobFixture, tmp_path: Path) -> None:
     client, _, submit, job_id = job
     other = tmp_path / "bobs-job"
     other.mkdir()
@@ -98,7 +100,7 @@ def test_a_linked_submit_folder_serves_nothing(job, tmp_path: Path) -> None:
     assert "SQLite" not in logs(client, job_id)
 
 
-def test_fifos_answer_at_once(job) -> None:
+def test_fifos_answer_at_once(job: JobFixture) -> None:
     client, _, submit, job_id = job
     os.mkfifo(submit / "123_0_outcome.pkl")
     os.mkfifo(submit / "123_0_log.out")
@@ -106,7 +108,7 @@ def test_fifos_answer_at_once(job) -> None:
     assert '"lines":[]' in str(within(5, lambda: logs(client, job_id)))
 
 
-def test_an_outcome_past_the_bound_is_refused_without_reading_it(job) -> None:
+def test_an_outcome_past_the_bound_is_refused_without_reading_it(job: JobFixture) -> None:
     client, _, submit, job_id = job
     with open(submit / "123_0_outcome.pkl", "wb") as fh:
         fh.truncate(64 << 30)  # sparse: the bound is on the bytes read, whatever the size says
@@ -115,7 +117,7 @@ def test_an_outcome_past_the_bound_is_refused_without_reading_it(job) -> None:
     assert time.monotonic() - started < 5
 
 
-def test_the_dashboards_job_page_serves_no_linked_byte(job, tmp_path: Path) -> None:
+def test_the_dashboards_job_page_serves_no_linked_byte(job: JobFixture, tmp_path: Path) -> None:
     client, _, submit, job_id = job
     (submit / "123_0_log.out").symlink_to(tmp_path / "secret.db")
     (submit / "123_1_log.out").write_text("rank one's own line\n")

@@ -9,6 +9,7 @@ import pwd
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -31,7 +32,7 @@ def jobs_stored(client: TestClient) -> int:
         return int(session.exec(select(func.count()).select_from(Job)).one())
 
 
-def test_a_sweeps_tasks_count_against_the_teams_backlog(client: TestClient, algorithm: dict) -> None:
+def test_a_sweeps_tasks_count_against_the_teams_backlog(client: TestClient, algorithm: dict[str, Any]) -> None:
     """team-a queues 5 at most: one small request no longer makes 100,000 jobs."""
     huge = client.post(
         "/v1/sweeps", json=sweep(0, grid={f"P{i}": list(range(10)) for i in range(5)}), headers=auth("alice")
@@ -105,7 +106,7 @@ def test_an_image_path_is_no_file_oracle(tmp_path: Path, database_url: str) -> N
      "APPTAINERENV_X", "SINGULARITY_BIND", "SLURM_JOB_ID", "BASH_FUNC_X", "JAVA_TOOL_OPTIONS"],
 )  # fmt: skip
 def test_a_parameter_may_not_set_what_the_loader_or_a_shell_reads(
-    client: TestClient, algorithm: dict, name: str
+    client: TestClient, algorithm: dict[str, Any], name: str
 ) -> None:
     response = client.post("/v1/jobs", json=job_body(parameters={name: "/tmp/evil.so"}), headers=auth("alice"))
     assert response.status_code == 422 and name in response.text and "reserved" in response.text

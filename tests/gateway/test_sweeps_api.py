@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
@@ -33,7 +35,7 @@ def sweep_body(**overrides: object) -> dict[str, object]:
     return body | overrides
 
 
-def test_a_sweep_stores_one_task_job_per_point(client: TestClient, algorithm: dict) -> None:
+def test_a_sweep_stores_one_task_job_per_point(client: TestClient, algorithm: dict[str, Any]) -> None:
     response = client.post("/v1/sweeps", json=sweep_body(), headers=auth("alice"))
     assert response.status_code == 201, response.text
     sweep = response.json()
@@ -45,7 +47,7 @@ def test_a_sweep_stores_one_task_job_per_point(client: TestClient, algorithm: di
     assert client.get(f"/v1/sweeps/{sweep['id']}", headers=auth("bob")).status_code == 404
 
 
-def test_a_task_reruns_alone_as_a_plain_job(client: TestClient, algorithm: dict) -> None:
+def test_a_task_reruns_alone_as_a_plain_job(client: TestClient, algorithm: dict[str, Any]) -> None:
     """Found by schemathesis: a task's name (``grid[4]``) is not a valid request name, and rerun answered 500."""
     sweep = client.post("/v1/sweeps", json=sweep_body(), headers=auth("alice")).json()
     task = sweep["tasks"][4]
@@ -69,15 +71,17 @@ def test_a_task_reruns_alone_as_a_plain_job(client: TestClient, algorithm: dict)
         ({"space": {"kind": "spiral"}}, "space"),
     ],
 )
-def test_bad_sweeps_are_422(client: TestClient, algorithm: dict, overrides: dict, needle: str) -> None:
+def test_bad_sweeps_are_422(
+    client: TestClient, algorithm: dict[str, Any], overrides: dict[str, Any], needle: str
+) -> None:
     response = client.post("/v1/sweeps", json=sweep_body(**overrides), headers=auth("alice"))
     assert response.status_code == 422, response.text
     assert needle in response.text
 
 
-def test_best_task_and_cancel(client: TestClient, algorithm: dict) -> None:
+def test_best_task_and_cancel(client: TestClient, algorithm: dict[str, Any]) -> None:
     sweep = client.post("/v1/sweeps", json=sweep_body(), headers=auth("alice")).json()
-    with Session(client.app.state.engine) as session:
+    with Session(cast(FastAPI, client.app).state.engine) as session:
         for job in session.exec(select(Job).where(Job.sweep_id == sweep["id"])):
             job.metrics = [{"epoch": 1, "accuracy": 0.5}, {"epoch": 2, "accuracy": (job.task_index or 0) / 10}]
             session.add(job)

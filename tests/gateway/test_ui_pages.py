@@ -5,6 +5,7 @@ database) and the admin view. tests/slurm/test_ui.py runs the same pages in Chro
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlmodel import Session
@@ -32,7 +33,9 @@ def test_without_a_valid_cookie_every_page_is_the_login_page(client: TestClient)
     assert 'value="/ui"' in wrong.text  # a login link cannot send the browser elsewhere
 
 
-def test_a_team_sees_its_jobs_only_and_cancels_with_the_forms_token(client: TestClient, algorithm: dict) -> None:
+def test_a_team_sees_its_jobs_only_and_cancels_with_the_forms_token(
+    client: TestClient, algorithm: dict[str, Any]
+) -> None:
     mine = client.post("/v1/jobs", json=job_body(name="mine"), headers=auth("alice")).json()
     response = client.post("/v1/jobs", json=job_body(name="theirs"), headers=auth("bob"))
     assert response.status_code == 201, response.text
@@ -55,7 +58,9 @@ def test_a_team_sees_its_jobs_only_and_cancels_with_the_forms_token(client: Test
     assert curves["state"] == "cancelled" and curves["terminal"] is True
 
 
-def test_the_sweep_page_marks_the_best_task_and_the_admin_sees_every_team(client: TestClient, algorithm: dict) -> None:
+def test_the_sweep_page_marks_the_best_task_and_the_admin_sees_every_team(
+    client: TestClient, algorithm: dict[str, Any]
+) -> None:
     template = client.post("/v1/jobs", json=job_body(name="base"), headers=auth("alice")).json()
     with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
         base = session.get(Job, template["id"])

@@ -20,7 +20,7 @@ def _log_in(client: TestClient, user: str) -> str:
     client.cookies.clear()
     response = client.post("/ui/login", data={"token": TOKENS[user], "next": "/ui"}, follow_redirects=False)
     assert response.status_code == 303, response.text
-    cookie = client.cookies.get("hpcgw_ui")
+    cookie: str | None = client.cookies.get("hpcgw_ui")
     assert cookie
     return cookie
 

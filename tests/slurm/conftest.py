@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
+from devcluster.spec import ClusterSpec
 from examples.intent_classifier import ensure_dataset
 from gateway.app import create_app
 from tests.gateway.conftest import auth, postgres_url  # noqa: F401  (the fixture)
@@ -39,7 +40,7 @@ def dataset_hash(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def gateway(cluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+def gateway(cluster: ClusterSpec, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
     limits = getattr(request, "param", {})
     app = create_app(gateway_config(tmp_path, **limits))
     with TestClient(app) as client:

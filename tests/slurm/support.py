@@ -12,9 +12,10 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
@@ -116,7 +117,7 @@ def runtime_toml(runtime: str = RUNTIME) -> str:
     return f'container_runtime = "apptainer"\nimage_roots = ["{IMAGE_DIR}"]\n'
 
 
-def gateway_config(tmp_path: Path, *, runtime: str = RUNTIME, **teams: dict) -> GatewayConfig:
+def gateway_config(tmp_path: Path, *, runtime: str = RUNTIME, **teams: dict[str, Any]) -> GatewayConfig:
     config = make_config(
         tmp_path, f"sqlite:///{tmp_path}/gw.db", poll={"interval_s": 2.0, "floor_s": 0.2}, **runtime_settings(runtime)
     )
@@ -150,13 +151,15 @@ def sleeper_job(dataset_hash: str, **overrides: object) -> dict[str, object]:
     return body | overrides
 
 
-def wait_for(client: TestClient, job_id: str, states: set[str], user: str = "alice", timeout_s: float = 300) -> dict:
+def wait_for(
+    client: TestClient, job_id: str, states: set[str], user: str = "alice", timeout_s: float = 300
+) -> dict[str, Any]:
     """Wait until the job has reached one of ``states``, as its recorded history shows (a phase shorter than a
     poll is still recorded, from Slurm's start time and the start marker); returns the job as it is now."""
     deadline = time.monotonic() + timeout_s
     while True:
         reached = states & {e.state for e in history(client, job_id)}  # read before the job: it is at or past it
-        job = client.get(f"/v1/jobs/{job_id}", headers=auth(user)).json()
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", headers=auth(user)).json()
         if job["state"] in states or reached:
             return job
         assert time.monotonic() < deadline, f"job {job_id} still {job['state']}: {job}"
@@ -169,7 +172,7 @@ def reached_at(client: TestClient, job_id: str, state: str) -> str:
 
 
 def history(client: TestClient, job_id: str) -> list[JobEvent]:
-    with Session(client.app.state.engine) as session:
+    with Session(cast(FastAPI, client.app).state.engine) as session:
         return list(session.exec(select(JobEvent).where(JobEvent.job_id == job_id).order_by(col(JobEvent.id))))
 
 

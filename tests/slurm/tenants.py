@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -95,12 +95,13 @@ class Gateway:
         headers = {**(auth(user) if user else {}), **kwargs.pop("headers", {})}
         return httpx.request(method, f"{self.base}{path}", headers=headers, timeout=30, **kwargs)
 
-    def post(self, path: str, body: dict, user: str) -> dict:
+    def post(self, path: str, body: dict[str, Any], user: str) -> dict[str, Any]:
         response = httpx.post(f"{self.base}{path}", json=body, headers=auth(user), timeout=30)
         assert response.status_code in (200, 201), response.text
-        return response.json()
+        created: dict[str, Any] = response.json()
+        return created
 
-    def get(self, path: str, user: str) -> dict:
+    def get(self, path: str, user: str) -> Any:
         return httpx.get(f"{self.base}{path}", headers=auth(user), timeout=30).json()
 
     def algorithm(self, name: str, team: str, code: str) -> None:
@@ -116,16 +117,16 @@ class Gateway:
         body = {"name": name, "version": "1", "image": IMAGE, "command": in_image(local), "team": team}
         self.post("/v1/algorithms", {**body, "local_command": local}, "admin")
 
-    def job(self, user: str, algorithm: str, **fields: object) -> dict:
+    def job(self, user: str, algorithm: str, **fields: object) -> dict[str, Any]:
         body = {"algorithm": algorithm, "dataset_id": "d", "train_data_version_hash": "v1", "time_limit_min": 10}
         return self.post("/v1/jobs", body | fields, user)
 
-    def wait(self, job_id: str, user: str, timeout_s: float = 180) -> dict:
+    def wait(self, job_id: str, user: str, timeout_s: float = 180) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while (job := self.get(f"/v1/jobs/{job_id}", user))["state"] not in ("succeeded", "failed", "cancelled"):
             assert time.monotonic() < deadline, job
             time.sleep(0.5)
-        return job
+        return cast(dict[str, Any], job)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from devcluster.spec import ClusterSpec
 from launchers.container import python_argv
 from launchers.slurm.commands import wait_until_done
 from launchers.spec import ContainerSpec, JobSpec
@@ -108,7 +109,7 @@ def sbatch(folder: Path, rank_argv: list[str], env: dict[str, str], ids: list[st
 
 
 def test_values_cross_byte_for_byte_and_only_listed_ones(
-    cluster, apptainer: str, image: str, tmp_path: Path, submitted: list[str]
+    cluster: ClusterSpec, apptainer: str, image: str, tmp_path: Path, submitted: list[str]
 ) -> None:
     marker = tmp_path / "pwned"
     home_marker = Path.home() / "pwned-by-hpcgw-test"
@@ -138,7 +139,9 @@ def test_values_cross_byte_for_byte_and_only_listed_ones(
     assert time.monotonic() - started < 180
 
 
-def test_an_image_without_python_fails_at_once(cluster, apptainer: str, tmp_path: Path, submitted: list[str]) -> None:
+def test_an_image_without_python_fails_at_once(
+    cluster: ClusterSpec, apptainer: str, tmp_path: Path, submitted: list[str]
+) -> None:
     sandbox = tmp_path / "rootfs"
     for sub in ("bin", "etc", "tmp", "dev", "proc", "sys"):
         (sandbox / sub).mkdir(parents=True)
@@ -161,7 +164,9 @@ def test_an_image_without_python_fails_at_once(cluster, apptainer: str, tmp_path
     assert "python" in (tmp_path / "out.txt").read_text()
 
 
-def test_apptainer_missing_on_the_node_fails_at_once_naming_it(cluster, tmp_path: Path, submitted: list[str]) -> None:
+def test_apptainer_missing_on_the_node_fails_at_once_naming_it(
+    cluster: ClusterSpec, tmp_path: Path, submitted: list[str]
+) -> None:
     image = tmp_path / "trainer.sif"
     image.write_bytes(b"not used")
     env = {**os.environ, "PATH": "/usr/bin:/bin"}  # no apptainer there, whatever the nodes have elsewhere

@@ -12,16 +12,18 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from devcluster.spec import ClusterSpec
 from gateway.client import Client, wait_healthy
 from tests.slurm.support import IMAGE, RUNTIME, in_image, serve, write_config
 
 pytestmark = pytest.mark.slurm
 HPCGW = str(Path(sys.executable).with_name("hpcgw"))
-ALGORITHMS = [
+ALGORITHMS: list[dict[str, Any]] = [
     {"name": "hello", "local_command": [sys.executable, "-c", "print('hello from the trainer', flush=True)"]},
     {"name": "fail3", "local_command": [sys.executable, "-c", "import sys; print('about to fail'); sys.exit(3)"]},
     {"name": "sleep", "local_command": [sys.executable, "-c", "import os, time; time.sleep(float(os.environ['S']))"]},
@@ -50,12 +52,12 @@ class Gateway:
 
 
 @pytest.fixture
-def gw(cluster, tmp_path: Path) -> Iterator[Gateway]:
+def gw(cluster: ClusterSpec, tmp_path: Path) -> Iterator[Gateway]:
     (tmp_path / "datasets" / "d" / "v1").mkdir(parents=True)
     gateway = Gateway(tmp_path)
     gateway.start()
     for algorithm in ALGORITHMS:
-        body = {"version": "1", "image": IMAGE, "team": "team-a"} | algorithm
+        body: dict[str, Any] = {"version": "1", "image": IMAGE, "team": "team-a"} | algorithm
         body["command"] = in_image(algorithm["local_command"])
         httpx.post(
             f"{gateway.url}/v1/algorithms", json=body, headers={"Authorization": "Bearer admin-dev-token"}
@@ -181,7 +183,7 @@ def test_the_notebook_example_runs(gw: Gateway) -> None:
     assert "final state: succeeded" in proc.stdout and "epoch 2: accuracy" in proc.stdout
 
 
-def test_direct_submit_uses_the_same_flags_without_a_gateway(cluster, tmp_path: Path) -> None:
+def test_direct_submit_uses_the_same_flags_without_a_gateway(cluster: ClusterSpec, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("HPCGW_URL", "HPCGW_TOKEN")}
     ok = subprocess.run(
         [

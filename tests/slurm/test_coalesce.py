@@ -88,7 +88,8 @@ def sacct_elements(master: str) -> dict[str, tuple[str, str]]:
 def test_fifty_same_shape_jobs_are_one_array_and_each_keeps_its_own_outcome(
     cluster: ClusterSpec, tmp_path: Path, dataset_hash: str
 ) -> None:
-    config = gateway_config(tmp_path, **{"team-a": {"max_running_jobs": 60, "max_queued_jobs": 100}})
+    limits: dict[str, Any] = {"team-a": {"max_running_jobs": 60, "max_queued_jobs": 100}}
+    config = gateway_config(tmp_path, **limits)
     accounts.sync(config)  # room for fifty at once in Slurm too (the example's account runs 2)
     app = create_app(config, run_worker=False)
     try:
@@ -136,7 +137,8 @@ def test_other_shapes_and_users_in_one_cycle_go_out_as_separate_arrays(
     cluster: ClusterSpec, tmp_path: Path, dataset_hash: str
 ) -> None:
     roomy = {"max_running_jobs": 20, "max_queued_jobs": 20}
-    config = gateway_config(tmp_path, **{"team-a": roomy, "team-b": roomy})
+    limits: dict[str, Any] = {"team-a": roomy, "team-b": roomy}
+    config = gateway_config(tmp_path, **limits)
     app = create_app(config, run_worker=False)
     with TestClient(app) as client:
         for team in ("team-a", "team-b"):
@@ -240,7 +242,10 @@ def test_two_gateways_on_postgresql_survive_sigkills_of_the_active_worker(
             ids = {job_id for _, job_id in answers.values()}
 
             def get(job_id: str) -> dict[str, Any]:
-                return httpx.get(f"{bases[1]}/v1/jobs/{job_id}", headers=auth("alice"), timeout=10).json()
+                job: dict[str, Any] = httpx.get(
+                    f"{bases[1]}/v1/jobs/{job_id}", headers=auth("alice"), timeout=10
+                ).json()
+                return job
 
             states = wait_all_ended(get, sorted(ids), timeout_s=600)
         finally:
@@ -297,7 +302,8 @@ def test_a_waiting_element_cancelled_alone_ends_cancelled(
     cluster: ClusterSpec, tmp_path: Path, dataset_hash: str
 ) -> None:
     """Slurm keeps no record of a pending array element cancelled on its own: the gateway must still end it."""
-    config = gateway_config(tmp_path, **{"team-a": {"max_running_jobs": 10, "max_queued_jobs": 20}})
+    limits: dict[str, Any] = {"team-a": {"max_running_jobs": 10, "max_queued_jobs": 20}}
+    config = gateway_config(tmp_path, **limits)
     accounts.sync(config)
     app = create_app(config, run_worker=False)
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devcluster.spec import ClusterSpec
 from gateway.client import wait_healthy
 from tests.gateway.conftest import auth
 from tests.slurm.support import QUICK, serve, sleeper_job, write_config
@@ -52,7 +53,9 @@ def _settings(path: Path, **dictionaries: list[str]) -> Path:
 
 
 @pytest.mark.parametrize("user", ["alice", "admin"])
-def test_the_api_keeps_its_documented_contract(cluster, tmp_path: Path, dataset_hash: str, user: str) -> None:
+def test_the_api_keeps_its_documented_contract(
+    cluster: ClusterSpec, tmp_path: Path, dataset_hash: str, user: str
+) -> None:
     config = write_config(tmp_path / "gateway.toml", tmp_path, extra=RATE_LIMITS)
     base = f"http://127.0.0.1:{PORT}"
     with open(tmp_path / "gateway.log", "ab") as log:

@@ -8,14 +8,17 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
 
+from devcluster.spec import ClusterSpec
 from examples.intent_classifier import TRAINER_DIR, intent_classifier_spec
 from launchers import JobSpec, JobState, submit
 from launchers.runtime.markers import JobMarkers
 from launchers.slurm.commands import wait_until_done
+from launchers.spec import Framework
 from tests.gateway.conftest import auth
 from tests.slurm.support import DATA, IMAGE, classifier_job, in_runtime, wait_for
 from tests.slurm.test_launchers import dataset, metrics  # noqa: F401  (dataset: the fixture)
@@ -23,7 +26,7 @@ from tests.slurm.test_launchers import dataset, metrics  # noqa: F401  (dataset:
 pytestmark = pytest.mark.slurm
 
 
-def reports(job: object, ranks: int) -> list[dict]:
+def reports(job: object, ranks: int) -> list[dict[str, Any]]:
     found = []
     for rank in range(ranks):
         for line in job.stdout(rank).read_text().splitlines():  # type: ignore[attr-defined]
@@ -32,7 +35,7 @@ def reports(job: object, ranks: int) -> list[dict]:
     return found
 
 
-def test_a_ddp_allreduce_sums_over_two_nodes(cluster, tmp_path: Path) -> None:
+def test_a_ddp_allreduce_sums_over_two_nodes(cluster: ClusterSpec, tmp_path: Path) -> None:
     spec = JobSpec(
         partition="team-a",
         nodes=2,
@@ -53,12 +56,16 @@ def test_a_ddp_allreduce_sums_over_two_nodes(cluster, tmp_path: Path) -> None:
     ]
     started = job.markers.started()
     assert started is not None and started["size"] == 4  # written once every rank finished init_process_group
-    assert job.info().nodes == 2
+    row = job.info()
+    assert row is not None and row.nodes == 2
 
 
-def test_the_ddp_trainer_matches_the_horovod_band_and_repeats_itself(cluster, dataset: Path, tmp_path: Path) -> None:
+def test_the_ddp_trainer_matches_the_horovod_band_and_repeats_itself(
+    cluster: ClusterSpec, dataset: Path, tmp_path: Path
+) -> None:
     runs = {}
-    for name, framework in (("ddp-a", "ddp"), ("ddp-b", "ddp"), ("horovod", "horovod")):
+    runs_of: tuple[tuple[str, Framework], ...] = (("ddp-a", "ddp"), ("ddp-b", "ddp"), ("horovod", "horovod"))
+    for name, framework in runs_of:
         spec = intent_classifier_spec(
             tmp_path / name, dataset_dir=dataset, partition="team-b", epochs=3, seed=11, framework=framework
         )
@@ -87,7 +94,7 @@ def test_the_gateway_runs_a_ddp_algorithm_version(gateway: TestClient, dataset_h
     created = gateway.post("/v1/algorithms", json=version, headers=auth("admin"))
     assert created.status_code == 201 and created.json()["versions"][0]["framework"] == "ddp", created.text
     body = classifier_job(dataset_hash, algorithm="intent-classifier-ddp")
-    body["parameters"] = {**body["parameters"], "EPOCHS": 2}
+    body["parameters"] = {**cast(dict[str, Any], body["parameters"]), "EPOCHS": 2}
     ddp_script = gateway.post("/v1/jobs/render", json=body, headers=auth("alice")).json()["script"]
     horovod_script = gateway.post(
         "/v1/jobs/render", json={**body, "algorithm": "intent-classifier"}, headers=auth("alice")
@@ -102,7 +109,7 @@ def test_the_gateway_runs_a_ddp_algorithm_version(gateway: TestClient, dataset_h
     assert done["provenance"]["world_size"] == 4
 
 
-def test_the_raw_srun_bootstrap_runs_ddp_too(cluster, tmp_path: Path) -> None:
+def test_the_raw_srun_bootstrap_runs_ddp_too(cluster: ClusterSpec, tmp_path: Path) -> None:
     output = tmp_path / "out.txt"
     srun = (
         f"srun --kill-on-bad-exit=1 --distribution=block {sys.executable} -m launchers.runtime.bootstrap "

@@ -21,10 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
@@ -121,7 +122,10 @@ def test_ten_sigkills_in_a_burst_of_300_lose_and_duplicate_nothing(
             listed = httpx.get(f"{gateway.base}/v1/jobs?limit=1000", headers=auth("alice")).json()
 
             def get(job_id: str) -> dict[str, Any]:
-                return httpx.get(f"{gateway.base}/v1/jobs/{job_id}", headers=auth("alice"), timeout=10).json()
+                job: dict[str, Any] = httpx.get(
+                    f"{gateway.base}/v1/jobs/{job_id}", headers=auth("alice"), timeout=10
+                ).json()
+                return job
 
             states = wait_all_ended(get, sorted(ids), timeout_s=900)
         finally:
@@ -159,7 +163,8 @@ def stopped(cluster: ClusterSpec, name: str, seconds: float) -> Iterator[float]:
 
 
 def test_slurmctld_stopped_for_60s_during_submissions(cluster: ClusterSpec, tmp_path: Path, dataset_hash: str) -> None:
-    app = create_app(gateway_config(tmp_path, **{"team-a": {"max_running_jobs": 4, "max_queued_jobs": 100}}))
+    limits: dict[str, Any] = {"team-a": {"max_running_jobs": 4, "max_queued_jobs": 100}}
+    app = create_app(gateway_config(tmp_path, **limits))
     began = datetime.now(UTC)
     with TestClient(app) as client:
         client.post("/v1/algorithms", json={**QUICK, "team": "team-a"}, headers=auth("admin"))
@@ -194,7 +199,8 @@ def test_slurmctld_stopped_for_60s_during_submissions(cluster: ClusterSpec, tmp_
 
 
 def test_slurmdbd_stopped_for_60s_while_jobs_run(cluster: ClusterSpec, tmp_path: Path, dataset_hash: str) -> None:
-    app = create_app(gateway_config(tmp_path, **{"team-a": {"max_running_jobs": 4, "max_queued_jobs": 100}}))
+    limits: dict[str, Any] = {"team-a": {"max_running_jobs": 4, "max_queued_jobs": 100}}
+    app = create_app(gateway_config(tmp_path, **limits))
     with TestClient(app) as client:
         client.post("/v1/algorithms", json={**NAPPER, "team": "team-a"}, headers=auth("admin"))
         body = sleeper_job(dataset_hash, algorithm="napper", parameters={"NAP_S": 20})
@@ -269,7 +275,7 @@ def _recovered_and_ran(
     )
     ids = {(answers[k] if k not in retried else retried[k]).json()["id"] for k in answers}
     done = {i: wait_for(client, i, ENDED, timeout_s=300)["state"] for i in ids}
-    in_slurm = slurm_copies(client.app.state.engine, ids, began)
+    in_slurm = slurm_copies(cast(FastAPI, client.app).state.engine, ids, began)
     summary = (
         f"{len(answers)} submissions: {len(answers) - len(refused)} accepted, {len(refused)} refused with 503 "
         f"({len(half_written)} of them stored anyway); "
@@ -291,7 +297,8 @@ def test_a_full_disk_under_the_database_answers_503_and_the_gateway_recovers(
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(disk)], check=True)
     try:
-        config = gateway_config(tmp_path, **{"team-a": {"max_running_jobs": 4, "max_queued_jobs": 100}})
+        limits: dict[str, Any] = {"team-a": {"max_running_jobs": 4, "max_queued_jobs": 100}}
+        config = gateway_config(tmp_path, **limits)
         config = config.model_copy(update={"database_url": f"sqlite:///{disk}/gw.db"})
         app = create_app(config)
         began = datetime.now(UTC)
@@ -322,7 +329,8 @@ def test_a_full_disk_under_the_database_answers_503_and_the_gateway_recovers(
 def test_a_postgresql_restart_answers_503_and_the_gateway_recovers(
     cluster: ClusterSpec, tmp_path: Path, dataset_hash: str, postgres_database: str
 ) -> None:
-    config = gateway_config(tmp_path, **{"team-a": {"max_running_jobs": 4, "max_queued_jobs": 100}})
+    limits: dict[str, Any] = {"team-a": {"max_running_jobs": 4, "max_queued_jobs": 100}}
+    config = gateway_config(tmp_path, **limits)
     app = create_app(config.model_copy(update={"database_url": postgres_database}))
     script = ["bash", str(REPO / "scripts" / "postgres-dev.sh")]
     state = str(REPO / ".hpcgw" / "postgres")

@@ -15,6 +15,7 @@ import cloudpickle
 import pytest
 from fastapi.testclient import TestClient
 
+from devcluster.spec import ClusterSpec
 from gateway.app import create_app
 from gateway.client import Client, ClientError
 from gateway.config import FunctionsConfig
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_function_allreduces_over_two_nodes_and_every_rank_returns(cluster, tmp_path: Path) -> None:
+def test_a_function_allreduces_over_two_nodes_and_every_rank_returns(cluster: ClusterSpec, tmp_path: Path) -> None:
     executor = Executor(tmp_path, partition="team-a", nodes=2, tasks_per_node=2, time=5)
     job = executor.submit(functions.horovod_allreduce, scale=2.0)
     assert job.result(timeout_s=300)["sum"] == 20.0  # 2 * (1 + 2 + 3 + 4)
@@ -42,11 +43,13 @@ def test_a_function_allreduces_over_two_nodes_and_every_rank_returns(cluster, tm
         (3, 4, 1, 20.0),
     ]
     assert job.state is JobState.SUCCEEDED and job.exception() is None
-    assert job.job.info().nodes == 2
-    assert "calling tests.data.functions.horovod_allreduce" in job.stderr(0)
+    row = job.job.info()
+    assert row is not None and row.nodes == 2
+    stderr = job.stderr(0)
+    assert stderr is not None and "calling tests.data.functions.horovod_allreduce" in stderr
 
 
-def test_a_ddp_function_gets_an_initialised_process_group(cluster, tmp_path: Path) -> None:
+def test_a_ddp_function_gets_an_initialised_process_group(cluster: ClusterSpec, tmp_path: Path) -> None:
     executor = Executor(tmp_path, partition="team-a", nodes=2, tasks_per_node=1, time=5, framework="ddp")
     assert executor.submit(functions.ddp_allreduce).results(timeout_s=300) == [
         {"rank": 0, "size": 2, "sum": 3.0},
@@ -54,7 +57,7 @@ def test_a_ddp_function_gets_an_initialised_process_group(cluster, tmp_path: Pat
     ]
 
 
-def test_map_array_is_one_throttled_array_with_results_in_input_order(cluster, tmp_path: Path) -> None:
+def test_map_array_is_one_throttled_array_with_results_in_input_order(cluster: ClusterSpec, tmp_path: Path) -> None:
     executor = Executor(tmp_path, partition="team-a", time=5)
     jobs = executor.map_array(functions.square_slowly, range(12), [2.0] * 12, max_parallel=3)
     assert [job.result(timeout_s=600) for job in jobs] == [x * x for x in range(12)]
@@ -66,7 +69,7 @@ def test_map_array_is_one_throttled_array_with_results_in_input_order(cluster, t
     assert max_overlap(rows) <= 3
 
 
-def test_batch_submits_one_array_when_the_block_ends(cluster, tmp_path: Path) -> None:
+def test_batch_submits_one_array_when_the_block_ends(cluster: ClusterSpec, tmp_path: Path) -> None:
     executor = Executor(tmp_path, partition="team-a", time=5)
     with executor.batch():
         first = executor.submit(functions.square_slowly, 3, seconds=0)
@@ -77,7 +80,9 @@ def test_batch_submits_one_array_when_the_block_ends(cluster, tmp_path: Path) ->
     assert first.job_id.split("_")[0] == second.job_id.split("_")[0]
 
 
-def test_a_rank_that_raises_raises_here_with_its_type_message_and_traceback(cluster, tmp_path: Path) -> None:
+def test_a_rank_that_raises_raises_here_with_its_type_message_and_traceback(
+    cluster: ClusterSpec, tmp_path: Path
+) -> None:
     executor = Executor(tmp_path, partition="team-a", nodes=2, tasks_per_node=2, time=5)
     job = executor.submit(functions.refuse_on_rank, 2)
     with pytest.raises(RankRefusedError, match="rank 2 refuses the batch") as caught:
@@ -91,7 +96,7 @@ def test_a_rank_that_raises_raises_here_with_its_type_message_and_traceback(clus
     assert row is not None and row.slurm_state == "FAILED" and row.exit_code == 1
 
 
-def test_a_cancelled_function_raises_a_failed_error(cluster, tmp_path: Path) -> None:
+def test_a_cancelled_function_raises_a_failed_error(cluster: ClusterSpec, tmp_path: Path) -> None:
     executor = Executor(tmp_path, partition="team-a", time=5)
     job = executor.submit(functions.square_slowly, 2, seconds=600)
     deadline = time.monotonic() + 120
@@ -104,7 +109,7 @@ def test_a_cancelled_function_raises_a_failed_error(cluster, tmp_path: Path) -> 
     assert caught.value.state is JobState.CANCELLED
 
 
-def test_a_checkpointable_function_is_requeued_with_its_own_state(cluster, tmp_path: Path) -> None:
+def test_a_checkpointable_function_is_requeued_with_its_own_state(cluster: ClusterSpec, tmp_path: Path) -> None:
     executor = Executor(tmp_path, partition="team-a", time=10)
     progress = tmp_path / "progress"
     job = executor.submit(functions.Counter(hold_after=3), 16, str(progress))
@@ -123,7 +128,7 @@ def test_a_checkpointable_function_is_requeued_with_its_own_state(cluster, tmp_p
     assert history == ["REQUEUED", "COMPLETED"]
 
 
-def test_one_checkpointed_element_of_an_array_resumes_alone(cluster, tmp_path: Path) -> None:
+def test_one_checkpointed_element_of_an_array_resumes_alone(cluster: ClusterSpec, tmp_path: Path) -> None:
     """The elements share one pickle, hard-linked under each one's name: submitit's checkpoint replaces only the
     signalled element's link, which then runs again from its own state while the other element keeps the shared
     pickle."""
@@ -154,7 +159,7 @@ def test_one_checkpointed_element_of_an_array_resumes_alone(cluster, tmp_path: P
     assert history == ["REQUEUED", "COMPLETED"]
 
 
-def test_the_docs_example_moves_a_submitit_program_over(cluster, tmp_path: Path) -> None:
+def test_the_docs_example_moves_a_submitit_program_over(cluster: ClusterSpec, tmp_path: Path) -> None:
     example = ROOT / "docs" / "examples" / "from_submitit.py"
     done = subprocess.run(
         [sys.executable, str(example), "--folder", str(tmp_path / "jobs"), "--partition", "team-a"],
@@ -172,7 +177,7 @@ def test_the_docs_example_moves_a_submitit_program_over(cluster, tmp_path: Path)
 
 
 @pytest.fixture
-def function_gateway(cluster, tmp_path: Path) -> Iterator[TestClient]:
+def function_gateway(cluster: ClusterSpec, tmp_path: Path) -> Iterator[TestClient]:
     config = gateway_config(tmp_path)
     config.functions = FunctionsConfig(enabled=True, teams=["team-a"], image=IMAGE if RUNTIME == "apptainer" else None)
     # In the image there is no `tests` package: the test functions travel by value (their exceptions come back as

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -32,7 +33,10 @@ def test_a_job_goes_through_every_state_and_reports_metrics(gateway: TestClient,
     again = gateway.post(f"/v1/jobs/{job['id']}/rerun", headers=auth("alice")).json()
     assert wait_for(gateway, again["id"], {"succeeded", "failed"})["state"] == "succeeded"
     rerun_epochs = gateway.get(f"/v1/jobs/{again['id']}/metrics", headers=auth("alice")).json()["epochs"]
-    strip = lambda ms: [{k: v for k, v in m.items() if k != "samples_per_s"} for m in ms]  # noqa: E731
+
+    def strip(ms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in m.items() if k != "samples_per_s"} for m in ms]
+
     assert strip(rerun_epochs) == strip(epochs)
 
 

@@ -9,13 +9,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from devcluster.spec import ClusterSpec
 from gateway.app import create_app
 from gateway.client import wait_healthy
+from gateway.worker.loop import Worker
 from tests.gateway.conftest import auth
 from tests.slurm.support import (
     CLASSIFIER,
@@ -46,7 +50,7 @@ def test_one_sacct_per_cycle_for_1_or_50_jobs(
         script.write_text(f'#!/bin/sh\necho {name} >> "{log}"\nexec {real} "$@"\n')
         script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{wrappers}:{os.environ['PATH']}")
-    worker = gateway.app.state.worker
+    worker: Worker = cast(FastAPI, gateway.app).state.worker
 
     def quiet_point() -> int:
         """Return just after a poll cycle ended: the next one is at least the floor interval away."""
@@ -81,7 +85,7 @@ def test_one_sacct_per_cycle_for_1_or_50_jobs(
 
 
 def test_crash_between_sbatch_and_the_database_leaves_exactly_one_job(
-    cluster, tmp_path: Path, dataset_hash: str
+    cluster: ClusterSpec, tmp_path: Path, dataset_hash: str
 ) -> None:
     config_file = tmp_path / "gateway.toml"
     write_config(config_file, tmp_path)
@@ -163,7 +167,7 @@ def _conf_with(tmp_path: Path, key: str, value: str) -> str:
 
 
 def test_unreachable_slurm_keeps_the_job_accepted_until_it_answers(
-    cluster, tmp_path: Path, dataset_hash: str, monkeypatch: pytest.MonkeyPatch
+    cluster: ClusterSpec, tmp_path: Path, dataset_hash: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     good = os.environ["SLURM_CONF"]
     monkeypatch.setenv("SLURM_CONF", _conf_with(tmp_path, "SlurmctldPort", "16999"))  # nothing listens there
@@ -192,7 +196,7 @@ def test_unreachable_slurm_keeps_the_job_accepted_until_it_answers(
 
 
 def test_without_accounting_the_tracker_falls_back_to_scontrol(
-    cluster, tmp_path: Path, dataset_hash: str, monkeypatch: pytest.MonkeyPatch
+    cluster: ClusterSpec, tmp_path: Path, dataset_hash: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SLURM_CONF", _conf_with(tmp_path, "AccountingStoragePort", "16998"))  # sacct fails
     app = create_app(gateway_config(tmp_path))

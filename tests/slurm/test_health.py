@@ -8,12 +8,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from devcluster.spec import ClusterSpec
 from examples.intent_classifier import ensure_dataset
 from gateway.client import Client
 from gateway.models import Job
@@ -33,7 +36,9 @@ HEALTH = {
 STOPPED = {"succeeded", "failed", "cancelled", "timeout", "hung", "diverged", "stopped_early"}
 
 
-def submit(client: TestClient, dataset_hash: str, parameters: dict, health: dict, **resources: object) -> dict:
+def submit(
+    client: TestClient, dataset_hash: str, parameters: dict[str, Any], health: dict[str, Any], **resources: object
+) -> dict[str, Any]:
     registered = client.post("/v1/algorithms", json={**HEALTH, "team": "team-a"}, headers=auth("admin"))
     assert registered.status_code in (201, 409), registered.text
     body = {
@@ -48,7 +53,8 @@ def submit(client: TestClient, dataset_hash: str, parameters: dict, health: dict
     }
     response = client.post("/v1/jobs", json=body, headers=auth("alice"))
     assert response.status_code == 201, response.text
-    return response.json()
+    job: dict[str, Any] = response.json()
+    return job
 
 
 def sacct_times(slurm_job_id: str) -> tuple[float, float]:
@@ -64,7 +70,7 @@ def sacct_times(slurm_job_id: str) -> tuple[float, float]:
 
 
 def test_a_rank_that_hangs_is_stopped_as_hung(gateway: TestClient, dataset_hash: str) -> None:
-    timeout_s, interval_s = 10, gateway.app.state.config.poll.interval_s
+    timeout_s, interval_s = 10, cast(FastAPI, gateway.app).state.config.poll.interval_s
     job = submit(
         gateway,
         dataset_hash,
@@ -153,14 +159,14 @@ def test_silent_ranks_requeue_the_job_away_from_their_node(gateway: TestClient, 
 
 
 def _folder(client: TestClient, job_id: str) -> str:
-    with Session(client.app.state.engine) as session:
+    with Session(cast(FastAPI, client.app).state.engine) as session:
         job = session.get(Job, job_id)
         assert job is not None
         return str(Path(job.folder) / "model")
 
 
 @pytest.fixture
-def served(cluster, tmp_path: Path) -> Iterator[Gateway]:
+def served(cluster: ClusterSpec, tmp_path: Path) -> Iterator[Gateway]:
     gateway = Gateway(tmp_path)
     gateway.start()
     httpx.post(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from devcluster.spec import ClusterSpec
 from gateway.app import create_app
 from tests.gateway.conftest import auth
 from tests.slurm.support import IMAGE, SLEEPER, gateway_config, sacct_row, wait_for
@@ -28,7 +29,9 @@ def quick_body(dataset_hash: str, name: str) -> dict[str, object]:
             "time_limit_min": 5}  # fmt: skip
 
 
-def test_a_replaced_image_is_refused_then_runs_once_re_registered(cluster, dataset_hash: str, tmp_path: Path) -> None:
+def test_a_replaced_image_is_refused_then_runs_once_re_registered(
+    cluster: ClusterSpec, dataset_hash: str, tmp_path: Path
+) -> None:
     if not Path(IMAGE).is_file():
         pytest.fail(f"no image at {IMAGE}: make image")
     images = tmp_path / "images"

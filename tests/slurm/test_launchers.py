@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from devcluster.spec import ClusterSpec
 from examples.intent_classifier import ensure_dataset, intent_classifier_spec
 from launchers import JobFailedError, JobSpec, JobState, SpecError, submit
 from launchers.spec import Framework
@@ -31,7 +33,7 @@ def metrics(path: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def run_classifier(workdir: Path, dataset: Path, *, epochs: int, seed: int = 7, partition: str = "team-b") -> list:
+def run_classifier(workdir: Path, dataset: Path, *, epochs: int, seed: int = 7, partition: str = "team-b") -> list[Any]:
     spec = intent_classifier_spec(
         workdir, dataset_dir=dataset, partition=partition, account=partition, epochs=epochs, seed=seed
     )
@@ -40,7 +42,7 @@ def run_classifier(workdir: Path, dataset: Path, *, epochs: int, seed: int = 7, 
     return [job, metrics(workdir / "metrics.jsonl")]
 
 
-def test_classifier_trains_on_two_nodes(cluster, dataset: Path, tmp_path: Path) -> None:
+def test_classifier_trains_on_two_nodes(cluster: ClusterSpec, dataset: Path, tmp_path: Path) -> None:
     job, lines = run_classifier(tmp_path, dataset, epochs=4)
     row = job.info()
     assert (row.slurm_state, row.nodes, row.partition, row.exit_code) == ("COMPLETED", 2, "team-b", 0)
@@ -60,7 +62,7 @@ def test_classifier_trains_on_two_nodes(cluster, dataset: Path, tmp_path: Path) 
     assert job.result()["size"] == 4
 
 
-def test_same_seed_gives_same_final_metrics(cluster, dataset: Path, tmp_path: Path) -> None:
+def test_same_seed_gives_same_final_metrics(cluster: ClusterSpec, dataset: Path, tmp_path: Path) -> None:
     _, first = run_classifier(tmp_path / "a", dataset, epochs=2, seed=11)
     _, second = run_classifier(tmp_path / "b", dataset, epochs=2, seed=11)
     strip = [{k: v for k, v in m.items() if k != "samples_per_s"} for m in first]
@@ -69,7 +71,7 @@ def test_same_seed_gives_same_final_metrics(cluster, dataset: Path, tmp_path: Pa
 
 @pytest.mark.parametrize(("framework", "script"), [("horovod", "fail_on_rank.py"), ("ddp", "ddp_allreduce.py")])
 def test_failing_rank_fails_the_job_promptly_with_its_exit_code(
-    cluster, tmp_path: Path, framework: Framework, script: str
+    cluster: ClusterSpec, tmp_path: Path, framework: Framework, script: str
 ) -> None:
     spec = JobSpec(
         partition="team-a",
@@ -86,6 +88,7 @@ def test_failing_rank_fails_the_job_promptly_with_its_exit_code(
     assert job.wait(timeout_s=300) is JobState.FAILED
     assert time.monotonic() - started < 120  # the other ranks sleep 600 s: they were killed, not waited for
     row = job.info()
+    assert row is not None
     assert (row.slurm_state, row.exit_code) == ("FAILED", 3)
     assert job.exit_code == 3
     assert "rank 2 failing on purpose" in job.stdout(2).read_text()
@@ -94,7 +97,9 @@ def test_failing_rank_fails_the_job_promptly_with_its_exit_code(
 
 
 @pytest.mark.parametrize("framework", ["horovod", "ddp"])
-def test_requeue_resumes_from_checkpoint(cluster, dataset: Path, tmp_path: Path, framework: Framework) -> None:
+def test_requeue_resumes_from_checkpoint(
+    cluster: ClusterSpec, dataset: Path, tmp_path: Path, framework: Framework
+) -> None:
     # The first run holds after epoch 2's checkpoint (PAUSE_AFTER_EPOCH), so the signal always finds it there: a
     # trainer free to run on can finish all six epochs before the signal arrives.
     spec = intent_classifier_spec(
@@ -126,7 +131,7 @@ def test_requeue_resumes_from_checkpoint(cluster, dataset: Path, tmp_path: Path,
     assert requeued == ["REQUEUED", "COMPLETED"]
 
 
-def test_shell_syntax_reaches_the_trainer_literally(cluster, tmp_path: Path) -> None:
+def test_shell_syntax_reaches_the_trainer_literally(cluster: ClusterSpec, tmp_path: Path) -> None:
     values = {
         "P_SUBST": f"$(touch {tmp_path}/pwned1)",
         "P_BACKTICK": f"`touch {tmp_path}/pwned2`",
@@ -147,10 +152,13 @@ def test_shell_syntax_reaches_the_trainer_literally(cluster, tmp_path: Path) -> 
     assert job.wait(timeout_s=120) is JobState.SUCCEEDED
     assert json.loads((tmp_path / "env.json.0").read_text()) == values
     assert not list(tmp_path.glob("pwned*"))
-    assert job.info().nodes == 1
+    row = job.info()
+    assert row is not None and row.nodes == 1
 
 
-def test_unreachable_rendezvous_fails_within_the_timeout(cluster, tmp_path: Path, monkeypatch) -> None:
+def test_unreachable_rendezvous_fails_within_the_timeout(
+    cluster: ClusterSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import socket
 
     # Hold the rendezvous port (bound, never listening): rank 0 cannot host, the others cannot connect.
@@ -187,8 +195,11 @@ def test_unreachable_rendezvous_fails_within_the_timeout(cluster, tmp_path: Path
         ({"partition": "nope"}, "partition"),
     ],
 )
-def test_beyond_the_partition_is_refused_before_slurm(cluster, tmp_path: Path, kwargs, field) -> None:
-    spec = JobSpec(**({"partition": "team-a", "command": ("true",), "folder": tmp_path / "job"} | kwargs))
+def test_beyond_the_partition_is_refused_before_slurm(
+    cluster: ClusterSpec, tmp_path: Path, kwargs: dict[str, Any], field: str
+) -> None:
+    fields: dict[str, Any] = {"partition": "team-a", "command": ("true",), "folder": tmp_path / "job"}
+    spec = JobSpec(**(fields | kwargs))
     with pytest.raises(SpecError) as info:
         submit(spec)
     assert info.value.field == field

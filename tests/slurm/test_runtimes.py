@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import pytest
 from fastapi.testclient import TestClient
 
+from devcluster.spec import ClusterSpec
 from gateway.app import create_app
 from tests.gateway.conftest import auth
 from tests.slurm.support import CLASSIFIER, IMAGE, classifier_job, gateway_config, sacct_row, wait_for
@@ -20,7 +22,7 @@ from tests.slurm.support import CLASSIFIER, IMAGE, classifier_job, gateway_confi
 pytestmark = pytest.mark.slurm
 
 
-def run_classifier(root: Path, runtime: str, dataset_hash: str) -> tuple[dict, Path]:
+def run_classifier(root: Path, runtime: str, dataset_hash: str) -> tuple[dict[str, Any], Path]:
     """The classifier run by a gateway of ``runtime`` whose files lie under ``root``; the job and its model."""
     app = create_app(gateway_config(root, runtime=runtime))
     with TestClient(app) as client:
@@ -34,7 +36,7 @@ def run_classifier(root: Path, runtime: str, dataset_hash: str) -> tuple[dict, P
     return done, models[0]
 
 
-def test_apptainer_and_none_train_the_same_model(cluster, dataset_hash: str, tmp_path: Path) -> None:
+def test_apptainer_and_none_train_the_same_model(cluster: ClusterSpec, dataset_hash: str, tmp_path: Path) -> None:
     if not Path(IMAGE).is_file():
         pytest.skip(f"no image at {IMAGE} (scripts/build-image.sh)")
     runs = {}

@@ -13,9 +13,11 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from devcluster.spec import ClusterSpec
 from tests.slurm.support import IMAGE, in_image
 from tests.slurm.tenants import Gateway, run_gateway
 
@@ -39,8 +41,9 @@ def version_body(number: str, tag: str) -> dict[str, object]:
     }
 
 
-def ran(gw: Gateway, job: dict) -> str:
-    return (gw.root / "jobs" / job["team"] / job["id"] / "model" / "ran").read_text()
+def ran(gw: Gateway, job: dict[str, Any]) -> str:
+    text: str = (gw.root / "jobs" / job["team"] / job["id"] / "model" / "ran").read_text()
+    return text
 
 
 def slurm_jobs_of(user: str, since: datetime) -> list[str]:
@@ -54,7 +57,7 @@ def slurm_jobs_of(user: str, since: datetime) -> list[str]:
 
 
 @pytest.fixture
-def gw(cluster, tmp_path: Path) -> Iterator[Gateway]:
+def gw(cluster: ClusterSpec, tmp_path: Path) -> Iterator[Gateway]:
     with run_gateway(tmp_path) as gateway:
         yield gateway
 

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -169,7 +169,7 @@ def wait_state(gw: Gateway, job_id: str, user: str, states: set[str], timeout_s:
     while (job := gw.get(f"/v1/jobs/{job_id}", user))["state"] not in states:
         assert time.monotonic() < deadline, job
         time.sleep(0.3)
-    return job
+    return cast(dict[str, Any], job)
 
 
 def sacct_state(slurm_id: str) -> str:

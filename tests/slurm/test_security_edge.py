@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devcluster.spec import ClusterSpec
 from tests.gateway.test_body_limit import MiB, send_chunked
 from tests.slurm.support import HPCGW
 from tests.slurm.tenants import TOKENS, Gateway, gateway_memory_kib, run_gateway
@@ -33,7 +34,7 @@ PEAK_GROWTH_LIMIT_KB = 64 * 1024  # the body buffered anywhere would be 300 MiB
 
 
 @pytest.fixture
-def gw(cluster, tmp_path: Path) -> Iterator[Gateway]:
+def gw(cluster: ClusterSpec, tmp_path: Path) -> Iterator[Gateway]:
     with run_gateway(tmp_path) as gateway:
         yield gateway
 

@@ -17,10 +17,12 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from devcluster.spec import ClusterSpec
 from tests.slurm.tenants import CONFIG, TOKENS, Gateway, as_user, gateway_memory_kib, run_gateway
 
 pytestmark = [pytest.mark.slurm, pytest.mark.security]
@@ -34,12 +36,12 @@ EXTRA = "" if "[algorithms]" in CONFIG else "\n[algorithms]\nlocal_commands = tr
 
 
 @pytest.fixture
-def gw(cluster, tmp_path: Path) -> Iterator[Gateway]:
+def gw(cluster: ClusterSpec, tmp_path: Path) -> Iterator[Gateway]:
     with run_gateway(tmp_path, extra=EXTRA) as gateway:
         yield gateway
 
 
-def finished_log(gw: Gateway, user: str, team: str, line: str) -> tuple[dict, Path]:
+def finished_log(gw: Gateway, user: str, team: str, line: str) -> tuple[dict[str, Any], Path]:
     """A job of ``user``'s that printed ``line`` and succeeded, and its rank 0 log."""
     gw.algorithm(f"talk-{user}", team, f"print({line!r}, flush=True)")
     job = gw.wait(gw.job(user, f"talk-{user}")["id"], user)

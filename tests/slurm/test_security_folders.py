@@ -17,7 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -41,7 +41,7 @@ def wait_state(gw: Gateway, job_id: str, states: tuple[str, ...], timeout_s: flo
     while (job := gw.get(f"/v1/jobs/{job_id}", "alice"))["state"] not in states:
         assert time.monotonic() < deadline, job
         time.sleep(0.3)
-    return job
+    return cast(dict[str, Any], job)
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int, int, str]]:

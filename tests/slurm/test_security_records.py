@@ -22,6 +22,7 @@ import httpx
 import pytest
 from sqlmodel import Session
 
+from devcluster.spec import ClusterSpec
 from gateway.client import wait_healthy
 from gateway.comments import slurm_comment
 from gateway.db import make_engine, migrate
@@ -41,7 +42,7 @@ ACCOUNTING_DOWN = "sacct: error: Problem talking to the database: Connection ref
 
 
 @pytest.fixture
-def gw(cluster, tmp_path: Path) -> Iterator[Gateway]:
+def gw(cluster: ClusterSpec, tmp_path: Path) -> Iterator[Gateway]:
     """The gateway of :func:`run_gateway`, whose sacct fails while ``<root>/accounting-down`` exists: it then
     tracks its jobs from slurmctld's list of every user's jobs, the records bob writes into."""
     wrappers = tmp_path / "bin"
@@ -195,7 +196,7 @@ def orphan(engine_url: str, user: str, account: str, partition: str, folder: Pat
         return job.id
 
 
-def test_adoption_takes_only_the_rows_own_users_job(cluster, tmp_path: Path) -> None:
+def test_adoption_takes_only_the_rows_own_users_job(cluster: ClusterSpec, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'gw.db'}"
     migrate(make_engine(url))
     victim = orphan(url, "alice", "team-a", "team-a", tmp_path / "victim")

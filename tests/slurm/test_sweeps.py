@@ -10,11 +10,13 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from devcluster import ClusterSpec, cluster_down, cluster_up
+from devcluster.spec import ClusterSpec
 from launchers import JobSpec, JobState, ListSpace, sweep
 from tests.gateway.conftest import auth
 from tests.slurm.support import IMAGE, in_image
@@ -33,7 +35,9 @@ SWEEP_TASK = {
 ROOMY = {"team-a": {"max_running_jobs": 4, "max_queued_jobs": 50}}  # a sweep's tasks count against the queue
 
 
-def post_sweep(client: TestClient, dataset: str, space: dict, max_parallel: int, **params: str) -> dict:
+def post_sweep(
+    client: TestClient, dataset: str, space: dict[str, Any], max_parallel: int, **params: str
+) -> dict[str, Any]:
     client.post("/v1/algorithms", json=SWEEP_TASK, headers=auth("admin"))
     body = {
         "name": "s",
@@ -49,13 +53,14 @@ def post_sweep(client: TestClient, dataset: str, space: dict, max_parallel: int,
     }
     response = client.post("/v1/sweeps", json=body, headers=auth("alice"))
     assert response.status_code == 201, response.text
-    return response.json()
+    sweep: dict[str, Any] = response.json()
+    return sweep
 
 
-def wait_sweep(client: TestClient, sweep_id: str, timeout_s: float = 300) -> dict:
+def wait_sweep(client: TestClient, sweep_id: str, timeout_s: float = 300) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
-        sweep = client.get(f"/v1/sweeps/{sweep_id}", headers=auth("alice")).json()
+        sweep: dict[str, Any] = client.get(f"/v1/sweeps/{sweep_id}", headers=auth("alice")).json()
         if all(t["state"] in ("succeeded", "failed", "cancelled", "timeout") for t in sweep["tasks"]):
             return sweep
         assert time.monotonic() < deadline, sweep["counts"]
@@ -199,7 +204,7 @@ def _wait_array(array: str, count: int, timeout_s: float = 180) -> list[list[str
         time.sleep(0.5)
 
 
-def test_cli_array_form_picks_points_by_index(cluster, tmp_path: Path) -> None:
+def test_cli_array_form_picks_points_by_index(cluster: ClusterSpec, tmp_path: Path) -> None:
     points = tmp_path / "points.json"
     points.write_text(json.dumps([{"NAME": f"p{i}", "LR": i} for i in range(6)]))
     done_dir = tmp_path / "done"
@@ -241,7 +246,7 @@ def test_cli_array_form_picks_points_by_index(cluster, tmp_path: Path) -> None:
     assert "#SBATCH --array=0-3%2" in script
 
 
-def test_cli_grid_form_and_bad_input(cluster, tmp_path: Path) -> None:
+def test_cli_grid_form_and_bad_input(cluster: ClusterSpec, tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             HPCGW,

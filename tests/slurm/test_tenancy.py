@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from devcluster.spec import ClusterSpec
 from tests.conftest import EXAMPLE_CONFIG
 from tests.slurm.support import HPCGW, RUNTIME, serve
 from tests.slurm.tenants import CONFIG, Gateway, group, owner, run_gateway
@@ -26,7 +27,7 @@ PROBE = Path(__file__).parent.parent / "data" / "probe_files.py"
 
 
 @pytest.fixture
-def gw(cluster, tmp_path: Path) -> Iterator[Gateway]:
+def gw(cluster: ClusterSpec, tmp_path: Path) -> Iterator[Gateway]:
     with run_gateway(tmp_path) as gateway:
         yield gateway
 
@@ -138,7 +139,7 @@ def test_one_teams_flood_does_not_delay_the_others_and_slurm_holds_it_to_its_lim
     assert accounts == {"team-a"}, accounts
 
 
-def test_drift_between_the_configuration_and_slurm_is_reported_and_synced(cluster) -> None:
+def test_drift_between_the_configuration_and_slurm_is_reported_and_synced(cluster: ClusterSpec) -> None:
     check = [HPCGW, "accounts", "check", "--config", str(EXAMPLE_CONFIG)]
     clean = subprocess.run(check, capture_output=True, text=True)
     assert clean.returncode == 0 and "no drift" in clean.stdout, clean.stdout + clean.stderr
@@ -162,7 +163,7 @@ def test_drift_between_the_configuration_and_slurm_is_reported_and_synced(cluste
     )
 
 
-def test_serve_refuses_a_user_without_an_account_or_association(cluster, tmp_path: Path) -> None:
+def test_serve_refuses_a_user_without_an_account_or_association(cluster: ClusterSpec, tmp_path: Path) -> None:
     text = (
         CONFIG.format(root=tmp_path)
         + '[[tokens]]\nuser = "mallory"\nteam = "team-b"\ntoken = "mallory-dev-token-1234"\n'

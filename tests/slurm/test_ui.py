@@ -9,8 +9,9 @@ import base64
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from devcluster.spec import ClusterSpec
 from tests.slurm.support import IMAGE, in_image
 from tests.slurm.test_cli import Gateway
 
@@ -37,7 +39,7 @@ TRAINER = {
 
 
 @pytest.fixture
-def gw(cluster, tmp_path: Path) -> Iterator[Gateway]:
+def gw(cluster: ClusterSpec, tmp_path: Path) -> Iterator[Gateway]:
     (tmp_path / "datasets" / "d" / "v1").mkdir(parents=True)
     gateway = Gateway(tmp_path)
     gateway.start()
@@ -59,7 +61,7 @@ def browser() -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
-def api(gw: Gateway, user: str, method: str, path: str, **kwargs: object) -> dict:
+def api(gw: Gateway, user: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
     response = httpx.request(
         method, f"{gw.url}{path}", headers={"Authorization": f"Bearer {TOKENS[user]}"}, timeout=30, **kwargs
     )
@@ -67,7 +69,7 @@ def api(gw: Gateway, user: str, method: str, path: str, **kwargs: object) -> dic
     return response.json()  # type: ignore[no-any-return]
 
 
-def submit(gw: Gateway, user: str, name: str, **params: object) -> dict:
+def submit(gw: Gateway, user: str, name: str, **params: object) -> dict[str, Any]:
     body = {
         "name": name,
         "algorithm": "curves",
@@ -79,7 +81,9 @@ def submit(gw: Gateway, user: str, name: str, **params: object) -> dict:
     return api(gw, user, "POST", "/v1/jobs", json=body)
 
 
-def wait_job(gw: Gateway, user: str, job_id: str, done, timeout_s: float = 180) -> dict:
+def wait_job(
+    gw: Gateway, user: str, job_id: str, done: Callable[[dict[str, Any]], object], timeout_s: float = 180
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
         job = api(gw, user, "GET", f"/v1/jobs/{job_id}")
@@ -167,9 +171,11 @@ def test_a_wrong_token_gets_the_login_page(gw: Gateway, browser: webdriver.Chrom
     browser.add_cookie({"name": "hpcgw_ui", "value": "forged", "path": "/ui"})
     browser.get(f"{gw.url}/ui/teams/team-a")
     assert "/ui/login" in browser.current_url and browser.find_elements(By.ID, "token")
-    assert browser.get_cookie("hpcgw_ui")["value"] == "forged"
+    cookie = browser.get_cookie("hpcgw_ui")
+    assert cookie is not None and cookie["value"] == "forged"
     log_in(browser, gw, TOKENS["alice"])
-    assert browser.get_cookie("hpcgw_ui")["httpOnly"] is True
+    cookie = browser.get_cookie("hpcgw_ui")
+    assert cookie is not None and cookie["httpOnly"] is True
     assert browser.execute_script("return document.cookie") == ""  # scripts cannot read the token
 
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from launchers.runtime.markers import JobMarkers
@@ -55,7 +57,7 @@ def test_inconsistent_layout() -> None:
         HorovodTopology.from_slurm(slurm_env(0, 0, 0, tasks="2(x3)"))
 
 
-def test_rank_0_publishes_the_rendezvous_for_the_others(tmp_path) -> None:
+def test_rank_0_publishes_the_rendezvous_for_the_others(tmp_path: Path) -> None:
     markers = JobMarkers(tmp_path, "41_3")
     with pytest.raises(TimeoutError, match="published no rendezvous address"):
         markers.wait_rendezvous(0, timeout_s=0.2)

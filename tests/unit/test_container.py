@@ -58,7 +58,7 @@ def test_gpu_job_with_binds(image: str) -> None:
 
 
 def test_runtime_none_is_this_python() -> None:
-    s = JobSpec(partition="team-a", command=("python", "t.py"), folder="/tmp/x")
+    s = JobSpec(partition="team-a", command=("python", "t.py"), folder=Path("/tmp/x"))
     assert python_argv(s) == [sys.executable]
 
 

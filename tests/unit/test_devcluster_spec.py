@@ -1,8 +1,8 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from devcluster import packages
 from devcluster.packages import PackagesMissingError, ensure_packages
 from devcluster.spec import ClusterSpec, SpecError
 from launchers.templates import render
@@ -26,7 +26,7 @@ def test_defaults(tmp_path: Path) -> None:
         ({"port_base": 80}, "port_base"),
     ],
 )
-def test_bad_specs_are_refused(tmp_path: Path, kwargs: dict, message: str) -> None:
+def test_bad_specs_are_refused(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError, match=message):
         ClusterSpec(state_dir=tmp_path, **kwargs)
 
@@ -60,9 +60,9 @@ def test_rendered_slurm_conf(tmp_path: Path) -> None:
 
 
 def test_missing_packages_without_root_name_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(packages.shutil, "which", lambda name: None)
-    monkeypatch.setattr(packages.os.path, "exists", lambda path: False)
-    monkeypatch.setattr(packages.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr("devcluster.packages.shutil.which", lambda name: None)
+    monkeypatch.setattr("devcluster.packages.os.path.exists", lambda path: False)
+    monkeypatch.setattr("devcluster.packages.os.geteuid", lambda: 1000)
     with pytest.raises(PackagesMissingError) as info:
         ensure_packages()
     message = str(info.value)
@@ -73,8 +73,8 @@ def test_missing_packages_without_root_name_the_install_command(monkeypatch: pyt
 def test_up_without_root_refuses_before_touching_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from devcluster import cluster as cluster_module
 
-    monkeypatch.setattr(cluster_module.os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(packages.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr("devcluster.cluster.os.geteuid", lambda: 1000)
+    monkeypatch.setattr("devcluster.packages.os.geteuid", lambda: 1000)
     with pytest.raises(cluster_module.ClusterError, match="needs root"):
         cluster_module.cluster_up(ClusterSpec(state_dir=tmp_path / "c"))
     assert not (tmp_path / "c").exists()

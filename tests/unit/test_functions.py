@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import NoReturn, cast
 
 import cloudpickle
 import pytest
@@ -39,11 +40,11 @@ def test_the_task_has_checkpoint_exactly_when_the_function_has_one(tmp_path: Pat
     counter.done = 5
     write_payload(payload, counter, (8, "p"), {})
     task._loaded = read_payload(payload)
-    task._loaded[0].done = 6  # the live object moved on since the payload was written
+    cast(Counter, task._loaded[0]).done = 6  # the live object moved on since the payload was written
     requeued = task.checkpoint()
     assert isinstance(requeued, DelayedSubmission) and isinstance(requeued.function, FunctionTask)
     function, args, _ = read_payload(payload)
-    assert function.done == 6 and args == (8, "p")  # the requeued job resumes from the live state
+    assert cast(Counter, function).done == 6 and args == (8, "p")  # the requeued job resumes from the live state
 
 
 def test_a_failing_ranks_exception_comes_back_with_its_type_and_traceback(tmp_path: Path) -> None:
@@ -63,12 +64,13 @@ def test_a_failing_ranks_exception_comes_back_with_its_type_and_traceback(tmp_pa
 
 def test_unpicklable_values_and_exceptions_still_leave_an_outcome(tmp_path: Path) -> None:
     path = tmp_path / "o.pkl"
-    _write_outcome(path, {"ok": True, "value": (x for x in ()), "exit_code": 0, "rank": 0})
+    nothing: tuple[int, ...] = ()
+    _write_outcome(path, {"ok": True, "value": (x for x in nothing), "exit_code": 0, "rank": 0})
     with pytest.raises(FunctionFailedError, match="cannot be pickled"):
         value_of("9", JobState.SUCCEEDED, load_outcome(path.read_bytes()))
 
     class UnpicklableError(Exception):
-        def __reduce__(self):
+        def __reduce__(self) -> NoReturn:
             raise TypeError("no")
 
     _write_outcome(path, {"ok": False, "error": UnpicklableError("boom"), "traceback": "tb", "exit_code": 1, "rank": 1})

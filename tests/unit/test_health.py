@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -20,7 +21,9 @@ from launchers.states import JobState
 NOW = 1_000_000.0
 
 
-def beat(rank: int, at: float, progress_at: float | None = None, host: str = "n1", **progress: object) -> dict:
+def beat(
+    rank: int, at: float, progress_at: float | None = None, host: str = "n1", **progress: object
+) -> dict[str, Any]:
     return {"rank": rank, "host": host, "time": at, "progress_at": progress_at, "progress": progress or None}
 
 

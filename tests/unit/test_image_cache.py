@@ -26,7 +26,12 @@ def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     images.clear_cache()
     calls: list[int] = []
     real = images.hash_file
-    monkeypatch.setattr(images, "hash_file", lambda fd: calls.append(fd) or real(fd))
+
+    def counting(fd: int) -> str:
+        calls.append(fd)
+        return real(fd)
+
+    monkeypatch.setattr(images, "hash_file", counting)
     return calls
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from launchers.slurm import commands, shell
+from launchers.slurm import commands
 from launchers.slurm.privilege import PrivilegeError, as_user_argv, current_user
 from launchers.spec import JobSpec
 
@@ -26,7 +27,7 @@ def test_a_name_that_is_no_unix_name_is_refused(name: str) -> None:
     with pytest.raises(PrivilegeError):
         as_user_argv(name, ["sbatch"])
     with pytest.raises(ValueError, match="valid Unix"):
-        JobSpec(partition="p", command=("true",), folder="/tmp/x", run_as=name)
+        JobSpec(partition="p", command=("true",), folder=Path("/tmp/x"), run_as=name)
 
 
 def test_scancel_runs_as_the_jobs_user_through_the_one_seam(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,6 +37,6 @@ def test_scancel_runs_as_the_jobs_user_through_the_one_seam(monkeypatch: pytest.
         seen.append(argv)
         return subprocess.CompletedProcess(argv, 0, "", "")
 
-    monkeypatch.setattr(shell.subprocess, "run", fake)
+    monkeypatch.setattr("launchers.slurm.shell.subprocess.run", fake)
     commands.scancel(["12", "13_4"], as_user="bob")
     assert seen == [("sudo", "-n", "-u", "bob", "--", "scancel", "12", "13_4")]

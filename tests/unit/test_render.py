@@ -49,7 +49,7 @@ def test_gpu_apptainer_job_script(image: str) -> None:
         cpus_per_task=8,
         time_limit_min=240,
         command=("python", "/opt/intent-classifier/train.py"),
-        folder="/shared/jobs/gpu run",
+        folder=Path("/shared/jobs/gpu run"),
         container=ContainerSpec(runtime="apptainer", image=image),
         signal_delay_s=120,
     )
@@ -60,7 +60,7 @@ def test_gpu_apptainer_job_script(image: str) -> None:
 
 
 def test_mpi_controller_uses_pmix() -> None:
-    spec = JobSpec(partition="p", command=("t",), folder="/tmp/j", controller="mpi")
+    spec = JobSpec(partition="p", command=("t",), folder=Path("/tmp/j"), controller="mpi")
     assert "--mpi=pmix" in render_script(spec)
 
 
@@ -99,7 +99,7 @@ def test_shell_syntax_in_values_is_accepted_as_data(tmp_path: Path) -> None:
     assert spec.env == values
 
 
-def test_local_backend_shows_the_requested_gpus(tmp_path) -> None:
+def test_local_backend_shows_the_requested_gpus(tmp_path: Path) -> None:
     from launchers.submission import make_executor
 
     spec = JobSpec(partition="local", tasks_per_node=2, gpus_per_node=2, command=("t",), folder=tmp_path)

@@ -1,4 +1,5 @@
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +36,7 @@ def test_timeout() -> None:
     assert info.value.returncode == 124
 
 
-def test_arguments_are_never_shell_interpreted(tmp_path) -> None:
+def test_arguments_are_never_shell_interpreted(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     out = run(["echo", f"$(touch {marker}); `touch {marker}`"]).stdout
     assert "$(touch" in out and not marker.exists()

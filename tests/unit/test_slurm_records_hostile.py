@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from gateway.worker.observe import Identity, observe
-from launchers.slurm import commands, sacct, squeue
+from launchers.slurm import commands, sacct, shell, squeue
 from launchers.slurm.ids import expand_array_id, parse_ranges, wanted_ids
 
 SUBMITTED = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
@@ -52,7 +52,7 @@ class Outputs:
             self.delimiters.append(delimiter)
             text = self.sacct_text(delimiter)
             if text is None:
-                raise commands.CommandError(tuple(argv), 1, "", "sacct: error: Problem talking to the database")
+                raise shell.CommandError(tuple(argv), 1, "", "sacct: error: Problem talking to the database")
             return subprocess.CompletedProcess(argv, 0, text, "")
         assert list(argv) == squeue.JSON_ARGV, argv
         out = self.held_jobs if isinstance(self.held_jobs, str) else json.dumps({"jobs": self.held_jobs})

@@ -1,3 +1,5 @@
+from typing import Any, cast
+
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
@@ -29,7 +31,10 @@ def test_list_and_random_spaces() -> None:
     }
     first, again = SPACE.validate_python(spec).points(), SPACE.validate_python(spec).points()
     assert first == again and len(first) == 5
-    assert all(0.001 <= p["LR"] <= 0.1 and p["FC_SIZE"] in (16, 32) and isinstance(p["EPOCHS"], int) for p in first)
+    assert all(
+        0.001 <= cast(float, p["LR"]) <= 0.1 and p["FC_SIZE"] in (16, 32) and isinstance(p["EPOCHS"], int)
+        for p in first
+    )
     assert SPACE.validate_python({**spec, "seed": 4}).points() != first
 
 
@@ -46,7 +51,7 @@ def test_list_and_random_spaces() -> None:
         ({"kind": "random", "n": 3, "ranges": {"A": {"low": 2, "high": 1}}}, "below low"),
     ],
 )
-def test_bad_spaces(space: dict, message: str) -> None:
+def test_bad_spaces(space: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         SPACE.validate_python(space)
 

@@ -54,7 +54,8 @@ class Gateway:
         with Session(self.engine, expire_on_commit=False) as session:
             job, created = create_job(session, self.config, principal(team), request, {})
         assert created
-        return job.id
+        job_id: str = job.id
+        return job_id
 
     def sweep(self, values: list[Scalar], max_parallel: int, team: str = "team-a") -> str:
         body = SweepCreate(

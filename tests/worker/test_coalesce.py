@@ -8,6 +8,7 @@ import pickle
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import Session
@@ -30,11 +31,12 @@ from tests.worker.fakeslurm import FakeSlurm, parse_sbatch
 from tests.worker.test_reconcile import crash_in_sbatch, restart
 
 
-def submit_as(gw: Gateway, user: str, team: str = "team-a", **fields: object) -> str:
+def submit_as(gw: Gateway, user: str, team: str = "team-a", **fields: Any) -> str:
     request = JobCreate(algorithm=ALGORITHM, dataset_id=DATASET[0], train_data_version_hash=DATASET[1], **fields)
     with Session(gw.engine, expire_on_commit=False) as session:
         job, _ = create_job(session, gw.config, Principal(user=user, team=team, admin=False), request, {})
-    return job.id
+    job_id: str = job.id
+    return job_id
 
 
 def element_task(submit_folder: str, slurm_id: str) -> object:
