@@ -15,8 +15,7 @@ from fastapi.testclient import TestClient
 
 from gateway.app import create_app
 from tests.gateway.conftest import auth, make_config
-
-MiB = 1 << 20
+from tests.gateway.support import MiB, send_chunked
 
 
 def _rss_bytes() -> int:
@@ -43,43 +42,6 @@ def server(tmp_path: Path) -> Iterator[int]:
     yield sock.getsockname()[1]
     serving.should_exit = True
     thread.join(timeout=10)
-
-
-def send_chunked(port: int, total_bytes: int, *, head: str) -> tuple[bytes, int, float]:
-    """Streams ``total_bytes`` of chunked body until the server answers or stops reading; returns the answer, the
-    bytes sent, and the seconds it took."""
-    chunk = b"x" * MiB
-    started = time.monotonic()
-    sent = 0
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
-        conn.sendall(head.encode())
-        conn.settimeout(0.0)
-        answer = b""
-        while sent < total_bytes:
-            try:
-                answer += conn.recv(65536)
-            except BlockingIOError:
-                pass
-            if answer:
-                break
-            try:
-                conn.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
-            except BlockingIOError:  # the server stopped reading: wait for its answer
-                time.sleep(0.01)
-                continue
-            except OSError:  # it closed the connection
-                break
-            sent += len(chunk)
-        conn.settimeout(10)
-        try:
-            while b"\r\n\r\n" not in answer:
-                more = conn.recv(65536)
-                if not more:
-                    break
-                answer += more
-        except OSError:
-            pass
-    return answer, sent, time.monotonic() - started
 
 
 def test_a_chunked_body_past_the_limit_is_refused_unread(server: int) -> None:

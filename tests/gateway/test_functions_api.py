@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,7 @@ from gateway.config import ConfigError, GatewayConfig
 from gateway.models import Job
 from gateway.specs import job_spec
 from tests.gateway.conftest import auth, make_config
-
-NOT_A_PICKLE = b"\x80\x05 not a pickle at all"  # the gateway takes it: it never loads a payload
-
-
-def function_body(**overrides: object) -> dict[str, object]:
-    return {
-        "nodes": 2,
-        "tasks_per_node": 2,
-        "time_limit_min": 5,
-        "payload": base64.b64encode(NOT_A_PICKLE).decode(),
-    } | overrides
+from tests.gateway.support import NOT_A_PICKLE, function_body
 
 
 @pytest.fixture

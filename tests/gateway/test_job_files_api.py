@@ -18,7 +18,7 @@ from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.models import Job
 from tests.gateway.conftest import TOKENS, auth, make_config
-from tests.gateway.test_functions_api import function_body
+from tests.gateway.support import function_body
 
 SECRET = b"SQLite format 3\0 admin-dev-token and every other team's rows"
 JobFixture = tuple[TestClient, GatewayConfig, Path, str]

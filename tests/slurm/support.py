@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -11,10 +12,12 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
@@ -22,7 +25,7 @@ from sqlmodel import Session, col, select
 from devcluster import ClusterSpec
 from devcluster.users import as_gateway, hand_over
 from examples.intent_classifier import IMAGE as IMAGE_PATH
-from examples.intent_classifier import TRAINER_DIR
+from examples.intent_classifier import TRAINER_DIR, ensure_dataset
 from examples.intent_classifier import in_image as in_image_spec
 from gateway import accounts
 from gateway.config import GatewayConfig, load_config
@@ -183,6 +186,28 @@ def sacct_row(slurm_job_id: str, fields: str = "State,Partition,NNodes,ExitCode"
     return out[0].split("|")
 
 
+def sacct_array(array_id: str) -> list[list[str]]:
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", array_id, "-o", "JobID,State,Start,End"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line.split("|") for line in out.splitlines() if line]
+
+
+def max_overlap(rows: list[list[str]]) -> int:
+    """Most tasks running at one moment, from sacct's start and end times (an end before a start at a tie)."""
+    events = []
+    for _, _, start, end in rows:
+        events += [(datetime.fromisoformat(start), 1), (datetime.fromisoformat(end), -1)]
+    running = peak = 0
+    for _, delta in sorted(events, key=lambda e: (e[0], e[1])):
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
 SERVE_CONFIG = """
 dev_mode = true
 database_url = "sqlite:///{root}/gw.db"
@@ -288,3 +313,14 @@ def submit_until_answered(base: str, body: dict[str, object], deadline: float) -
             pass  # killed mid-request: the same key again
         assert time.monotonic() < deadline, f"no answer for {body['idempotency_key']}"
         time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("intents")
+    ensure_dataset(directory)
+    return directory
+
+
+def metrics(path: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

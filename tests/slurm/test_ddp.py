@@ -20,8 +20,15 @@ from launchers.runtime.markers import JobMarkers
 from launchers.slurm.commands import wait_until_done
 from launchers.spec import Framework
 from tests.gateway.conftest import auth
-from tests.slurm.support import DATA, IMAGE, classifier_job, in_runtime, wait_for
-from tests.slurm.test_launchers import dataset, metrics  # noqa: F401  (dataset: the fixture)
+from tests.slurm.support import (  # noqa: F401  (dataset: the fixture)
+    DATA,
+    IMAGE,
+    classifier_job,
+    dataset,
+    in_runtime,
+    metrics,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slurm
 

@@ -24,8 +24,7 @@ from launchers.outcomes import RemoteTraceback
 from tests.data import functions
 from tests.data.functions import RankRefusedError
 from tests.gateway.conftest import TOKENS
-from tests.slurm.support import IMAGE, RUNTIME, gateway_config
-from tests.slurm.test_sweeps import max_overlap, sacct_array
+from tests.slurm.support import IMAGE, RUNTIME, gateway_config, max_overlap, sacct_array
 
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[2]

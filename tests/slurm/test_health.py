@@ -22,8 +22,8 @@ from gateway.client import Client
 from gateway.models import Job
 from launchers.slurm.times import parse_timestamp
 from tests.gateway.conftest import auth
+from tests.slurm.cli_support import Gateway, hpcgw
 from tests.slurm.support import CLASSIFIER, DATA, IMAGE, classifier_job, in_image, sacct_row, wait_for
-from tests.slurm.test_cli import Gateway, hpcgw
 
 pytestmark = pytest.mark.slurm
 HEALTH = {

@@ -13,24 +13,13 @@ from typing import Any
 import pytest
 
 from devcluster.spec import ClusterSpec
-from examples.intent_classifier import ensure_dataset, intent_classifier_spec
+from examples.intent_classifier import intent_classifier_spec
 from launchers import JobFailedError, JobSpec, JobState, SpecError, submit
 from launchers.spec import Framework
-from tests.slurm.support import in_runtime
+from tests.slurm.support import dataset, in_runtime, metrics  # noqa: F401  (dataset: the fixture)
 
 pytestmark = pytest.mark.slurm
 DATA = Path(__file__).parent.parent / "data"
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("intents")
-    ensure_dataset(directory)
-    return directory
-
-
-def metrics(path: Path) -> list[dict[str, float]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def run_classifier(workdir: Path, dataset: Path, *, epochs: int, seed: int = 7, partition: str = "team-b") -> list[Any]:

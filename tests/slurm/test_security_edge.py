@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from devcluster.spec import ClusterSpec
-from tests.gateway.test_body_limit import MiB, send_chunked
+from tests.gateway.support import MiB, send_chunked
 from tests.slurm.support import HPCGW
 from tests.slurm.tenants import TOKENS, Gateway, gateway_memory_kib, run_gateway
 

@@ -8,7 +8,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from devcluster import ClusterSpec, cluster_down, cluster_up
 from devcluster.spec import ClusterSpec
 from launchers import JobSpec, JobState, ListSpace, sweep
 from tests.gateway.conftest import auth
-from tests.slurm.support import IMAGE, in_image
+from tests.slurm.support import IMAGE, in_image, max_overlap, sacct_array
 
 pytestmark = pytest.mark.slurm
 TASK = str(Path(__file__).parent.parent / "data" / "sweep_task.py")
@@ -65,28 +64,6 @@ def wait_sweep(client: TestClient, sweep_id: str, timeout_s: float = 300) -> dic
             return sweep
         assert time.monotonic() < deadline, sweep["counts"]
         time.sleep(0.5)
-
-
-def sacct_array(array_id: str) -> list[list[str]]:
-    out = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-j", array_id, "-o", "JobID,State,Start,End"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [line.split("|") for line in out.splitlines() if line]
-
-
-def max_overlap(rows: list[list[str]]) -> int:
-    """Most tasks running at one moment, from sacct's start and end times (an end before a start at a tie)."""
-    events = []
-    for _, _, start, end in rows:
-        events += [(datetime.fromisoformat(start), 1), (datetime.fromisoformat(end), -1)]
-    running = peak = 0
-    for _, delta in sorted(events, key=lambda e: (e[0], e[1])):
-        running += delta
-        peak = max(peak, running)
-    return peak
 
 
 @pytest.mark.parametrize("gateway", [ROOMY], indirect=True)

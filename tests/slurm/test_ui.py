@@ -22,8 +22,8 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from devcluster.spec import ClusterSpec
+from tests.slurm.cli_support import Gateway
 from tests.slurm.support import IMAGE, in_image
-from tests.slurm.test_cli import Gateway
 
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[2]

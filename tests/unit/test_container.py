@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,7 @@ import pytest
 from launchers.container import apptainer_argv, python_argv, python_command
 from launchers.spec import Bind, ContainerSpec, JobSpec
 from tests.unit.golden import assert_golden
-
-ODD_DIR = Path('/tmp/hpcgw golden/it\'s "here"')
-
-
-@pytest.fixture(scope="module")
-def image() -> Iterator[str]:
-    """A real file at a fixed path with a space and quotes, so the golden files do not depend on tmp names."""
-    ODD_DIR.mkdir(parents=True, exist_ok=True)
-    path = ODD_DIR / "intent classifier.sif"
-    path.write_bytes(b"not really an image")
-    yield str(path)
+from tests.unit.support import ODD_DIR, image  # noqa: F401  (fixture)
 
 
 def spec(image: str, **overrides: object) -> JobSpec:

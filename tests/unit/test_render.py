@@ -9,7 +9,7 @@ import pytest
 
 from launchers import ContainerSpec, JobSpec, render_script
 from tests.unit.golden import assert_golden
-from tests.unit.test_container import ODD_DIR, image  # noqa: F401  (fixture)
+from tests.unit.support import ODD_DIR, image  # noqa: F401  (fixture)
 
 
 def normalised(script: str) -> str:

@@ -28,7 +28,7 @@ from launchers.slurm.sinfo import PartitionSize
 from tests.gateway.conftest import DATASET, database_url, postgres_url  # noqa: F401  (fixtures)
 from tests.worker.conftest import ALGORITHM, Gateway
 from tests.worker.fakeslurm import FakeSlurm, parse_sbatch
-from tests.worker.test_reconcile import crash_in_sbatch, restart
+from tests.worker.support import crash_in_sbatch, restart
 
 
 def submit_as(gw: Gateway, user: str, team: str = "team-a", **fields: Any) -> str:

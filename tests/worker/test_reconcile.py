@@ -9,27 +9,10 @@ import pytest
 
 from gateway.comments import slurm_comment, sweep_comment
 from gateway.models import utcnow
-from gateway.worker.loop import Worker
 from gateway.worker.reconcile import reconcile
 from tests.worker.conftest import Gateway
-from tests.worker.fakeslurm import Crash, FakeSlurm
-
-
-def crash_in_sbatch(gw: Gateway, fake: FakeSlurm) -> str:
-    """One cycle whose sbatch reaches Slurm, then the gateway dies; returns the Slurm id it never recorded."""
-    fake.crash_after_sbatch = True
-    with pytest.raises(Crash) as crash:
-        gw.cycle()
-    fake.crash_after_sbatch = False
-    return str(crash.value)
-
-
-def restart(gw: Gateway) -> Gateway:
-    """A new worker on the same database, as a restarted gateway has (``Worker.start`` runs reconcile)."""
-    gw.worker = Worker(gw.engine, gw.config)
-    gw.worker._partitions_at = float("-inf")
-    reconcile(gw.engine)
-    return gw
+from tests.worker.fakeslurm import FakeSlurm
+from tests.worker.support import crash_in_sbatch, restart
 
 
 def test_a_job_sbatch_took_before_the_crash_is_adopted_not_submitted_again(gw: Gateway, fake: FakeSlurm) -> None:
