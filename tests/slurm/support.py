@@ -186,14 +186,16 @@ def sacct_row(slurm_job_id: str, fields: str = "State,Partition,NNodes,ExitCode"
     return out[0].split("|")
 
 
-def sacct_array(array_id: str) -> list[list[str]]:
+def sacct_rows(job_id: str, fields: str) -> list[list[str]]:
+    """Accounting's allocation rows of a job or array (``-X``), each as its ``fields``."""
     out = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-j", array_id, "-o", "JobID,State,Start,End"],
-        capture_output=True,
-        text=True,
-        check=True,
+        ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", fields], capture_output=True, text=True, check=True
     ).stdout
     return [line.split("|") for line in out.splitlines() if line]
+
+
+def sacct_array(array_id: str) -> list[list[str]]:
+    return sacct_rows(array_id, "JobID,State,Start,End")
 
 
 def max_overlap(rows: list[list[str]]) -> int:

@@ -40,6 +40,7 @@ from tests.slurm.support import (
     in_image,
     quick_job,
     roomy_accounts,
+    sacct_rows,
     serve,
     sleeper_job,
     submit_until_answered,
@@ -73,13 +74,7 @@ def sacct_elements(master: str) -> dict[str, tuple[str, str]]:
     """{A_i: (state, exit code)} of an array, from accounting, once every element has ended there."""
     deadline = time.monotonic() + 120
     while True:
-        out = subprocess.run(
-            ["sacct", "-X", "-n", "-P", "-j", master, "-o", "JobID,State,ExitCode"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        rows = {i: (s.split()[0], e) for i, s, e in (line.split("|") for line in out.splitlines())}
+        rows = {i: (s.split()[0], e) for i, s, e in sacct_rows(master, "JobID,State,ExitCode")}
         if all(s not in ("PENDING", "RUNNING") for s, _ in rows.values()) or time.monotonic() > deadline:
             return rows
         time.sleep(1)
