@@ -66,6 +66,7 @@ def _spec(config: GatewayConfig, job: Job, env: dict[str, str], bind: Path, func
                     {"source": str(bind), "target": str(bind), "read_only": True},
                 ],
                 "env_passthrough": tuple(config.container_env_passthrough),
+                "share_per_node": config.container_share_per_node,
             }
         )
     return JobSpec(

@@ -23,6 +23,9 @@ from launchers.spec import REQUIRED_ENV_PASSTHROUGH, JobSpec
 # pass-through patterns, '--', then the command (apptainer exec …). Before it runs the command:
 # - apptainer missing or the image unreadable on this node: one line naming the node on stderr, exit 127 at
 #   once (srun --kill-on-bad-exit ends the other ranks), instead of a rank that never reaches the rendezvous;
+# - --sharens keys the node's shared container on a lock file named after the parent (slurmstepd) in /dev/shm,
+#   which any user of the node can create first: one that is a link or not this user's is left alone, and the
+#   rank mounts the image itself (one line on stderr) instead of failing or waiting on another user's lock;
 # - the node's own APPTAINER*/SINGULARITY* settings are dropped (an APPTAINERENV_X or APPTAINER_BIND would carry
 #   a variable or a host path in past the list), but for where images are cached and unpacked;
 # - every exported variable matching a pattern is exported again as APPTAINERENV_<name>, escaped.
@@ -34,6 +37,10 @@ ENV_PASSTHROUGH_SHIM = (
     "if [[ -n $_hpcgw_image && ! ( -f $_hpcgw_image && -r $_hpcgw_image ) ]]; then "
     'echo "hpcgw: image $_hpcgw_image is not a readable file on node $(</proc/sys/kernel/hostname)" >&2; '
     "exit 127; fi; "
+    "_hpcgw_lock=/dev/shm/sharens_instance_$PPID; "
+    "if [[ ${3-} == --sharens ]] && [[ -L $_hpcgw_lock || ( -e $_hpcgw_lock && ! -O $_hpcgw_lock ) ]]; then "
+    'echo "hpcgw: $_hpcgw_lock is not this user\'s: this rank mounts the image itself" >&2; '
+    'set -- "$1" "$2" "${@:4}"; fi; '
     "for _hpcgw_v in $(compgen -e); do case $_hpcgw_v in "
     "APPTAINER_CACHEDIR|APPTAINER_TMPDIR|SINGULARITY_CACHEDIR|SINGULARITY_TMPDIR) ;; "
     'APPTAINER*|SINGULARITY*) unset -v "$_hpcgw_v" ;; esac; done; '
@@ -45,12 +52,16 @@ ENV_PASSTHROUGH_SHIM = (
 )
 
 
-def apptainer_argv(spec: JobSpec) -> list[str]:
-    """The exact argv of ``apptainer exec`` for ``spec`` (runtime must be 'apptainer')."""
+def apptainer_argv(spec: JobSpec, under_srun: bool = True) -> list[str]:
+    """The exact argv of ``apptainer exec`` for ``spec`` (runtime must be 'apptainer'). ``under_srun``: every
+    process with the same parent is a rank of the same step (see ContainerSpec.share_per_node); a local run's
+    parent starts other jobs too, so it never shares."""
     container = spec.container
     if container.runtime != "apptainer" or container.image is None:
         raise ValueError("apptainer_argv needs a spec with container.runtime 'apptainer' and an image")
     argv = ["apptainer", "exec"]
+    if under_srun and container.share_per_node:
+        argv.append("--sharens")
     if spec.gpus_per_node > 0:
         argv.append("--nv")
     # --cleanenv: only what the shim passes on; --no-home: the user's home (its ~/.local site-packages, its keys)
@@ -77,16 +88,16 @@ def env_patterns(spec: JobSpec) -> list[str]:
     return list(dict.fromkeys((*REQUIRED_ENV_PASSTHROUGH, *spec.container.env_passthrough)))
 
 
-def python_argv(spec: JobSpec) -> list[str]:
+def python_argv(spec: JobSpec, under_srun: bool = True) -> list[str]:
     """What submitit runs on every rank in place of ``python``."""
     if spec.container.runtime == "none":
         return [sys.executable]
     image = spec.container.image or ""
     checked = "" if "://" in image else image  # a URI is apptainer's to fetch; a path must be on the node
     shim = ["bash", "-c", ENV_PASSTHROUGH_SHIM, "hpcgw-apptainer"]
-    return [*shim, checked, *env_patterns(spec), "--", *apptainer_argv(spec)]
+    return [*shim, checked, *env_patterns(spec), "--", *apptainer_argv(spec, under_srun)]
 
 
-def python_command(spec: JobSpec) -> str:
+def python_command(spec: JobSpec, under_srun: bool = True) -> str:
     """submitit takes the python command as one string and splices it into the script unquoted: quote here."""
-    return shlex.join(python_argv(spec))
+    return shlex.join(python_argv(spec, under_srun))

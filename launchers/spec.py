@@ -130,6 +130,12 @@ class ContainerSpec(BaseModel):
     # The host variables (names, or prefixes ending in '*') a rank's container receives besides
     # REQUIRED_ENV_PASSTHROUGH; every other variable of the node's environment stays out (--cleanenv).
     env_passthrough: tuple[str, ...] = DEFAULT_ENV_PASSTHROUGH
+    # Under srun, the ranks of one node share one container (apptainer --sharens): the first mounts the image,
+    # the others join it, so the image's pages are read once per node, not once per rank. Apptainer keys that
+    # container on the ranks' parent process (the step's slurmstepd) with a lock file in the node's /dev/shm;
+    # a site whose jobs do not get a private /dev/shm (job_container/tmpfs) and that fears another user
+    # squatting that name turns it off, at the cost of one image mount per rank.
+    share_per_node: bool = True
 
     @field_validator("env_passthrough")
     @classmethod

@@ -276,7 +276,7 @@ def slurm_executor(spec: JobSpec, parameters: dict[str, Any] | None = None) -> H
 def make_executor(spec: JobSpec, backend: Literal["slurm", "local"]) -> submitit.Executor:
     if backend == "slurm":
         return slurm_executor(spec)
-    executor = submitit.LocalExecutor(folder=spec.folder, python=python_command(spec))
+    executor = submitit.LocalExecutor(folder=spec.folder, python=python_command(spec, under_srun=False))
     # gpus_per_node: submitit's local executor hides every GPU (CUDA_VISIBLE_DEVICES="") unless told how many
     # the job has; it then shows them all to every rank, and each rank picks its own by local rank.
     executor.update_parameters(

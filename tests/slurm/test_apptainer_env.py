@@ -74,19 +74,29 @@ def spec(image: str, folder: Path) -> JobSpec:
     )
 
 
-def sbatch(folder: Path, rank_argv: list[str], env: dict[str, str], ids: list[str], name: str = "hpcgw-env") -> str:
-    """One task on one node running ``rank_argv`` the way submitit's script does (srun, then the command)."""
+def sbatch(
+    folder: Path,
+    rank_argv: list[str],
+    env: dict[str, str],
+    ids: list[str],
+    name: str = "hpcgw-env",
+    nodes: int = 1,
+    tasks_per_node: int = 1,
+) -> str:
+    """``nodes`` x ``tasks_per_node`` ranks running ``rank_argv`` the way submitit's script does (srun, then the
+    command)."""
     script = folder / "job.sh"
     script.write_text(
         "#!/bin/bash\n"
         f"printf '%s' \"$SLURM_JOB_NAME\" > {shlex.quote(str(folder / 'host_name'))}\n"
-        f"srun --kill-on-bad-exit=1 -N1 -n1 {shlex.join(rank_argv)}\n"
+        f"srun --kill-on-bad-exit=1 -N{nodes} --ntasks-per-node={tasks_per_node} {shlex.join(rank_argv)}\n"
     )
     out = subprocess.run(
         [
             "sbatch",
             "--parsable",
-            "-N1",
+            f"-N{nodes}",
+            f"--ntasks-per-node={tasks_per_node}",
             "-p",
             "team-a",
             "-t",
@@ -137,6 +147,38 @@ def test_values_cross_byte_for_byte_and_only_listed_ones(
     assert inside.get("APPTAINER_CONTAINER") or inside.get("APPTAINER_NAME")  # it did run in the container
     assert not marker.exists() and not home_marker.exists()
     assert time.monotonic() - started < 180
+
+
+WHERE = (
+    "import json, os, sys; rank = os.environ['SLURM_PROCID']; "
+    "open(f'{sys.argv[1]}/rank-{rank}.json', 'w').write(json.dumps("
+    "{'node': os.environ['SLURMD_NODENAME'], 'mounts': os.readlink('/proc/self/ns/mnt')}))"
+)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "a-mount-per-rank"])
+def test_the_ranks_of_a_node_share_one_container_unless_the_site_says_not(
+    cluster: ClusterSpec, apptainer: str, image: str, tmp_path: Path, submitted: list[str], shared: bool
+) -> None:
+    """2 nodes x 2 tasks: with sharing, the two ranks of a node are in one container (one mount namespace, so
+    one mount of the image) and the nodes' containers differ; without it, every rank has its own."""
+    env = {**os.environ, "PATH": apptainer}
+    container = ContainerSpec(runtime="apptainer", image=image, share_per_node=shared)
+    one = JobSpec(partition="team-a", command=("python",), folder=tmp_path, container=container)
+    argv = [*python_argv(one), "-c", WHERE, str(tmp_path)]
+    job_id = sbatch(tmp_path, argv, env, submitted, nodes=2, tasks_per_node=2)
+    row = wait_until_done(job_id, timeout_s=180)
+    assert row.slurm_state == "COMPLETED", (tmp_path / "out.txt").read_text()
+    ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in range(4)]
+    by_node: dict[str, set[str]] = {}
+    for rank in ranks:
+        by_node.setdefault(rank["node"], set()).add(rank["mounts"])
+    assert len(by_node) == 2  # the ranks ran on both nodes
+    if shared:
+        assert all(len(mounts) == 1 for mounts in by_node.values()), by_node
+        assert len({r["mounts"] for r in ranks}) == 2, by_node
+    else:
+        assert len({r["mounts"] for r in ranks}) == 4, by_node
 
 
 def test_an_image_without_python_fails_at_once(

@@ -210,3 +210,35 @@ def test_the_gateway_binds_its_job_root_and_the_dataset_and_passes_its_list(tmp_
     # the job folder (MODEL_OUTPUT_DIR, METRICS_FILE, submitit's) through the job root; the dataset read-only
     assert binds == [f"{config.job_root}:{config.job_root}", f"{dataset}:{dataset}:ro"]
     assert s.env["MODEL_OUTPUT_DIR"].startswith(f"{config.job_root}/")
+
+
+ARGV_PRINTER = '#!/bin/bash\nprintf "%s\\0" "$@"\n'
+
+
+@pytest.mark.parametrize("lock", ["absent", "mine", "another-users", "a-link"])
+def test_a_squatted_sharens_lock_means_a_mount_of_its_own_not_a_failure(tmp_path: Path, image: str, lock: str) -> None:
+    """Apptainer names the lock of a node's shared container after the ranks' parent, in /dev/shm: another user
+    who creates that name first must cost this rank its sharing, never its start (nor a wait on their lock)."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "apptainer").write_text(ARGV_PRINTER)
+    (folder / "apptainer").chmod(0o755)
+    path = Path(f"/dev/shm/sharens_instance_{os.getpid()}")  # the shim's parent is this process
+    if lock == "another-users" and os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    try:
+        if lock in ("mine", "another-users"):
+            path.write_bytes(b"")
+            if lock == "another-users":
+                os.chown(path, 65534, 65534)
+        elif lock == "a-link":
+            path.symlink_to(tmp_path / "elsewhere")
+        out = run_shim(python_argv(spec(image, tmp_path)), {"PATH": f"{folder}:/usr/bin:/bin"})
+    finally:
+        path.unlink(missing_ok=True)
+    assert out.returncode == 0, out.stderr
+    argv = out.stdout.decode().split("\0")[:-1]
+    shared = lock in ("absent", "mine")
+    assert argv[:2] == ["exec", "--sharens"] if shared else argv[:2] == ["exec", "--cleanenv"]
+    assert argv[-2:] == [image, "python"]
+    assert (out.stderr == b"") == shared and (shared or f"{path} is not this user's" in out.stderr.decode())
