@@ -146,7 +146,7 @@ class Job(SQLModel, table=True):
     health_reason: str | None = Field(default=None, max_length=512)
     health_restarts: int = 0
     # why the worker could not apply this cycle's evidence to the job (a file of its own it could not read, a
-    # record it could not decide on); cleared when it applies cleanly again (gateway.worker.tracking)
+    # record it could not decide on); cleared when it applies cleanly again (gateway.worker.isolation)
     tracking_error: str | None = Field(default=None, max_length=512)
     excluded_nodes: str | None = Field(default=None, max_length=1024)  # left out after their ranks went silent
     best_epoch: int | None = None

@@ -1,12 +1,13 @@
-"""One job's part of a poll: gather its evidence (Slurm's records, the files in its folder), decide, write; and
-what the worker remembers of it between cycles, staged until the write is committed (gateway.worker.tracking).
+"""One job's part of a poll: gather its evidence (Slurm's records, the files in its folder, what the tracker
+remembers of it), decide, write. The verdicts are decide()'s (gateway.worker.apply), so that every rule is tested
+without a database; what is remembered between cycles is staged until the write is committed
+(gateway.worker.isolation), so that a rolled-back write leaves no memory of it.
 
-A mixin of gateway.worker.loop.Worker, which holds the state named below.
+A base of gateway.worker.tracker.Tracker, which holds the state named below.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -20,10 +21,10 @@ from gateway.models import Job, aware
 from gateway.worker.apply import Evidence, Transition, decide
 from gateway.worker.attempts import AttemptRecorder
 from gateway.worker.health import HealthGuard, read_provenance
+from gateway.worker.isolation import AfterCommit, Isolation
 from gateway.worker.metrics import MetricsReader
 from gateway.worker.observe import Observations
 from gateway.worker.stats import WorkerStats
-from gateway.worker.tracking import AfterCommit, Isolation
 from launchers.runtime.markers import JobMarkers
 from launchers.states import JobState, from_slurm
 
@@ -36,8 +37,8 @@ class JobApplier:
     metrics: MetricsReader
     attempts: AttemptRecorder
     guard: HealthGuard
-    tracking: Isolation
-    _stop: threading.Event
+    isolation: Isolation
+    stopping: Callable[[], bool]  # the worker is stopping: leave the rest for the next start
     _last_seen: dict[str, datetime]  # Slurm id -> when this worker last saw it in Slurm
     _unchanged: dict[str, tuple[object, ...]]  # job id -> what Slurm said of it, while it waits
     _vanishing: set[str]  # array elements scancel'd while waiting
@@ -48,7 +49,7 @@ class JobApplier:
         changed = False
         self.attempts.prefetch(session, job_ids)
         for job in session.exec(select(Job).where(col(Job.id).in_(job_ids))).all():
-            if self._stop.is_set():
+            if self.stopping():
                 break  # shutting down: what is written stays consistent, the rest waits for the next start
             changed |= self.apply(session, job, obs, now, staged)
         self.attempts.flush(session)
@@ -72,13 +73,14 @@ class JobApplier:
         return False
 
     def _overdue(self, job: Any, now: datetime) -> bool:
-        """In Slurm for longer than the lost grace, and never seen in accounting or in the queue since."""
+        """In Slurm for longer than the lost grace: slurmctld is asked about it if never seen, and decide() may
+        call it lost."""
         submitted = aware(job.slurm_submit_time)
         return submitted is not None and (now - submitted).total_seconds() > self.config.poll.lost_after_s
 
     def apply(self, session: Session, job: Job, obs: Observations, now: datetime, staged: AfterCommit) -> bool:
         """Gather the job's evidence, decide, write. Returns whether anything the API shows changed. What the
-        worker remembers of it is ``staged``, for after the commit."""
+        tracker remembers of it is ``staged``, for after the commit."""
         job_id, slurm_id = job.id, job.slurm_job_id or ""
         seen = obs.jobs.get(slurm_id)
         pending = obs.pending.get(slurm_id)
@@ -86,24 +88,19 @@ class JobApplier:
             self._last_seen[slurm_id] = now
         markers = JobMarkers(Path(job.submit_folder), slurm_id, root=self.config.job_root)
         terminal = seen is not None and seen.settled and from_slurm(seen.slurm_state).is_terminal
-        lost = (
-            seen is None
-            and pending is None
-            and obs.accounting_ok
-            and obs.known_to_controller is not None
-            and slurm_id not in obs.known_to_controller
-            and slurm_id not in self._last_seen
-            and self._overdue(job, now)
-        )
         submitted = aware(job.slurm_submit_time)
+        held = obs.known_to_controller  # None: slurmctld was not asked this cycle
         evidence = Evidence(
             seen=seen,
             pending=pending,
             started=markers.started() if seen is not None else None,
             first_failure=markers.first_failure() if terminal else None,
-            lost_after_s=(now - submitted).total_seconds() if lost and submitted else None,
             verdict=(JobState(job.health_verdict), job.health_reason or "") if job.health_verdict else None,
             vanishing=slurm_id in self._vanishing,
+            ever_seen=slurm_id in self._last_seen,
+            lost_after_s=(now - submitted).total_seconds() if submitted and self._overdue(job, now) else None,
+            accounting_ok=obs.accounting_ok,
+            controller_holds=held is None or slurm_id in held,
         )
         transition = decide(job, evidence, now)
         if seen is not None and seen.attempts:
@@ -116,7 +113,7 @@ class JobApplier:
         if job.tracking_error is not None:  # applied cleanly again
             job.tracking_error = None
             session.add(job)
-        staged.add(job_id, lambda: self.tracking.cleared(job_id))
+        staged.add(job_id, lambda: self.isolation.cleared(job_id))
         return changed
 
     def _ended(self, job_id: str, slurm_id: str) -> None:
@@ -150,12 +147,12 @@ class JobApplier:
     def _undo(self, staged: AfterCommit) -> Callable[[list[str]], None]:
         def undo(job_ids: list[str]) -> None:  # their writes were rolled back
             staged.drop(job_ids)
-            self._forget(job_ids)
+            self.forget(job_ids)
 
         return undo
 
-    def _forget(self, job_ids: list[str] | None) -> None:
-        """Drop what the worker remembers of these jobs (all when None) from a write that was rolled back."""
+    def forget(self, job_ids: list[str] | None) -> None:
+        """Drop what the tracker remembers of these jobs (all when None) from a write that was rolled back."""
         if job_ids is None:
             self._unchanged.clear()
             self.guard.requeues.clear()

@@ -40,9 +40,14 @@ class Evidence:
     pending: PendingInfo | None = None  # squeue's reason and position while it waits
     started: dict[str, Any] | None = None  # the trainer's start marker (every rank initialised)
     first_failure: tuple[int, int] | None = None  # (rank, exit code) of the first rank that failed
-    lost_after_s: float | None = None  # set when neither accounting nor slurmctld knows the job past the grace
     verdict: tuple[JobState, str] | None = None  # the health policy stopped it: its cancellation ends as this
+    # The worker's memory, which no Slurm command can give back: the rules below decide what it means.
     vanishing: bool = False  # a pending array element the gateway scancel'd (see cancelled_while_waiting)
+    ever_seen: bool = False  # the worker has seen the job in accounting or the queue, this cycle or before
+    # What the lost rule (see _forgotten) weighs besides ``seen`` and ``pending``; the defaults: no one has it.
+    lost_after_s: float | None = None  # seconds since its sbatch, once past the grace (poll.lost_after_s)
+    accounting_ok: bool = True  # sacct answered this cycle: its silence says something
+    controller_holds: bool = False  # slurmctld holds the job, or was not asked (it is, of overdue jobs never seen)
 
 
 @dataclass
@@ -64,7 +69,7 @@ def decide(job: StoredJob, ev: Evidence, now: datetime) -> Transition:
     if seen is None:
         if ev.vanishing and pending is None:
             return cancelled_while_waiting(job.slurm_state, now)
-        if ev.lost_after_s is not None:
+        if pending is None and ev.lost_after_s is not None and _forgotten(ev):
             return _lost(job, ev.lost_after_s, now)
         if pending is None:  # neither in accounting nor pending: wait for the next cycle
             return Transition()
@@ -128,6 +133,13 @@ def _requeue_reason(job: StoredJob, seen: JobObservation, restarts: int) -> str:
     if job.state == JobState.REQUEUED.value and job.reason and not seen.failed_nodes:
         return job.reason
     return requeue_reason(seen.previous, seen.failed_nodes, restarts, held=seen.slurm_state == "REQUEUE_HOLD")
+
+
+def _forgotten(ev: Evidence) -> bool:
+    """A job past the grace that nothing lists (``seen`` and ``pending`` are None): sacct answered without it,
+    slurmctld was asked and does not hold it, and the worker never saw it. A job once seen ended with a record,
+    or is still somewhere: an empty answer about it is Slurm's trouble, never a verdict on the job."""
+    return ev.accounting_ok and not ev.controller_holds and not ev.ever_seen
 
 
 def _lost(job: StoredJob, waited_s: float, now: datetime) -> Transition:

@@ -1,5 +1,6 @@
-"""The single active worker: releases accepted jobs to Slurm within each team's quota, carries out
-cancellations, and tracks every active job with one sacct call per cycle (plus at most one squeue).
+"""The single active worker's life cycle: releases accepted jobs to Slurm within each team's quota, carries out
+cancellations, and has every active job tracked (gateway.worker.tracker) once per cycle. Kept apart from the
+tracking so that the lease, the sleep and the stop can change without touching a verdict, and the other way round.
 
 HTTP handlers never call Slurm; they read what this worker wrote. It runs in its own process (`hpcgw worker`),
 or as a thread of a one-process gateway (tests). Only the holder of the lease (gateway.worker.lease) works;
@@ -14,29 +15,22 @@ import logging
 import os
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select as columns
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
-from gateway.comments import expected_comment
 from gateway.config import GatewayConfig
-from gateway.jobs import ACTIVE_IN_SLURM
-from gateway.models import Job, aware, utcnow
+from gateway.models import Job, utcnow
 from gateway.worker import status
-from gateway.worker.applier import WAITING_IN_SLURM, JobApplier
-from gateway.worker.attempts import AttemptRecorder
 from gateway.worker.dispatch import Dispatcher, Outcome, collection_paused
-from gateway.worker.health import HealthGuard
+from gateway.worker.isolation import describe
 from gateway.worker.lease import Lease, holder_name, lease_for
-from gateway.worker.metrics import MetricsReader
-from gateway.worker.observe import Identity, Observations, observe
 from gateway.worker.reconcile import reconcile
 from gateway.worker.stats import WorkerStats
-from gateway.worker.tracking import AfterCommit, Isolation, describe, hold_transaction
+from gateway.worker.tracker import Tracker
 from launchers.slurm import commands
 from launchers.slurm.shell import CommandError
 from launchers.slurm.sinfo import PartitionSize
@@ -46,13 +40,9 @@ log = logging.getLogger(__name__)
 PARTITION_REFRESH_S = 300.0
 WAKE_CHECK_S = 0.2  # how often a sleeping worker asks the database for new work
 STANDBY_RETRY_S = 1.0  # how often a standby asks for the lease: the take-over delay after a kill
-LOAD_CHUNK = 500  # jobs loaded whole per query in a poll (SQLite allows 999 bound parameters in older builds)
-# What a poll reads of every active job: enough to know its Slurm job and whether anything may have changed.
-TRACKED = (Job.id, Job.state, Job.slurm_job_id, Job.sweep_id, Job.attempt, Job.batch_id, Job.submit_time)
-TRACKED_COLUMNS = tuple(col(c) for c in (*TRACKED, Job.slurm_submit_time, Job.user, Job.account))
 
 
-class Worker(JobApplier):
+class Worker:
     def __init__(self, engine: Engine, config: GatewayConfig) -> None:
         self.engine = engine
         self.config = config
@@ -61,21 +51,15 @@ class Worker(JobApplier):
         self.lease: Lease = lease_for(engine)
         self.epoch = 0  # the lease's epoch while this worker is active, 0 while it stands by
         self.dispatcher = Dispatcher(config, self.stats, stopping=self._must_not_submit)
-        self.metrics = MetricsReader()
         self.partition_sizes: dict[str, PartitionSize] = {}
         self._partitions_at = 0.0
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_seen: dict[str, datetime] = {}  # Slurm id -> when this worker last saw it in Slurm
-        self.attempts = AttemptRecorder()
-        self.guard = HealthGuard(config)
         self._reconciled = False  # rows left dispatching by a crash were looked for in Slurm
         self._since = utcnow()  # the start of the last cycle: newer rows are new work
         self._sent = False  # the last dispatch sent jobs to Slurm
-        self._unchanged: dict[str, tuple[object, ...]] = {}  # job id -> what Slurm said of it, while it waits
-        self._vanishing: set[str] = set()  # array elements scancel'd while waiting
-        # the jobs whose apply failed, each applied alone (gateway.worker.tracking)
-        self.tracking = Isolation(self.stats, stopping=self._stop.is_set)
+        # poll -> evidence -> decide -> write, and what it remembers of the jobs between cycles
+        self.tracking = Tracker(engine, config, self.stats, stopping=self._stop.is_set, cancel=self.cancel_requested)
 
     # --- life cycle ----------------------------------------------------------------------------------------
 
@@ -156,7 +140,7 @@ class Worker(JobApplier):
         self.stats.cycle_failures += 1
         self.stats.last_cycle_failed = True
         self.stats.last_cycle_error = describe(exc)
-        self._forget(None)
+        self.tracking.forget(None)
         try:
             status.publish(self.engine, self.epoch, self.stats, self.partition_sizes)
         except Exception:  # the database is away: the row's heartbeat ages, and /healthz says so
@@ -222,7 +206,7 @@ class Worker(JobApplier):
         while self._sent and time.perf_counter() < deadline and not self._stop.is_set() and self.has_new_work():
             self.dispatch()
         if not self._stop.is_set():
-            changed |= self.poll()
+            changed |= self.tracking.poll()
         elapsed = time.perf_counter() - started
         self.stats.cycles += 1
         self.stats.last_cycle_s = elapsed
@@ -256,9 +240,8 @@ class Worker(JobApplier):
                 return False
             for job in jobs:
                 job.cancel_requested = False
-                if job.state in WAITING_IN_SLURM and "_" in (job.slurm_job_id or ""):
-                    self._vanishing.add(job.slurm_job_id or "")  # see apply.cancelled_while_waiting
                 session.add(job)
+            self.tracking.scancelled(jobs)
             session.commit()
             return True
 
@@ -269,64 +252,6 @@ class Worker(JobApplier):
             outcome = self.dispatcher.run(session)
         self._sent = outcome is Outcome.QUEUED
         return outcome in (Outcome.QUEUED, Outcome.REFUSED)
-
-    def poll(self) -> bool:
-        """One sacct (and at most one squeue) for every active job. The jobs are read first as a few columns;
-        only those whose evidence may have changed are loaded whole and decided on (see :meth:`_unchanged_since`)."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            query = columns(*TRACKED_COLUMNS).where(
-                col(Job.state).in_(ACTIVE_IN_SLURM), col(Job.slurm_job_id).is_not(None)
-            )
-            active: list[Any] = list(session.execute(query).all())  # rows: attributes named as the columns
-            if not active:
-                return False
-            now = utcnow()
-            # The gateway accepted the job before any sbatch (or adoption after a crash): a record of the same id
-            # from before then belongs to another job.
-            owner = self.config.unix_user_of  # and only a record of the job's own user and account is its
-            wanted = {
-                j.slurm_job_id: Identity(expected_comment(j), aware(j.submit_time), owner(j.user), j.account)
-                for j in active
-                if j.slurm_job_id
-            }
-            overdue = {j.slurm_job_id for j in active if j.slurm_job_id and self._overdue(j, now)}
-            obs = observe(
-                wanted,
-                want_pending=any(j.state in WAITING_IN_SLURM for j in active),
-                chunk=self.config.poll.sacct_chunk,
-                confirm_missing=overdue - set(self._last_seen) if overdue else None,
-            )
-            self._record_health(obs)
-            staged = AfterCommit()
-            hold_transaction(session)
-            to_decide = [j.id for j in active if not self._unchanged_since(j, obs, now, staged)]
-            changed = False
-            for start in range(0, len(to_decide), LOAD_CHUNK):
-                chunk = to_decide[start : start + LOAD_CHUNK]
-                changed |= self.tracking.apply(
-                    session, chunk, lambda ids: self._apply_jobs(session, ids, obs, now, staged), self._undo(staged)
-                )
-                if self._stop.is_set():
-                    break
-            session.commit()
-            staged.run()  # the caches say what is now committed
-            self.tracking.prune({j.id for j in active})
-            changed |= self.guard.carry_out(self.engine)
-            if self.guard.stopped:
-                self.guard.stopped = False
-                changed |= self.cancel_requested()  # this cycle's verdicts, not the next cycle's
-            if len(self._unchanged) > len(active):  # jobs that left Slurm's queue by another way (cancelled)
-                alive = {j.id for j in active}
-                self._unchanged = {k: v for k, v in self._unchanged.items() if k in alive}
-            return changed
-
-    def _record_health(self, obs: Observations) -> None:
-        self.stats.poll_cycles += 1
-        self.stats.slurm_commands += obs.commands
-        self.stats.accounting_ok = obs.accounting_ok
-        self.stats.source = obs.source
-        if obs.error:
-            self.stats.last_error = obs.error
 
     def health(self, detailed: bool = False) -> dict[str, Any]:
         alive = self._thread is not None and self._thread.is_alive()

@@ -19,7 +19,7 @@ class WorkerStats:
     interval_s: float = 0.0
     dispatched: int = 0
     failures_by_team: dict[str, int] = field(default_factory=dict)
-    # One job's apply that raised (gateway.worker.tracking): counted, and the job marked, the others tracked on.
+    # One job's apply that raised (gateway.worker.isolation): counted, and the job marked, the others tracked on.
     tracking_failures: int = 0  # every failed apply of one job, since the worker started
     jobs_failing: int = 0  # jobs whose last apply failed
     failing_jobs: dict[str, str] = field(default_factory=dict)  # some of them: job id -> reason (admins only)

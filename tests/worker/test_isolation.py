@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlmodel import Session
 
 import gateway.worker.applier as applier
-import gateway.worker.loop as loop
+import gateway.worker.tracker as tracker
 from gateway.db import make_engine, migrate
 from gateway.models import Job
 from gateway.worker.apply import Evidence, Transition, decide
@@ -182,11 +182,11 @@ def test_a_row_the_database_refuses_fails_that_job_alone(
     """A write that fails only when flushed (here a value SQLite cannot bind): the chunk's savepoint is rolled
     back, its jobs applied again one by one, and the failing one marked; the others' writes are kept."""
     gw, bad, good_a, good_b = three
-    real_write = loop.Worker.write
+    real_write = tracker.Tracker.write
     calls: dict[str, int] = {}
     fixed = threading.Event()
 
-    def write(self: loop.Worker, session: Any, job: Job, transition: Transition, staged: Any) -> bool:
+    def write(self: tracker.Tracker, session: Any, job: Job, transition: Transition, staged: Any) -> bool:
         calls[job.id] = calls.get(job.id, 0) + 1
         changed = real_write(self, session, job, transition, staged)
         if job.id == bad and not fixed.is_set():
@@ -194,7 +194,7 @@ def test_a_row_the_database_refuses_fails_that_job_alone(
             session.add(job)
         return changed
 
-    monkeypatch.setattr(loop.Worker, "write", write)
+    monkeypatch.setattr(tracker.Tracker, "write", write)
     finish_all(gw, fake, bad, good_a, good_b)
     gw.cycle()
     assert (gw.state(good_a), gw.state(good_b), gw.state(bad)) == ("succeeded", "succeeded", "running")
@@ -216,17 +216,17 @@ def test_a_failing_job_costs_the_others_one_pass_once(
     gw.cycle()
     for job_id in ids:
         fake.start(gw.slurm_id(job_id))
-    real_apply = loop.Worker.apply
+    real_apply = tracker.Tracker.apply
     applied: list[str] = []
 
-    def apply(self: loop.Worker, session: Any, job: Job, *args: Any) -> bool:
+    def apply(self: tracker.Tracker, session: Any, job: Job, *args: Any) -> bool:
         applied.append(job.id)
         changed = real_apply(self, session, job, *args)
         if job.id == ids[3]:
             job.reason = object()  # type: ignore[assignment]  # refused at the flush
         return changed
 
-    monkeypatch.setattr(loop.Worker, "apply", apply)
+    monkeypatch.setattr(tracker.Tracker, "apply", apply)
     gw.cycle()
     assert len(applied) == 20  # the chunk, then each job alone to find the bad one
     applied.clear()

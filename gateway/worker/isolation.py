@@ -7,9 +7,9 @@ of its own, and a job that fails is marked with the reason (``Job.tracking_error
 /metrics, and applied alone from then on, so that it costs the others one failed chunk once, not every cycle
 (as Kubernetes controllers requeue one object instead of failing the loop).
 
-The worker's caches describe what the database holds (Slurm's unchanged answer for a waiting job, that a job
-ended). They are staged here per job and applied only after the commit that wrote them: a rolled-back write
-leaves no cache saying it happened.
+The tracker's caches (gateway.worker.tracker) describe what the database holds (Slurm's unchanged answer for a
+waiting job, that a job ended). They are staged here per job and applied only after the commit that wrote them: a
+rolled-back write leaves no cache saying it happened.
 """
 
 from __future__ import annotations
