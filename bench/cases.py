@@ -19,10 +19,12 @@ from bench.support import (
     _wait_idle,
     _wait_marker,
     counting_sbatch,
+    gateway_settings,
     request,
     sbatch_hold,
     scancel_all,
     summary,
+    team,
     timed,
 )
 from gateway.config import GatewayConfig
@@ -71,14 +73,13 @@ def bench_submission(root: Path, base: str, digest: str, n: int) -> dict[str, An
 def bench_tracking(root: Path, counts: list[int], cycles: int) -> dict[str, Any]:
     """Held jobs linked into a gateway database; then the worker's poll cycles, measured one by one."""
     config = GatewayConfig.model_validate(
-        {
-            "dev_mode": True,
-            "database_url": f"sqlite:///{root}/tracking.db",
-            "dataset_root": str(root),
-            "job_root": str(root / "tj"),
-            "teams": {"team-a": {"partitions": ["team-a"], "account": "team-a"}},
-            "tokens": [{"user": "a", "team": "team-a", "token": "x" * 30}],
-        }
+        gateway_settings(
+            root,
+            database_url=f"sqlite:///{root}/tracking.db",
+            job_root=str(root / "tj"),
+            teams={"team-a": team("team-a")},
+            tokens=[{"user": "a", "team": "team-a", "token": "x" * 30}],
+        )
     )
     engine = make_engine(config.database_url)
     migrate(engine)
@@ -124,7 +125,7 @@ def bench_tracking(root: Path, counts: list[int], cycles: int) -> dict[str, Any]
         for _ in range(cycles):
             before_cmd = worker.stats.slurm_commands
             before_cpu = _cpu()
-            wall.append(timed(worker.poll))
+            wall.append(timed(worker.tracking.poll))
             cpu.append(_cpu() - before_cpu)
             commands.append(worker.stats.slurm_commands - before_cmd)
         results[str(count)] = {

@@ -17,24 +17,11 @@ from typing import Any
 
 import httpx
 
-from bench.support import ADMIN, TEAM_B, TOKEN, gateway, scancel_all
+from bench.support import ADMIN, TEAM_B, TOKEN, both_teams, gateway, scancel_all
 from gateway import accounts
 from gateway.config import load_config
 
-LIMITED = """
-[teams.team-a]
-partitions = ["team-a"]
-account = "team-a"
-max_nodes = 2
-max_running_jobs = 2
-max_queued_jobs = 200
-[teams.team-b]
-partitions = ["team-b"]
-account = "team-b"
-max_nodes = 2
-max_running_jobs = 2
-max_queued_jobs = 200
-"""
+LIMITED = both_teams(max_running_jobs=2, max_queued_jobs=200)
 
 
 def bench_fairness(

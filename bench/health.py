@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.support import gateway_settings, team
 from gateway.config import GatewayConfig
 from gateway.health import HealthPolicy
 from gateway.models import Job, utcnow
@@ -25,14 +26,13 @@ RANKS = 4
 
 def bench_health(root: Path, jobs: int = 1000, cycles: int = 7) -> dict[str, Any]:
     config = GatewayConfig.model_validate(
-        {
-            "dev_mode": True,
-            "database_url": f"sqlite:///{root}/health.db",
-            "dataset_root": str(root),
-            "job_root": str(root / "hj"),
-            "teams": {"team-a": {"partitions": ["team-a"], "account": "team-a"}},
-            "tokens": [{"user": "a", "team": "team-a", "token": "x" * 30}],
-        }
+        gateway_settings(
+            root,
+            database_url=f"sqlite:///{root}/health.db",
+            job_root=str(root / "hj"),
+            teams={"team-a": team("team-a")},
+            tokens=[{"user": "a", "team": "team-a", "token": "x" * 30}],
+        )
     )
     policy = HealthPolicy(hang_timeout_s=600, max_loss=1e6, patience=50, heartbeat_s=10).model_dump()
     now = time.time()

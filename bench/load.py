@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from bench.support import ADMIN, TOKEN, gateway, pct, register, request, scancel_all
+from bench.support import ADMIN, TOKEN, gateway, pct, register, request, scancel_all, team
 from devcluster import use_local_cluster
 from gateway import accounts
 from gateway.config import load_config
@@ -34,16 +34,10 @@ REPO = Path(__file__).resolve().parent.parent
 REQUEST_TIMEOUT_S = 30.0
 SUBMIT_CONNECTIONS = 100  # at most this many submissions in flight; later ones wait (and that wait is counted)
 # The backlog and the Slurm limits are roomy: the bench measures the gateway, not its back-pressure.
-TEAMS = """[teams.team-a]
-partitions = ["team-a"]
-account = "team-a"
-max_nodes = 2
-max_running_jobs = 2000
-max_queued_jobs = 20000
-[teams.team-b]
-partitions = ["team-b"]
-account = "team-b"
-"""
+TEAMS = {
+    "team-a": team("team-a", max_nodes=2, max_running_jobs=2000, max_queued_jobs=20000),
+    "team-b": team("team-b"),
+}
 
 
 @dataclass
@@ -234,8 +228,8 @@ async def load(base: str, digest: str, *, pollers: int, rate: float, duration_s:
 
 def bench_load(root: Path, *, pollers: int = 200, rate: float = 50.0, duration_s: float = 300.0) -> dict[str, Any]:
     """One gateway with roomy limits (and rate limits above the offered rate), then everything cancelled."""
-    bucket = f"{{ per_min = {rate * 120:g}, burst = {int(rate * 10) + pollers} }}"  # twice the offered rate
-    limits = f"[rate_limits]\nper_token = {bucket}\nper_team = {bucket}"
+    bucket = {"per_min": rate * 120, "burst": int(rate * 10) + pollers}  # twice the offered rate
+    limits = {"per_token": bucket, "per_team": bucket}
     root.mkdir(parents=True, exist_ok=True)
     (root / "datasets").mkdir(exist_ok=True)
     try:

@@ -82,10 +82,7 @@ def table(results: dict[str, Any]) -> str:
                 "",
             )
         )
-    width = max(len(row[0]) for row in rows)
-    lines = [f"{'measure'.ljust(width)} | figure | target", f"{'-' * width}-|--------|-------"]
-    lines += [f"{name.ljust(width)} | {value} | {target}" for name, value, target in rows]
-    return "\n".join(lines)
+    return _columns("measure", rows)
 
 
 def restd_table(r: dict[str, Any]) -> str:
@@ -143,8 +140,13 @@ def restd_table(r: dict[str, Any]) -> str:
             ),
         ),
     ]
+    return _columns("slurmrestd comparison", rows)
+
+
+def _columns(heading: str, rows: list[tuple[str, str, str]]) -> str:
+    """``rows`` of (measure, figure, target) as aligned columns under ``heading``."""
     width = max(len(row[0]) for row in rows)
-    lines = [f"{'slurmrestd comparison'.ljust(width)} | figure | target", f"{'-' * width}-|--------|-------"]
+    lines = [f"{heading.ljust(width)} | figure | target", f"{'-' * width}-|--------|-------"]
     lines += [f"{name.ljust(width)} | {value} | {target}" for name, value, target in rows]
     return "\n".join(lines)
 

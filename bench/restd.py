@@ -36,8 +36,10 @@ from sqlalchemy import create_engine, text
 from sqlmodel import Session
 
 from bench.support import (
+    HPCGW,
     TEAM_B,
     TOKEN,
+    both_teams,
     gateway,
     register,
     request,
@@ -57,19 +59,7 @@ RESTD_USER = "bob"
 TOKEN_B = TEAM_B["Authorization"].removeprefix("Bearer ")
 # The teams' tables for this case: room for 20,000 jobs in Slurm (a job waiting there counts against
 # max_running_jobs; GrpSubmitJobs follows from both).
-TEAMS = """[teams.team-a]
-partitions = ["team-a"]
-account = "team-a"
-max_nodes = 2
-max_running_jobs = 20000
-max_queued_jobs = 20000
-[teams.team-b]
-partitions = ["team-b"]
-account = "team-b"
-max_nodes = 2
-max_running_jobs = 20000
-max_queued_jobs = 20000
-"""
+TEAMS = both_teams(max_running_jobs=20000, max_queued_jobs=20000)
 RESTD_BODY = {
     "job": {
         "name": "restd-bench",
@@ -287,11 +277,10 @@ def _failover(root: Path, kills: int, jobs: int = 300) -> dict[str, Any]:
     with gateway(root, teams=TEAMS, database_url=url, with_worker=False) as base:
         digest = register(base, root)
         config = str(root / "gateway.toml")
-        hpcgw = str(Path(sys.executable).with_name("hpcgw"))
         log = open(root / "workers.log", "ab")
 
         def start_worker() -> subprocess.Popen[bytes]:
-            return subprocess.Popen([hpcgw, "worker", "--config", config], stdout=log, stderr=log, **as_gateway())
+            return subprocess.Popen([HPCGW, "worker", "--config", config], stdout=log, stderr=log, **as_gateway())
 
         workers += [start_worker(), start_worker()]
         while _status(engine)[0] == 0:

@@ -1,4 +1,6 @@
-"""The benchmarks' shared pieces: statistics, a gateway on the local cluster, request bodies, waits."""
+"""The benchmarks' shared pieces: statistics, a gateway on the local cluster, request bodies, waits; and what the
+tests share with them: the gateway's configuration (:func:`gateway_settings`, :func:`toml_text`), the development
+users' tokens and the ``hpcgw`` command. Nothing here imports pytest."""
 
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import tomli_w
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -30,9 +33,79 @@ from launchers.runtime.markers import JobMarkers
 from launchers.slurm.ids import master_id
 from launchers.slurm.times import parse_timestamp
 
-TOKEN = {"Authorization": "Bearer team-a-dev-token"}
-TEAM_B = {"Authorization": "Bearer team-b-dev-token"}
-ADMIN = {"Authorization": "Bearer admin-dev-token"}
+# --- the gateway's configuration, for the tests and the benches ------------------------------------------------
+
+HPCGW = str(Path(sys.executable).with_name("hpcgw"))  # the gateway's command line, installed beside this Python
+
+# The development users of config/example.toml: each one's team (or role) and development token.
+DEV_USERS: dict[str, dict[str, str]] = {
+    "alice": {"team": "team-a", "token": "team-a-dev-token"},
+    "dave": {"team": "team-a", "token": "team-a-dave-dev-token"},
+    "bob": {"team": "team-b", "token": "team-b-dev-token"},
+    "carol": {"team": "team-c", "token": "team-c-dev-token"},
+    "admin": {"role": "admin", "token": "admin-dev-token"},
+}
+
+
+def bearer(user: str) -> dict[str, str]:
+    """The Authorization header of ``user``'s development token."""
+    return {"Authorization": f"Bearer {DEV_USERS[user]['token']}"}
+
+
+TOKEN = bearer("alice")
+TEAM_B = bearer("bob")
+ADMIN = bearer("admin")
+
+
+def team(name: str, **limits: Any) -> dict[str, Any]:
+    """A team's table: the partition and the Slurm account of its own name, and ``limits`` (max_nodes, ...)."""
+    return {"partitions": [name], "account": name, **limits}
+
+
+def gateway_settings(
+    root: Path,
+    *,
+    teams: Mapping[str, Mapping[str, Any]] | None = None,
+    users: Sequence[str] = ("alice", "bob", "admin"),
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The gateway's configuration for a test or a bench, as the dict its TOML file reads as
+    (``GatewayConfig.model_validate`` takes it, :func:`toml_text` writes it): development mode; its SQLite
+    database, datasets and job folders under ``root``; container runtime 'none', the trainers run from their
+    ``local_command``; ``teams`` (default: team-a, 2 nodes, 2 running and 5 queued jobs; team-b, 2 nodes, 1
+    running job); the development tokens of ``users`` (:data:`DEV_USERS`). ``overrides`` replace top-level keys:
+    database_url, container_runtime, image_roots, poll, rate_limits, functions, tokens, ..."""
+    if teams is None:
+        teams = {
+            "team-a": team("team-a", max_nodes=2, max_running_jobs=2, max_queued_jobs=5),
+            "team-b": team("team-b", max_nodes=2, max_running_jobs=1),
+        }
+    settings: dict[str, Any] = {
+        "dev_mode": True,
+        "database_url": f"sqlite:///{root}/gw.db",
+        "dataset_root": str(root / "datasets"),
+        "job_root": str(root / "jobs"),
+        "container_runtime": "none",
+        "algorithms": {"local_commands": True},
+        "teams": {name: dict(table) for name, table in teams.items()},  # copies: a caller may complete them
+        "tokens": [{"user": user, **DEV_USERS[user]} for user in users],
+    }
+    return settings | overrides
+
+
+def toml_text(settings: Mapping[str, Any]) -> str:
+    """``settings`` as the TOML file ``hpcgw serve`` reads (a test that needs more tokens or teams adds them to
+    ``settings`` first: tomli_w writes a list of tables inline, so nothing can be appended to the text)."""
+    return tomli_w.dumps(_plain(settings))
+
+
+def _plain(value: Any) -> Any:
+    """Paths as strings and tuples as lists: what TOML can hold."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 def pct(values: list[float], q: float) -> float:
@@ -79,69 +152,39 @@ def scancel_all() -> None:
 
 # --- the gateway under test ------------------------------------------------------------------------------------
 
-CONFIG = """
-dev_mode = true
-database_url = "sqlite:///{root}/bench.db"
-dataset_root = "{root}/datasets"
-job_root = "{root}/jobs"
-container_runtime = "none"
-[algorithms]
-local_commands = true  # the trainers run from local_command (no Apptainer)
-[poll]
-interval_s = 2.0
-floor_s = 0.2
-{rate_limits}
-[teams.team-a]
-partitions = ["team-a"]
-account = "team-a"
-max_nodes = 2
-max_running_jobs = 2000
-max_queued_jobs = 5000
-[teams.team-b]
-partitions = ["team-b"]
-account = "team-b"
-max_nodes = 2
-max_running_jobs = 2000
-max_queued_jobs = 5000
-[[tokens]]
-user = "bob"
-team = "team-b"
-token = "team-b-dev-token"
-[[tokens]]
-user = "alice"
-team = "team-a"
-token = "team-a-dev-token"
-[[tokens]]
-user = "admin"
-role = "admin"
-token = "admin-dev-token"
-"""
-
-
 # Far above any case's rate: the benches measure the gateway's cost, not its rate limits.
-ROOMY_RATE_LIMITS = """[rate_limits]
-per_token = { per_min = 1000000, burst = 100000 }
-per_team = { per_min = 1000000, burst = 100000 }"""
+ROOMY_RATE_LIMITS = {
+    "per_token": {"per_min": 1000000, "burst": 100000},
+    "per_team": {"per_min": 1000000, "burst": 100000},
+}
+
+
+def both_teams(max_running_jobs: int = 2000, max_queued_jobs: int = 5000) -> dict[str, dict[str, Any]]:
+    """team-a and team-b, each with 2 nodes, ``max_running_jobs`` and ``max_queued_jobs``."""
+    limits = {"max_nodes": 2, "max_running_jobs": max_running_jobs, "max_queued_jobs": max_queued_jobs}
+    return {name: team(name, **limits) for name in ("team-a", "team-b")}
 
 
 @contextmanager
 def gateway(
     root: Path,
-    teams: str | None = None,
-    rate_limits: str = ROOMY_RATE_LIMITS,
+    teams: Mapping[str, Mapping[str, Any]] | None = None,
+    rate_limits: Mapping[str, Any] = ROOMY_RATE_LIMITS,
     *,
     api_processes: int = 1,
     database_url: str | None = None,
     with_worker: bool = True,
 ) -> Iterator[str]:
-    """``hpcgw serve`` as the gateway's own user; ``teams`` replaces the teams' tables of CONFIG."""
-    text = CONFIG.format(root=root, rate_limits=rate_limits)
-    if database_url is not None:
-        text = text.replace(f'"sqlite:///{root}/bench.db"', f'"{database_url}"')
-    if teams is not None:
-        head, _, rest = text.partition("[teams.team-a]")
-        text = head + teams + rest[rest.index("[[tokens]]") :]
-    (root / "gateway.toml").write_text(text)
+    """``hpcgw serve`` as the gateway's own user, configured by :func:`gateway_settings` with ``teams`` (default:
+    :func:`both_teams`), ``rate_limits``, a 2 s poll and its database (default: SQLite in ``root``)."""
+    settings = gateway_settings(
+        root,
+        teams=both_teams() if teams is None else teams,
+        database_url=database_url or f"sqlite:///{root}/bench.db",
+        poll={"interval_s": 2.0, "floor_s": 0.2},
+        rate_limits=rate_limits,
+    )
+    (root / "gateway.toml").write_text(toml_text(settings))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -149,7 +192,7 @@ def gateway(
     hand_over(root, root / "gateway.toml")  # the gateway runs as its own user, never root
     proc = subprocess.Popen(
         [
-            str(Path(sys.executable).with_name("hpcgw")),
+            HPCGW,
             "serve",
             "--config",
             str(root / "gateway.toml"),

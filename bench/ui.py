@@ -18,6 +18,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from bench.support import gateway_settings, team
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.models import Job, JobEvent, Sweep, utcnow
@@ -28,20 +29,16 @@ STATES = ["running"] * 2 + ["queued"] * 3 + ["accepted"] + ["succeeded"] * 10 + 
 
 
 def _config(root: Path, database_url: str | None = None) -> GatewayConfig:
-    teams = {t: {"partitions": [t], "account": t, "max_running_jobs": 500, "max_queued_jobs": 5000} for t in ("a", "b")}
     return GatewayConfig.model_validate(
-        {
-            "dev_mode": True,
-            "database_url": database_url or f"sqlite:///{root}/ui.db",
-            "dataset_root": str(root),
-            "job_root": str(root / "jobs"),
-            "container_runtime": "none",
-            "teams": teams,
-            "tokens": [
+        gateway_settings(
+            root,
+            database_url=database_url or f"sqlite:///{root}/ui.db",
+            teams={t: team(t, max_running_jobs=500, max_queued_jobs=5000) for t in ("a", "b")},
+            tokens=[
                 {"user": "alice", "team": "a", "token": "a" * 30},
-                {"user": "root", "role": "admin", "token": "r" * 30},
+                {"user": "admin", "role": "admin", "token": "r" * 30},  # not root: no token runs jobs as root
             ],
-        }
+        )
     )
 
 

@@ -14,11 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
+from bench.support import DEV_USERS, gateway_settings
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 
 REPO = Path(__file__).resolve().parent.parent.parent
-TOKENS = {"alice": "team-a-dev-token", "bob": "team-b-dev-token", "admin": "admin-dev-token"}
+TOKENS = {user: DEV_USERS[user]["token"] for user in ("alice", "bob", "admin")}
 DATASET = ("intents", "v1hash")
 
 
@@ -60,32 +61,11 @@ def unix_group(team: str) -> str:
         return grp.getgrgid(os.getgid()).gr_name
 
 
-def make_config(tmp_path: Path, database_url: str, **overrides: object) -> GatewayConfig:
-    data: dict[str, object] = {
-        "dev_mode": True,
-        "database_url": database_url,
-        "dataset_root": str(tmp_path / "datasets"),
-        "job_root": str(tmp_path / "jobs"),
-        "container_runtime": "none",
-        "algorithms": {"local_commands": True},  # the trainers run from local_command: no Apptainer here
-        "teams": {
-            "team-a": {
-                "partitions": ["team-a"],
-                "account": "team-a",
-                "max_nodes": 2,
-                "max_running_jobs": 2,
-                "max_queued_jobs": 5,
-            },
-            "team-b": {"partitions": ["team-b"], "account": "team-b", "max_nodes": 2, "max_running_jobs": 1},
-        },
-        "tokens": [
-            {"user": "alice", "team": "team-a", "token": TOKENS["alice"]},
-            {"user": "bob", "team": "team-b", "token": TOKENS["bob"]},
-            {"user": "admin", "role": "admin", "token": TOKENS["admin"]},
-        ],
-    }
-    data.update(overrides)
-    for name, team in dict(data["teams"]).items():  # type: ignore[call-overload]
+def make_config(tmp_path: Path, database_url: str, **overrides: Any) -> GatewayConfig:
+    """The gateway's test configuration (:func:`bench.support.gateway_settings`, ``overrides`` passed on), each
+    team's group the one :func:`unix_group` finds, and the dataset :data:`DATASET` in place."""
+    data = gateway_settings(tmp_path, database_url=database_url, **overrides)
+    for name, team in data["teams"].items():
         team.setdefault("unix_group", unix_group(name))
     (tmp_path / "datasets" / DATASET[0] / DATASET[1]).mkdir(parents=True, exist_ok=True)
     return GatewayConfig.model_validate(data).resolved(tmp_path)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from bench.support import HPCGW
 from gateway.config import ConfigError, hash_token, load_config
 
 REPO = Path(__file__).resolve().parent.parent.parent
-HPCGW = str(Path(sys.executable).with_name("hpcgw"))
 
 
 def write(tmp_path: Path, text: str) -> Path:

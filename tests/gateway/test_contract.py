@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.app import create_app
 from gateway.config import RateConfig
 from gateway.errors import RateLimitedError
 from gateway.ratelimit import RateLimiter
 from tests.gateway.conftest import auth, job_body, make_config
+from tests.gateway.support import rate_limited
 
 ERROR_KEYS = {"detail", "field", "problems"}
 
@@ -98,15 +98,8 @@ def test_unauthenticated_is_401_in_the_one_body(client: TestClient) -> None:
 
 @pytest.fixture
 def limited(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
-    config = make_config(
-        tmp_path,
-        database_url,
-        rate_limits={"per_token": {"per_min": 6, "burst": 3}, "per_team": {"per_min": 600, "burst": 4}},
-    )
-    config.teams["team-a"].max_queued_jobs = 100
-    with TestClient(create_app(config, run_worker=False)) as client:
-        algorithm = {"name": "intent-classifier", "version": "1", "image": "i.sif", "command": ["true"], "shared": True}
-        client.post("/v1/algorithms", json=algorithm | {"local_command": ["true"]}, headers=auth("admin"))
+    limits = {"per_token": {"per_min": 6, "burst": 3}, "per_team": {"per_min": 600, "burst": 4}}
+    with rate_limited(tmp_path, database_url, limits) as client:
         yield client
 
 

@@ -26,6 +26,7 @@ from gateway.models import Job
 from gateway.reproduce import verify
 from launchers.states import JobState
 from tests.gateway.conftest import TOKENS, auth, job_body, make_config
+from tests.gateway.support import hashed  # noqa: F401  (a fixture)
 
 OLD, NEW = b"the registered image", b"another image, same path"
 DIGEST = "/v1/algorithms/intent-classifier/versions/1.0/digest"
@@ -42,21 +43,6 @@ def write_image(path: Path, data: bytes) -> None:
     staged.write_bytes(data)
     staged.replace(path)
     time.sleep(images.RACY_NS / 1e9 + 0.02)
-
-
-@pytest.fixture
-def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many times an image's bytes were read (gateway.images.hash_file), from an empty cache."""
-    images.clear_cache()
-    calls: list[int] = []
-    real = images.hash_file
-
-    def counting(fd: int) -> str:
-        calls.append(fd)
-        return real(fd)
-
-    monkeypatch.setattr(images, "hash_file", counting)
-    return calls
 
 
 @pytest.fixture

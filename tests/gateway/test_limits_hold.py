@@ -20,6 +20,7 @@ from gateway.app import create_app
 from gateway.config import ConfigError, GatewayConfig
 from gateway.models import Job
 from tests.gateway.conftest import TOKENS, auth, job_body, make_config
+from tests.gateway.support import rate_limited
 
 
 def sweep(points: int, **space: object) -> dict[str, object]:
@@ -49,11 +50,7 @@ def test_a_sweeps_tasks_count_against_the_teams_backlog(client: TestClient, algo
 
 @pytest.fixture
 def limited(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
-    config = make_config(tmp_path, database_url, rate_limits={"per_token": {"per_min": 1, "burst": 3}})
-    config.teams["team-a"].max_queued_jobs = 100
-    with TestClient(create_app(config, run_worker=False)) as client:
-        body = {"name": "intent-classifier", "version": "1", "image": "i.sif", "command": ["true"], "shared": True}
-        client.post("/v1/algorithms", json=body | {"local_command": ["true"]}, headers=auth("admin"))
+    with rate_limited(tmp_path, database_url, {"per_token": {"per_min": 1, "burst": 3}}) as client:
         yield client
 
 

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.support import HPCGW
 from devcluster.spec import ClusterSpec
 from gateway.client import wait_healthy
 from tests.slurm.support import IMAGE, in_image, serve, write_config
 
-HPCGW = str(Path(sys.executable).with_name("hpcgw"))
 ALGORITHMS: list[dict[str, Any]] = [
     {"name": "hello", "local_command": [sys.executable, "-c", "print('hello from the trainer', flush=True)"]},
     {"name": "fail3", "local_command": [sys.executable, "-c", "import sys; print('about to fail'); sys.exit(3)"]},

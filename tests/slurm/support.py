@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
+from bench.support import gateway_settings, team, toml_text
 from devcluster import ClusterSpec
 from devcluster.users import as_gateway, hand_over
 from examples.intent_classifier import IMAGE as IMAGE_PATH
@@ -35,7 +36,6 @@ from tests.conftest import set_up_tenancy
 from tests.gateway.conftest import auth, make_config
 
 DATA = Path(__file__).parent.parent / "data"
-HPCGW = str(Path(sys.executable).with_name("hpcgw"))
 # The container runtime the tests on Slurm run their jobs with: Apptainer (the default of a deployment, and of the
 # development cluster: `make test` builds Apptainer and the image first), or `HPCGW_TEST_RUNTIME=none` for the sites
 # that run trainers on the nodes' own Python (tests/slurm/test_runtimes.py runs both either way).
@@ -75,6 +75,13 @@ def in_runtime(spec: JobSpec, *folders: Path) -> JobSpec:
     return spec if RUNTIME == "none" else in_image_spec(spec, Path(IMAGE), *folders)
 
 
+def python_algorithm(name: str, *args: str | Path) -> dict[str, Any]:
+    """An algorithm version whose trainer is this Python running ``args`` (a tests/data script and its arguments,
+    or ``-c`` and code), the image's Python running the same (:func:`in_image`)."""
+    local = [sys.executable, *map(str, args)]
+    return {"name": name, "version": "1", "image": IMAGE, "command": in_image(local), "local_command": local}
+
+
 CLASSIFIER = {
     "name": "intent-classifier",
     "version": "1.0",
@@ -89,35 +96,17 @@ SLEEPER = {
     "command": ["sleep", "600"],
     "local_command": [sys.executable, "-c", "import time; time.sleep(600)"],
 }
-QUICK = {
-    "name": "quick",
-    "version": "1",
-    "image": IMAGE,
-    "command": ["python", "-c", "print('quick trainer done')"],
-    "local_command": [sys.executable, "-c", "print('quick trainer done')"],
-}
-ENV_PRINTER = {
-    "name": "env-printer",
-    "version": "1",
-    "image": IMAGE,
-    "command": in_image([sys.executable, str(DATA / "print_env.py"), "A,B,C,D,JOB_ID,SEED"]),
-    "local_command": [sys.executable, str(DATA / "print_env.py"), "A,B,C,D,JOB_ID,SEED"],
-}
+QUICK = python_algorithm("quick", "-c", "print('quick trainer done')")
+ENV_PRINTER = python_algorithm("env-printer", DATA / "print_env.py", "A,B,C,D,JOB_ID,SEED")
 
 
-def runtime_settings(runtime: str = RUNTIME) -> dict[str, object]:
+def runtime_settings(runtime: str = RUNTIME, *, functions: bool = True) -> dict[str, object]:
     """A gateway configuration's keys for ``runtime``: with Apptainer the image's folder is the one image root,
-    and functions run in the same image (it holds submitit and cloudpickle)."""
+    and (``functions``) functions run in the same image (it holds submitit and cloudpickle)."""
     if runtime == "none":
         return {"container_runtime": "none"}
-    return {"container_runtime": "apptainer", "image_roots": [str(IMAGE_DIR)], "functions": {"image": IMAGE}}
-
-
-def runtime_toml(runtime: str = RUNTIME) -> str:
-    """:func:`runtime_settings` as the top-level TOML keys of a configuration file (before its first table)."""
-    if runtime == "none":
-        return 'container_runtime = "none"\n'
-    return f'container_runtime = "apptainer"\nimage_roots = ["{IMAGE_DIR}"]\n'
+    settings: dict[str, object] = {"container_runtime": "apptainer", "image_roots": [str(IMAGE_DIR)]}
+    return settings | ({"functions": {"image": IMAGE}} if functions else {})
 
 
 def gateway_config(tmp_path: Path, *, runtime: str = RUNTIME, **teams: dict[str, Any]) -> GatewayConfig:
@@ -194,6 +183,18 @@ def sacct_rows(job_id: str, fields: str) -> list[list[str]]:
     return [line.split("|") for line in out.splitlines() if line]
 
 
+def accounted(job_id: str) -> list[str]:
+    """Accounting's rows (``JobIDRaw|Comment``, ``-X``) of the last hour whose comment names the gateway's job
+    ``job_id``."""
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-S", "now-1hours", "-o", "JobIDRaw,Comment"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line for line in out.splitlines() if line.endswith(f"|hpcgw:{job_id}")]
+
+
 def sacct_array(array_id: str) -> list[list[str]]:
     return sacct_rows(array_id, "JobID,State,Start,End")
 
@@ -210,49 +211,21 @@ def max_overlap(rows: list[list[str]]) -> int:
     return peak
 
 
-SERVE_CONFIG = """
-dev_mode = true
-database_url = "sqlite:///{root}/gw.db"
-dataset_root = "{root}/datasets"
-job_root = "{root}/jobs"
-{runtime}[algorithms]
-local_commands = true  # with runtime none the trainers run from local_command
-[poll]
-interval_s = 1.0
-floor_s = 0.2
-[teams.team-a]
-partitions = ["team-a"]
-account = "team-a"
-max_nodes = 2
-max_running_jobs = {max_running_jobs}
-max_queued_jobs = {max_queued_jobs}
-[teams.team-b]
-partitions = ["team-b"]
-account = "team-b"
-[[tokens]]
-user = "alice"
-team = "team-a"
-token = "team-a-dev-token"
-[[tokens]]
-user = "bob"
-team = "team-b"
-token = "team-b-dev-token"
-[[tokens]]
-user = "admin"
-role = "admin"
-token = "admin-dev-token"
-"""
+def serve_settings(root: Path, **overrides: Any) -> dict[str, Any]:
+    """The configuration of a gateway that a test runs as `hpcgw serve` (:func:`bench.support.gateway_settings`),
+    its files under ``root``: the tests' runtime, a 1 s poll; ``overrides`` passed on."""
+    settings: dict[str, Any] = {"poll": {"interval_s": 1.0, "floor_s": 0.2}, **runtime_settings(functions=False)}
+    return gateway_settings(root, **(settings | overrides))
 
 
 def write_config(
-    path: Path, root: Path, *, max_running_jobs: int = 4, max_queued_jobs: int = 100, extra: str = ""
+    path: Path, root: Path, *, max_running_jobs: int = 4, max_queued_jobs: int = 100, **overrides: Any
 ) -> Path:
-    """The configuration of a gateway that a test runs as `hpcgw serve`, its files under ``root``; ``extra``:
-    more TOML tables."""
-    text = SERVE_CONFIG.format(
-        root=root, max_running_jobs=max_running_jobs, max_queued_jobs=max_queued_jobs, runtime=runtime_toml()
-    )
-    path.write_text(text + extra)
+    """:func:`serve_settings` written to ``path``: team-a with 2 nodes, ``max_running_jobs`` and
+    ``max_queued_jobs``, team-b with the defaults; ``overrides``: more top-level keys (rate_limits, ...)."""
+    limits = {"max_nodes": 2, "max_running_jobs": max_running_jobs, "max_queued_jobs": max_queued_jobs}
+    teams = {"team-a": team("team-a", **limits), "team-b": team("team-b")}
+    path.write_text(toml_text(serve_settings(root, teams=teams, **overrides)))
     return path
 
 
@@ -268,9 +241,7 @@ def serve(argv: list[str], log: Any, *, path_prefix: Path | None = None) -> subp
     return subprocess.Popen(argv, stdout=log, stderr=log, env=env, **kwargs)
 
 
-NO_RATE_LIMIT = (
-    "[rate_limits]\nper_token = { per_min = 100000, burst = 100000 }\nper_team = { per_min = 100000, burst = 100000 }\n"
-)
+NO_RATE_LIMIT = {"per_token": {"per_min": 100000, "burst": 100000}, "per_team": {"per_min": 100000, "burst": 100000}}
 
 
 def quick_job(dataset_hash: str, key: str | None = None) -> dict[str, object]:
@@ -280,7 +251,14 @@ def quick_job(dataset_hash: str, key: str | None = None) -> dict[str, object]:
 ENDED = {"succeeded", "failed", "cancelled", "timeout"}
 
 
-def wait_all_ended(get: Callable[[str], dict[str, Any]], ids: list[str], timeout_s: float) -> dict[str, str]:
+def wait_all_ended(base: str, ids: list[str], timeout_s: float) -> dict[str, str]:
+    """The states of the jobs ``ids``, as alice reads them from the gateway at ``base``, once all have ended or
+    ``timeout_s`` has passed."""
+
+    def get(job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = httpx.get(f"{base}/v1/jobs/{job_id}", headers=auth("alice"), timeout=10).json()
+        return job
+
     deadline = time.monotonic() + timeout_s
     states: dict[str, str] = {}
     while True:

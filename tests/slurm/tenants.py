@@ -10,7 +10,6 @@ from __future__ import annotations
 import grp
 import pwd
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,66 +18,26 @@ from typing import Any, cast
 
 import httpx
 
+from bench.support import DEV_USERS, HPCGW, team, toml_text
 from gateway.client import wait_healthy
-from tests.slurm.support import HPCGW, IMAGE, in_image, runtime_toml, serve
+from tests.slurm.support import python_algorithm, serve, serve_settings
 
-TOKENS = {
-    "alice": "team-a-dev-token",
-    "dave": "team-a-dave-dev-token",
-    "bob": "team-b-dev-token",
-    "carol": "team-c-dev-token",
-    "admin": "admin-dev-token",
-}
+TOKENS = {user: values["token"] for user, values in DEV_USERS.items()}
 DEFAULT_PORT = 18941
 
-_CONFIG = """
-dev_mode = true
-database_url = "sqlite:///{root}/gw.db"
-dataset_root = "{root}/datasets"
-job_root = "{root}/jobs"
-{runtime}[algorithms]
-local_commands = true  # with runtime none the trainers run from local_command
-[poll]
-interval_s = 1.0
-floor_s = 0.2
-[teams.team-a]
-partitions = ["team-a"]
-account = "team-a"
-max_nodes = 2
-max_running_jobs = 2
-max_queued_jobs = 200
-[teams.team-b]
-partitions = ["team-b"]
-account = "team-b"
-max_nodes = 2
-max_running_jobs = 2
-[teams.team-c]
-partitions = ["team-c"]
-account = "team-c"
-max_nodes = 2
-max_running_jobs = 2
-[[tokens]]
-user = "alice"
-team = "team-a"
-token = "team-a-dev-token"
-[[tokens]]
-user = "dave"
-team = "team-a"
-token = "team-a-dave-dev-token"
-[[tokens]]
-user = "bob"
-team = "team-b"
-token = "team-b-dev-token"
-[[tokens]]
-user = "carol"
-team = "team-c"
-token = "team-c-dev-token"
-[[tokens]]
-user = "admin"
-role = "admin"
-token = "admin-dev-token"
-"""
-CONFIG = _CONFIG.replace("{runtime}", runtime_toml())  # `{root}` left for the test's folder
+
+def tenant_settings(root: Path) -> dict[str, Any]:
+    """The tenants' gateway configuration (:func:`tests.slurm.support.serve_settings`), its files under ``root``:
+    team-a, team-b and team-c with 2 nodes and 2 running jobs each (team-a 200 queued), and every development
+    user's token."""
+    teams = {name: team(name, max_nodes=2, max_running_jobs=2) for name in ("team-a", "team-b", "team-c")}
+    teams["team-a"]["max_queued_jobs"] = 200
+    return serve_settings(root, teams=teams, users=tuple(DEV_USERS))
+
+
+def tenant_config(root: Path) -> str:
+    """:func:`tenant_settings` as the TOML file ``hpcgw serve`` reads."""
+    return toml_text(tenant_settings(root))
 
 
 def auth(user: str) -> dict[str, str]:
@@ -107,15 +66,12 @@ class Gateway:
     def algorithm(self, name: str, team: str, code: str) -> None:
         """An algorithm of ``team`` whose trainer is ``code``, run by the image's Python (runtime apptainer) or this
         one (runtime none), registered by the admin."""
-        body = {"name": name, "version": "1", "image": IMAGE, "command": ["python", "-c", code], "team": team}
-        self.post("/v1/algorithms", {**body, "local_command": [sys.executable, "-c", code]}, "admin")
+        self.post("/v1/algorithms", python_algorithm(name, "-c", code) | {"team": team}, "admin")
 
     def script_algorithm(self, name: str, team: str, script: Path) -> None:
         """An algorithm of ``team`` whose trainer is a tests/data ``script`` (its source travels in the image's
         command, :func:`tests.slurm.support.in_image`), registered by the admin."""
-        local = [sys.executable, str(script)]
-        body = {"name": name, "version": "1", "image": IMAGE, "command": in_image(local), "team": team}
-        self.post("/v1/algorithms", {**body, "local_command": local}, "admin")
+        self.post("/v1/algorithms", python_algorithm(name, script) | {"team": team}, "admin")
 
     def job(self, user: str, algorithm: str, **fields: object) -> dict[str, Any]:
         body = {"algorithm": algorithm, "dataset_id": "d", "train_data_version_hash": "v1", "time_limit_min": 10}
@@ -130,14 +86,15 @@ class Gateway:
 
 
 @contextmanager
-def run_gateway(tmp_path: Path, *, extra: str = "", port: int = DEFAULT_PORT) -> Iterator[Gateway]:
-    """``hpcgw serve`` as ``hpcgw`` with :data:`CONFIG` (plus ``extra`` TOML at its end), stopped at the end."""
+def run_gateway(tmp_path: Path, *, port: int = DEFAULT_PORT, path_prefix: Path | None = None) -> Iterator[Gateway]:
+    """``hpcgw serve`` as ``hpcgw`` with :func:`tenant_config`, stopped at the end; ``path_prefix``: a folder
+    ahead of the others on its PATH."""
     (tmp_path / "datasets" / "d" / "v1").mkdir(parents=True, exist_ok=True)
     config = tmp_path / "gw.toml"
-    config.write_text(CONFIG.format(root=tmp_path) + extra)
+    config.write_text(tenant_config(tmp_path))
     log_path = tmp_path / "gateway.log"
     log = open(log_path, "ab")
-    proc = serve([HPCGW, "serve", "--config", str(config), "--port", str(port)], log)
+    proc = serve([HPCGW, "serve", "--config", str(config), "--port", str(port)], log, path_prefix=path_prefix)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base, alive=lambda: proc.poll() is None)

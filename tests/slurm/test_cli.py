@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.support import HPCGW
 from devcluster.spec import ClusterSpec
 from gateway.client import Client
-from tests.slurm.cli_support import DATA, HPCGW, Gateway, gw, hpcgw  # noqa: F401  (gw: the fixture)
+from tests.slurm.cli_support import DATA, Gateway, gw, hpcgw  # noqa: F401  (gw: the fixture)
 from tests.slurm.support import IMAGE, RUNTIME
 
 pytestmark = pytest.mark.slurm

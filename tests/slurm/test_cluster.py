@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from bench.support import HPCGW
 from devcluster import ClusterSpec, cluster_status
 from examples.smoke import allreduce_reports, submit_allreduce
 from launchers.runtime.markers import JobMarkers
@@ -16,7 +16,6 @@ from launchers.slurm.commands import sacct, wait_until_done
 from launchers.states import JobState
 
 pytestmark = pytest.mark.slurm
-HPCGW = str(Path(sys.executable).with_name("hpcgw"))
 
 
 def test_at_least_two_idle_nodes_and_both_team_partitions(cluster: ClusterSpec) -> None:

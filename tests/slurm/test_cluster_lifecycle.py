@@ -10,7 +10,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.support import HPCGW
 from devcluster import ClusterError, ClusterSpec, cluster_down, cluster_status, cluster_up
 from devcluster.cluster import daemons
 
 pytestmark = pytest.mark.slurm
-HPCGW = str(Path(sys.executable).with_name("hpcgw"))
 
 
 def _alive(pid: int) -> bool:

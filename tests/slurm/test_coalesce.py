@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from bench.support import slurm_copies
+from bench.support import HPCGW, slurm_copies
 from devcluster import ClusterSpec
 from gateway import accounts
 from gateway.app import create_app
@@ -31,13 +30,11 @@ from tests.gateway.conftest import auth
 from tests.slurm.support import (
     DATA,
     ENDED,
-    HPCGW,
-    IMAGE,
     NO_RATE_LIMIT,
     QUICK,
     SLEEPER,
     gateway_config,
-    in_image,
+    python_algorithm,
     quick_job,
     roomy_accounts,
     sacct_rows,
@@ -50,13 +47,7 @@ from tests.slurm.support import (
 )
 
 pytestmark = pytest.mark.slurm
-TELLER = {
-    "name": "teller",
-    "version": "1",
-    "image": IMAGE,
-    "command": in_image([sys.executable, str(DATA / "coalesced_task.py")]),
-    "local_command": [sys.executable, str(DATA / "coalesced_task.py")],
-}
+TELLER = python_algorithm("teller", DATA / "coalesced_task.py")
 
 
 def teller_job(dataset_hash: str, value: int, **parameters: object) -> dict[str, object]:
@@ -191,9 +182,13 @@ def test_two_gateways_on_postgresql_survive_sigkills_of_the_active_worker(
     cluster: ClusterSpec, tmp_path: Path, dataset_hash: str, postgres_database: str
 ) -> None:
     config = write_config(
-        tmp_path / "gateway.toml", tmp_path, max_running_jobs=200, max_queued_jobs=400, extra=NO_RATE_LIMIT
+        tmp_path / "gateway.toml",
+        tmp_path,
+        max_running_jobs=200,
+        max_queued_jobs=400,
+        rate_limits=NO_RATE_LIMIT,
+        database_url=postgres_database,
     )
-    config.write_text(config.read_text().replace(f'"sqlite:///{tmp_path}/gw.db"', f'"{postgres_database}"'))
     engine = make_engine(postgres_database)
     began = datetime.now(UTC)
     procs: list[subprocess.Popen[bytes]] = []
@@ -235,14 +230,7 @@ def test_two_gateways_on_postgresql_survive_sigkills_of_the_active_worker(
                     workers[workers.index(dead)] = fresh = serve([HPCGW, "worker", "--config", str(config)], log)
                     procs.append(fresh)
             ids = {job_id for _, job_id in answers.values()}
-
-            def get(job_id: str) -> dict[str, Any]:
-                job: dict[str, Any] = httpx.get(
-                    f"{bases[1]}/v1/jobs/{job_id}", headers=auth("alice"), timeout=10
-                ).json()
-                return job
-
-            states = wait_all_ended(get, sorted(ids), timeout_s=600)
+            states = wait_all_ended(bases[1], sorted(ids), timeout_s=600)
         finally:
             for proc in procs:
                 if proc.poll() is None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.support import HPCGW
 from devcluster.spec import ClusterSpec
 from gateway.client import wait_healthy
 from tests.gateway.conftest import auth
@@ -24,11 +25,10 @@ from tests.slurm.support import QUICK, serve, sleeper_job, write_config
 pytestmark = pytest.mark.slurm
 
 ST = str(Path(sys.executable).with_name("st"))
-HPCGW = str(Path(sys.executable).with_name("hpcgw"))
 SETTINGS = Path(__file__).parent.parent / "data" / "schemathesis.toml"
 PORT = 18951
 # Tight enough that the fuzzing meets it (429 with Retry-After is part of the contract under test).
-RATE_LIMITS = "[rate_limits]\nper_token = { per_min = 60, burst = 10 }\nper_team = { per_min = 120, burst = 20 }\n"
+RATE_LIMITS = {"per_token": {"per_min": 60, "burst": 10}, "per_team": {"per_min": 120, "burst": 20}}
 
 
 def _settings(path: Path, **dictionaries: list[str]) -> Path:
@@ -56,7 +56,7 @@ def _settings(path: Path, **dictionaries: list[str]) -> Path:
 def test_the_api_keeps_its_documented_contract(
     cluster: ClusterSpec, tmp_path: Path, dataset_hash: str, user: str
 ) -> None:
-    config = write_config(tmp_path / "gateway.toml", tmp_path, extra=RATE_LIMITS)
+    config = write_config(tmp_path / "gateway.toml", tmp_path, rate_limits=RATE_LIMITS)
     base = f"http://127.0.0.1:{PORT}"
     with open(tmp_path / "gateway.log", "ab") as log:
         gateway = serve([HPCGW, "serve", "--config", str(config), "--port", str(PORT)], log)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from bench.support import slurm_copies
+from bench.support import HPCGW, slurm_copies
 from devcluster import ClusterSpec, cluster_up
 from devcluster.cluster import daemons
 from gateway.app import create_app
@@ -38,11 +37,11 @@ from gateway.db import make_engine
 from tests.gateway.conftest import REPO, auth, postgres_url  # noqa: F401  (the fixture)
 from tests.slurm.support import (
     ENDED,
-    IMAGE,
     NO_RATE_LIMIT,
     QUICK,
     gateway_config,
     history,
+    python_algorithm,
     quick_job,
     roomy_accounts,
     serve,
@@ -55,14 +54,7 @@ from tests.slurm.support import (
 
 pytestmark = [pytest.mark.slurm, pytest.mark.faults]
 
-HPCGW = str(Path(sys.executable).with_name("hpcgw"))
-NAPPER = {
-    "name": "napper",
-    "version": "1",
-    "image": IMAGE,
-    "command": ["python", "-c", "import os, time; time.sleep(float(os.environ['NAP_S']))"],
-    "local_command": [sys.executable, "-c", "import os, time; time.sleep(float(os.environ['NAP_S']))"],
-}
+NAPPER = python_algorithm("napper", "-c", "import os, time; time.sleep(float(os.environ['NAP_S']))")
 
 
 class Gateway:
@@ -93,7 +85,7 @@ def test_ten_sigkills_in_a_burst_of_300_lose_and_duplicate_nothing(
     cluster: ClusterSpec, tmp_path: Path, dataset_hash: str
 ) -> None:
     config = write_config(
-        tmp_path / "gateway.toml", tmp_path, max_running_jobs=300, max_queued_jobs=400, extra=NO_RATE_LIMIT
+        tmp_path / "gateway.toml", tmp_path, max_running_jobs=300, max_queued_jobs=400, rate_limits=NO_RATE_LIMIT
     )
     keys = [f"burst-{i:03d}" for i in range(300)]
     rng = random.Random(20261123)
@@ -120,14 +112,7 @@ def test_ten_sigkills_in_a_burst_of_300_lose_and_duplicate_nothing(
             again = {key: submit_until_answered(gateway.base, quick_job(dataset_hash, key), deadline) for key in keys}
             ids = {job_id for _, job_id in answers.values()}
             listed = httpx.get(f"{gateway.base}/v1/jobs?limit=1000", headers=auth("alice")).json()
-
-            def get(job_id: str) -> dict[str, Any]:
-                job: dict[str, Any] = httpx.get(
-                    f"{gateway.base}/v1/jobs/{job_id}", headers=auth("alice"), timeout=10
-                ).json()
-                return job
-
-            states = wait_all_ended(get, sorted(ids), timeout_s=900)
+            states = wait_all_ended(gateway.base, sorted(ids), timeout_s=900)
         finally:
             gateway.stop()
     counts = Counter(states.values())

@@ -16,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from bench.support import HPCGW
 from devcluster.spec import ClusterSpec
 from gateway.app import create_app
 from gateway.client import wait_healthy
@@ -23,9 +24,9 @@ from gateway.worker.loop import Worker
 from tests.gateway.conftest import auth
 from tests.slurm.support import (
     CLASSIFIER,
-    HPCGW,
     QUICK,
     SLEEPER,
+    accounted,
     classifier_job,
     gateway_config,
     history,
@@ -148,13 +149,7 @@ def test_crash_between_sbatch_and_the_database_leaves_exactly_one_job(
         second.terminate()
         second.wait(timeout=30)
         log.close()
-    out = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-S", "now-1hours", "-o", "JobIDRaw,Comment"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    ours = [line for line in out.splitlines() if line.endswith(f"|hpcgw:{job['id']}")]
+    ours = accounted(job["id"])
     assert len(ours) == 1 and ours[0].split("|")[0] == state["slurm_job_id"]
 
 
@@ -184,15 +179,7 @@ def test_unreachable_slurm_keeps_the_job_accepted_until_it_answers(
         monkeypatch.setenv("SLURM_CONF", good)  # the controller answers again
         done = wait_for(client, job["id"], {"succeeded", "failed"}, timeout_s=120)
     assert done["state"] == "succeeded"
-    out = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-S", "now-1hours", "-o", "JobIDRaw,Comment"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert [line for line in out.splitlines() if line.endswith(f"|hpcgw:{job['id']}")] == [
-        f"{done['slurm_job_id']}|hpcgw:{job['id']}"
-    ]
+    assert accounted(job["id"]) == [f"{done['slurm_job_id']}|hpcgw:{job['id']}"]
 
 
 def test_without_accounting_the_tracker_falls_back_to_scontrol(

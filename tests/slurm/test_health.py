@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -23,16 +22,10 @@ from gateway.models import Job
 from launchers.slurm.times import parse_timestamp
 from tests.gateway.conftest import auth
 from tests.slurm.cli_support import Gateway, hpcgw
-from tests.slurm.support import CLASSIFIER, DATA, IMAGE, classifier_job, in_image, sacct_row, wait_for
+from tests.slurm.support import CLASSIFIER, DATA, classifier_job, python_algorithm, sacct_row, wait_for
 
 pytestmark = pytest.mark.slurm
-HEALTH = {
-    "name": "health-trainer",
-    "version": "1",
-    "image": IMAGE,
-    "command": in_image([sys.executable, str(DATA / "health_trainer.py")]),
-    "local_command": [sys.executable, str(DATA / "health_trainer.py")],
-}
+HEALTH = python_algorithm("health-trainer", DATA / "health_trainer.py")
 STOPPED = {"succeeded", "failed", "cancelled", "timeout", "hung", "diverged", "stopped_early"}
 
 

@@ -22,11 +22,10 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from tests.slurm.tenants import CONFIG, Gateway, as_user, auth, gateway_memory_kib, run_gateway
+from tests.slurm.tenants import Gateway, as_user, auth, gateway_memory_kib, run_gateway
 
 pytestmark = [pytest.mark.slurm, pytest.mark.security]
 
-EXTRA = "" if "[algorithms]" in CONFIG else "\n[algorithms]\nlocal_commands = true\n"
 RSS_GROWTH_LIMIT_KIB = 200 * 1024
 HEALTHZ_LIMIT_S = 1.0
 ALICE_RUN_S = 100  # long enough for the corpus to be written, changed, and for bob's and carol's jobs to end
@@ -120,7 +119,7 @@ KINDS = [k for kind in READ_WHILE_RUNNING for k in ("started-good", kind)] + STA
 
 @pytest.fixture
 def gw(cluster: object, tmp_path: Path) -> Iterator[Gateway]:
-    with run_gateway(tmp_path, extra=EXTRA) as gateway:
+    with run_gateway(tmp_path) as gateway:
         yield gateway
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.support import HPCGW
 from devcluster.spec import ClusterSpec
 from tests.gateway.support import MiB, send_chunked
-from tests.slurm.support import HPCGW
 from tests.slurm.tenants import TOKENS, Gateway, gateway_memory_kib, run_gateway
 
 pytestmark = [pytest.mark.slurm, pytest.mark.security]

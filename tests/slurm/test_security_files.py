@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from devcluster.spec import ClusterSpec
-from tests.slurm.tenants import CONFIG, TOKENS, Gateway, as_user, gateway_memory_kib, run_gateway
+from tests.slurm.tenants import TOKENS, Gateway, as_user, gateway_memory_kib, run_gateway
 
 pytestmark = [pytest.mark.slurm, pytest.mark.security]
 
@@ -32,12 +32,11 @@ BOB_LINE = "BOB-SECRET-LOG-LINE"
 FOREIGN = ("admin-dev-token", "team-b-dev-token", "SQLite format", BOB_LINE, "PATH=", "HOME=")
 CONCURRENT = 48  # more than the API's thread pool (40): one blocked thread per request would stop every endpoint
 TERMINAL = {"succeeded", "failed", "cancelled"}
-EXTRA = "" if "[algorithms]" in CONFIG else "\n[algorithms]\nlocal_commands = true\n"
 
 
 @pytest.fixture
 def gw(cluster: ClusterSpec, tmp_path: Path) -> Iterator[Gateway]:
-    with run_gateway(tmp_path, extra=EXTRA) as gateway:
+    with run_gateway(tmp_path) as gateway:
         yield gateway
 
 

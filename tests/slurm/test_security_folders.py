@@ -21,10 +21,9 @@ from typing import Any, cast
 
 import pytest
 
-from tests.slurm.tenants import CONFIG, Gateway, as_user, owner, run_gateway
+from tests.slurm.tenants import Gateway, as_user, owner, run_gateway
 
 pytestmark = [pytest.mark.slurm, pytest.mark.security]
-EXTRA = "" if "[algorithms]" in CONFIG else "\n[algorithms]\nlocal_commands = true\n"
 GATEWAY_UID = pwd.getpwnam("hpcgw").pw_uid
 WHO = "import os, pwd, time; print('ran-as', pwd.getpwuid(os.getuid()).pw_name, flush=True); time.sleep({})"
 BOB_ACCURACY = 0.123456
@@ -32,7 +31,7 @@ BOB_ACCURACY = 0.123456
 
 @pytest.fixture
 def gw(cluster: object, tmp_path: Path) -> Iterator[Gateway]:
-    with run_gateway(tmp_path, extra=EXTRA) as gateway:
+    with run_gateway(tmp_path) as gateway:
         yield gateway
 
 

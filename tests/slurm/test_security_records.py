@@ -23,17 +23,14 @@ import pytest
 from sqlmodel import Session
 
 from devcluster.spec import ClusterSpec
-from gateway.client import wait_healthy
 from gateway.comments import slurm_comment
 from gateway.db import make_engine, migrate
 from gateway.models import Job, utcnow
 from gateway.worker.reconcile import reconcile
-from tests.slurm.support import HPCGW, serve
-from tests.slurm.tenants import CONFIG, DEFAULT_PORT, Gateway, as_user, gateway_memory_kib
+from tests.slurm.tenants import Gateway, as_user, gateway_memory_kib, run_gateway
 
 pytestmark = [pytest.mark.slurm, pytest.mark.security]
 
-EXTRA = "" if "local_commands" in CONFIG else "\n[algorithms]\nlocal_commands = true\n"
 SLEEP_S = 6
 RSS_GROWTH_LIMIT_KB = 150 * 1024  # five million ids as strings would be several hundred MB
 
@@ -54,18 +51,8 @@ def gw(cluster: ClusterSpec, tmp_path: Path) -> Iterator[Gateway]:
         f'#!/bin/sh\nif [ -e "{flag}" ]; then echo "{ACCOUNTING_DOWN}" >&2; exit 1; fi\nexec {real} "$@"\n'
     )
     script.chmod(0o755)
-    (tmp_path / "datasets" / "d" / "v1").mkdir(parents=True, exist_ok=True)
-    config = tmp_path / "gw.toml"
-    config.write_text(CONFIG.format(root=tmp_path) + EXTRA)
-    with open(tmp_path / "gateway.log", "ab") as log:
-        proc = serve([HPCGW, "serve", "--config", str(config), "--port", str(DEFAULT_PORT)], log, path_prefix=wrappers)
-        base = f"http://127.0.0.1:{DEFAULT_PORT}"
-        try:
-            wait_healthy(base, alive=lambda: proc.poll() is None)
-            yield Gateway(base, tmp_path, tmp_path / "gateway.log")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with run_gateway(tmp_path, path_prefix=wrappers) as gateway:
+        yield gateway
 
 
 def bob_sbatch(*options: str) -> str:

@@ -25,6 +25,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, create_engine, select
 
+from bench.support import HPCGW
 from devcluster import ClusterSpec, cluster_down, cluster_up
 from devcluster.cluster import daemons
 from gateway.app import create_app
@@ -35,7 +36,6 @@ from tests.conftest import set_up_tenancy
 from tests.gateway.conftest import auth
 from tests.slurm.support import (
     CLASSIFIER,
-    HPCGW,
     QUICK,
     SLEEPER,
     classifier_job,

@@ -14,23 +14,16 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.support import HPCGW
 from devcluster import ClusterSpec, cluster_down, cluster_up
 from devcluster.spec import ClusterSpec
 from launchers import JobSpec, JobState, ListSpace, sweep
 from tests.gateway.conftest import auth
-from tests.slurm.support import IMAGE, in_image, max_overlap, sacct_array
+from tests.slurm.support import max_overlap, python_algorithm, sacct_array
 
 pytestmark = pytest.mark.slurm
 TASK = str(Path(__file__).parent.parent / "data" / "sweep_task.py")
-HPCGW = str(Path(sys.executable).with_name("hpcgw"))
-SWEEP_TASK = {
-    "name": "sweep-task",
-    "version": "1",
-    "team": "team-a",
-    "image": IMAGE,
-    "command": in_image([sys.executable, TASK]),
-    "local_command": [sys.executable, TASK],
-}
+SWEEP_TASK = python_algorithm("sweep-task", TASK) | {"team": "team-a"}
 ROOMY = {"team-a": {"max_running_jobs": 4, "max_queued_jobs": 50}}  # a sweep's tasks count against the queue
 
 

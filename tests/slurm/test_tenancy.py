@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.support import HPCGW, toml_text
 from devcluster.spec import ClusterSpec
 from tests.conftest import EXAMPLE_CONFIG
-from tests.slurm.support import HPCGW, RUNTIME, serve
-from tests.slurm.tenants import CONFIG, Gateway, group, owner, run_gateway
+from tests.slurm.support import RUNTIME, serve
+from tests.slurm.tenants import Gateway, group, owner, run_gateway, tenant_settings
 
 pytestmark = pytest.mark.slurm
 PROBE = Path(__file__).parent.parent / "data" / "probe_files.py"
@@ -164,13 +165,11 @@ def test_drift_between_the_configuration_and_slurm_is_reported_and_synced(cluste
 
 
 def test_serve_refuses_a_user_without_an_account_or_association(cluster: ClusterSpec, tmp_path: Path) -> None:
-    text = (
-        CONFIG.format(root=tmp_path)
-        + '[[tokens]]\nuser = "mallory"\nteam = "team-b"\ntoken = "mallory-dev-token-1234"\n'
-    )
-    text += '[teams.team-z]\npartitions = ["team-a"]\naccount = "team-z"\nunix_group = "team-a"\n'
+    settings = tenant_settings(tmp_path)
+    settings["tokens"].append({"user": "mallory", "team": "team-b", "token": "mallory-dev-token-1234"})
+    settings["teams"]["team-z"] = {"partitions": ["team-a"], "account": "team-z", "unix_group": "team-a"}
     config = tmp_path / "gw.toml"
-    config.write_text(text)
+    config.write_text(toml_text(settings))
     log = open(tmp_path / "serve.log", "ab")
     proc = serve([HPCGW, "serve", "--config", str(config), "--port", "18942"], log)
     assert proc.wait(timeout=60) == 2

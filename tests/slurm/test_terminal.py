@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm.cli_support import ALGORITHMS, DATA, HPCGW, Gateway, gw, hpcgw  # noqa: F401  (gw: the fixture)
+from bench.support import HPCGW
+from tests.slurm.cli_support import ALGORITHMS, DATA, Gateway, gw, hpcgw  # noqa: F401  (gw: the fixture)
 
 pytestmark = pytest.mark.slurm
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,20 +21,14 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from devcluster.spec import ClusterSpec
+from tests.gateway.conftest import TOKENS
 from tests.slurm.cli_support import Gateway
-from tests.slurm.support import IMAGE, in_image
+from tests.slurm.support import python_algorithm
 
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "docs" / "ui"
-TOKENS = {"alice": "team-a-dev-token", "bob": "team-b-dev-token", "admin": "admin-dev-token"}
-TRAINER = {
-    "name": "curves",
-    "version": "1",
-    "image": IMAGE,
-    "command": in_image([sys.executable, str(ROOT / "tests" / "data" / "ui_trainer.py")]),
-    "local_command": [sys.executable, str(ROOT / "tests" / "data" / "ui_trainer.py")],
-}
+TRAINER = python_algorithm("curves", ROOT / "tests" / "data" / "ui_trainer.py")
 
 
 @pytest.fixture

@@ -14,25 +14,12 @@ import pytest
 
 from gateway import images
 from gateway.config import GatewayConfig
+from tests.gateway.support import hashed  # noqa: F401  (a fixture)
 
 
 def settle() -> None:
     """Past images.RACY_NS: a file changed that recently is hashed but not cached."""
     time.sleep(images.RACY_NS / 1e9 + 0.02)
-
-
-@pytest.fixture
-def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    images.clear_cache()
-    calls: list[int] = []
-    real = images.hash_file
-
-    def counting(fd: int) -> str:
-        calls.append(fd)
-        return real(fd)
-
-    monkeypatch.setattr(images, "hash_file", counting)
-    return calls
 
 
 def config(root: Path) -> GatewayConfig:
