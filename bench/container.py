@@ -4,8 +4,8 @@ Python (runtime none), measured alternately on the same cluster so that a slow m
 Two figures per runtime, over ``repeats`` runs of the intent classifier through the launchers:
 - time from submission to every rank initialised, 2 nodes x 2 tasks: the job's start marker, which rank 0 writes
   once every rank is inside ``hvd.init()`` with its Gloo context connected (launchers.runtime.task), minus the
-  time before sbatch; also with one image mount per rank (a site's ``container_share_per_node = false``), which
-  is what sharing one container per node saves;
+  time before sbatch; also with one container per node (a site's ``container_share_per_node = true``, apptainer
+  --sharens), the ranks of a node sharing one mount of the image;
 - the trainer's samples per second, 2 nodes x 1 task over ``epochs`` epochs, from its metrics file: samples over
   time of every epoch after the first (which reads the image's pages in). One task per node because the
   development cluster's two nodes share this machine's two cores: four ranks there time the scheduler, and an
@@ -26,7 +26,7 @@ from launchers import JobState, submit
 from launchers.runtime.markers import JobMarkers
 
 RUNTIMES = ("apptainer", "none")
-PER_RANK = "apptainer, a mount per rank"  # start-up only: what sharing one container per node saves
+SHARED = "apptainer, a container per node"  # start-up only: what container_share_per_node = true saves
 
 
 def _run(
@@ -39,8 +39,8 @@ def _run(
     )
     if runtime != "none":
         spec = in_image(spec, image, workdir, dataset)
-    if runtime == PER_RANK:
-        spec = spec.model_copy(update={"container": spec.container.model_copy(update={"share_per_node": False})})
+    if runtime == SHARED:
+        spec = spec.model_copy(update={"container": spec.container.model_copy(update={"share_per_node": True})})
     _wait_idle()
     before = time.time()
     job = submit(spec)
@@ -57,12 +57,12 @@ def bench_container(root: Path, repeats: int = 3, epochs: int = 30, image: Path 
         raise FileNotFoundError(f"no image at {image}: run 'make image'")
     dataset = root / "datasets" / "intents"
     ensure_dataset(dataset)
-    init: dict[str, list[float]] = {r: [] for r in (*RUNTIMES, PER_RANK)}
+    init: dict[str, list[float]] = {r: [] for r in (*RUNTIMES, SHARED)}
     rate: dict[str, list[float]] = {r: [] for r in RUNTIMES}
     first: dict[str, list[float]] = {r: [] for r in RUNTIMES}
     for i in range(repeats):
-        started, _ = _run(root, f"init-per-rank-{i}", PER_RANK, image, dataset, epochs=1)
-        init[PER_RANK].append(started)
+        started, _ = _run(root, f"init-shared-{i}", SHARED, image, dataset, epochs=1)
+        init[SHARED].append(started)
         for runtime in RUNTIMES if i % 2 == 0 else RUNTIMES[::-1]:  # alternate who goes first
             started, _ = _run(root, f"init-{runtime}-{i}", runtime, image, dataset, epochs=1)
             init[runtime].append(started)
@@ -98,7 +98,7 @@ def container_lines(result: dict[str, Any]) -> str:
             f"container (median of {result['repeats']} runs each, alternating image and none):",
             f"  submission -> every rank initialised (2 nodes x 2 tasks): image {init['apptainer']:.2f} s, "
             f"none {init['none']:.2f} s (image {result['image_minus_none_s']:+.2f} s; target at most +1 s); "
-            f"with a mount per rank (container_share_per_node = false) {init[PER_RANK]:.2f} s",
+            f"with a container per node (container_share_per_node = true) {init[SHARED]:.2f} s",
             f"  trainer samples/s (2 nodes x 1 task, epochs 2-{result['epochs']}): image {speed['apptainer']:.0f}, "
             f"none {speed['none']:.0f} (image {100 * result['image_over_none']:.1f} % of none; target at least 98 %)",
             f"  first epoch samples/s (pages of the image read in): image {warm['apptainer']:.0f}, "

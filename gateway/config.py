@@ -165,9 +165,9 @@ class GatewayConfig(BaseSettings):
     # which always do. Every other variable stays out (--cleanenv). This list replaces the default, e.g.
     # container_env_passthrough = ["NCCL_*", "UCX_*", "CUDA_VISIBLE_DEVICES", "FI_PROVIDER"].
     container_env_passthrough: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_PASSTHROUGH))
-    # With runtime 'apptainer': a node's ranks share one container (one image mount) instead of one each; see
-    # launchers.spec.ContainerSpec.share_per_node for what a site weighs before turning it off.
-    container_share_per_node: bool = True
+    # With runtime 'apptainer': a node's ranks share one container (one image mount) instead of one each; only
+    # for trainers whose ranks rendezvous at start: see launchers.spec.ContainerSpec.share_per_node.
+    container_share_per_node: bool = False
     poll: PollConfig = PollConfig()
     rate_limits: RateLimitConfig = RateLimitConfig()
     teams: dict[str, TeamConfig] = Field(min_length=1)

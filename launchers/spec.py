@@ -131,11 +131,11 @@ class ContainerSpec(BaseModel):
     # REQUIRED_ENV_PASSTHROUGH; every other variable of the node's environment stays out (--cleanenv).
     env_passthrough: tuple[str, ...] = DEFAULT_ENV_PASSTHROUGH
     # Under srun, the ranks of one node share one container (apptainer --sharens): the first mounts the image,
-    # the others join it, so the image's pages are read once per node, not once per rank. Apptainer keys that
-    # container on the ranks' parent process (the step's slurmstepd) with a lock file in the node's /dev/shm;
-    # a site whose jobs do not get a private /dev/shm (job_container/tmpfs) and that fears another user
-    # squatting that name turns it off, at the cost of one image mount per rank.
-    share_per_node: bool = True
+    # the others join it, so the image is mounted once per node, not once per rank. Off by default: Apptainer
+    # 1.4.5 fails a rank that joins after the node's first rank has exited ("could not open proc directory"),
+    # which ranks that rendezvous at start (Horovod, DDP) never do but independent tasks can; and on this
+    # project's 2-core cluster it saved no start-up time that the bench could tell from noise (bench.container).
+    share_per_node: bool = False
 
     @field_validator("env_passthrough")
     @classmethod

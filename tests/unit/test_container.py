@@ -40,7 +40,7 @@ def test_gpu_job_with_binds(image: str) -> None:
     )
     s = spec(image, gpus_per_node=4, container=ContainerSpec(runtime="apptainer", image=image, binds=binds))
     argv = apptainer_argv(s)
-    assert argv[:6] == ["apptainer", "exec", "--sharens", "--nv", "--cleanenv", "--no-home"]
+    assert argv[:5] == ["apptainer", "exec", "--nv", "--cleanenv", "--no-home"]
     assert argv[-2:] == [image, "python"]
     assert_golden("apptainer_gpu_binds.json", json.dumps(argv, indent=1) + "\n")
     assert_golden("apptainer_gpu_binds.cmd", python_command(s) + "\n")
@@ -48,12 +48,12 @@ def test_gpu_job_with_binds(image: str) -> None:
 
 def test_ranks_share_one_container_per_node_only_under_srun(image: str) -> None:
     """--sharens keys the shared container on the parent process: srun's slurmstepd runs one step's ranks only,
-    a local run's parent starts other jobs too; and a site can turn it off."""
-    assert "--sharens" in apptainer_argv(spec(image))
-    assert "--sharens" not in apptainer_argv(spec(image), under_srun=False)
-    assert "--sharens" not in python_argv(spec(image), under_srun=False)  # an argument, not the shim's text
-    alone = spec(image, container=ContainerSpec(runtime="apptainer", image=image, share_per_node=False))
-    assert "--sharens" not in apptainer_argv(alone)
+    a local run's parent starts other jobs too; and only a site that turns it on gets it."""
+    assert "--sharens" not in apptainer_argv(spec(image))
+    shared = spec(image, container=ContainerSpec(runtime="apptainer", image=image, share_per_node=True))
+    assert "--sharens" in apptainer_argv(shared)
+    assert "--sharens" not in apptainer_argv(shared, under_srun=False)
+    assert "--sharens" not in python_argv(shared, under_srun=False)  # an argument, not the shim's text
 
 
 def test_runtime_none_is_this_python() -> None:

@@ -233,7 +233,7 @@ def test_a_squatted_sharens_lock_means_a_mount_of_its_own_not_a_failure(tmp_path
                 os.chown(path, 65534, 65534)
         elif lock == "a-link":
             path.symlink_to(tmp_path / "elsewhere")
-        out = run_shim(python_argv(spec(image, tmp_path)), {"PATH": f"{folder}:/usr/bin:/bin"})
+        out = run_shim(python_argv(spec(image, tmp_path, share_per_node=True)), {"PATH": f"{folder}:/usr/bin:/bin"})
     finally:
         path.unlink(missing_ok=True)
     assert out.returncode == 0, out.stderr
