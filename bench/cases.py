@@ -33,6 +33,7 @@ from gateway.models import Job
 from gateway.worker.loop import Worker
 from launchers import JobSpec, ListSpace, submit, sweep
 from launchers.runtime.markers import JobMarkers
+from launchers.states import JobState
 
 
 def bench_submission(root: Path, base: str, digest: str, n: int) -> dict[str, Any]:
@@ -100,7 +101,7 @@ def bench_tracking(root: Path, counts: list[int], cycles: int) -> dict[str, Any]
                             name="b",
                             team="team-a",
                             user="a",
-                            state="queued",
+                            state=JobState.QUEUED,
                             slurm_job_id=slurm_id,
                             partition="team-a",
                             account="team-a",

@@ -20,6 +20,7 @@ from gateway.health import HealthPolicy
 from gateway.models import Job, utcnow
 from gateway.worker.health import HealthGuard
 from launchers.runtime.markers import JobMarkers, write_atomic
+from launchers.states import JobState
 
 RANKS = 4
 
@@ -51,7 +52,7 @@ def bench_health(root: Path, jobs: int = 1000, cycles: int = 7) -> dict[str, Any
                 name="h",
                 team="team-a",
                 user="a",
-                state="running",
+                state=JobState.RUNNING,
                 slurm_job_id=str(100_000 + i),
                 partition="team-a",
                 account="team-a",

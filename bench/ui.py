@@ -49,7 +49,7 @@ def _job(i: int, team: str, state: str, now: Any, sweep_id: str | None = None, i
         name=f"job-{i}",
         team=team,
         user="alice",
-        state=state,
+        state=JobState(state),
         slurm_job_id=str(100000 + i),
         reason="Priority" if state == "queued" else None,
         position_in_queue=i % 500 if state == "queued" else None,
@@ -94,7 +94,9 @@ def populate(config: GatewayConfig, jobs: int, sweep_tasks: int) -> dict[str, st
         session.add_all(rows)
         session.flush()
         session.add_all(
-            JobEvent(job_id=j.id, state=s, at=j.submit_time) for j in rows for s in ("accepted", "queued", j.state)
+            JobEvent(job_id=j.id, state=JobState(s), at=j.submit_time)
+            for j in rows
+            for s in ("accepted", "queued", j.state)
         )
         session.commit()
         running = next(j.id for j in rows if j.state == "running" and j.team == "a")

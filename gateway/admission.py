@@ -11,7 +11,7 @@ from gateway.errors import InvalidRequestError, QueueFullError
 from gateway.models import Job
 from launchers.states import TERMINAL_STATES, JobState
 
-UNFINISHED = [state.value for state in JobState if state not in TERMINAL_STATES]
+UNFINISHED = [state for state in JobState if state not in TERMINAL_STATES]
 
 
 def idempotent_job(session: Session, team: str, user: str, key: str | None) -> Job | None:

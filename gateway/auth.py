@@ -18,6 +18,11 @@ class Principal:
     def can_see(self, team: str) -> bool:
         return self.admin or self.team == team
 
+    def team_of(self, requested: str | None) -> str | None:
+        """The team a request is for, before any check (what the rate limiter counts against): the one an admin
+        names, anyone else's own. gateway.jobs.resolve_team checks it."""
+        return requested if self.admin else self.team
+
 
 def authenticate(config: GatewayConfig, authorization: str | None) -> Principal:
     if not authorization or not authorization.lower().startswith("bearer "):

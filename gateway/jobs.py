@@ -32,20 +32,22 @@ from launchers.spec import Framework
 from launchers.states import JobState
 
 ACTIVE_IN_SLURM = (
-    JobState.QUEUED.value,
-    JobState.REQUEUED.value,
-    JobState.LAUNCHING.value,
-    JobState.RUNNING.value,
-    JobState.UNKNOWN.value,  # Slurm holds it in a state the table lacks: still tracked, still counted
+    JobState.QUEUED,
+    JobState.REQUEUED,
+    JobState.LAUNCHING,
+    JobState.RUNNING,
+    JobState.UNKNOWN,  # Slurm holds it in a state the table lacks: still tracked, still counted
 )
 MIN_PREFIX = 4  # the shortest id prefix taken for a job id
 FUNCTION_ALGORITHM = "python-function"  # what a function job (POST /v1/functions) has for an algorithm
 
 
 def resolve_team(config: GatewayConfig, principal: Principal, requested: str | None) -> tuple[str, TeamConfig]:
+    """The one place a request's team is decided (jobs, batches, sweeps, functions, an algorithm's owner): the
+    principal's own, or the existing team an admin names."""
     if requested is not None and requested != principal.team and not principal.admin:
         raise InvalidRequestError("only an admin token may name a team", field="team")
-    name = requested or principal.team
+    name = principal.team_of(requested) or principal.team
     if name is None:
         raise InvalidRequestError("an admin token must name the team", field="team")
     if name not in config.teams:
@@ -275,7 +277,7 @@ def to_public(job: Job | SimpleNamespace) -> JobPublic:
         name=job.name,
         team=job.team,
         user=job.user,
-        state=JobState(job.state),
+        state=job.state,
         slurm_job_id=job.slurm_job_id,
         slurm_state=job.slurm_state,
         reason=job.reason,
@@ -334,32 +336,32 @@ def record_state(
 ) -> None:
     """Change the state and append to the history, only when it changed. An unchanged job is not touched, so
     a poll cycle writes only the rows that changed (1,000 quiet jobs cost no UPDATE)."""
-    if job.state != state.value:
-        job.state = state.value
+    if job.state != state:
+        job.state = state
         job.updated_at = utcnow()
-        session.add(JobEvent(job_id=job.id, state=state.value, slurm_state=slurm_state, reason=reason))
+        session.add(JobEvent(job_id=job.id, state=state, slurm_state=slurm_state, reason=reason))
     session.add(job)
 
 
 def request_cancel(session: Session, job: Job, by: str) -> None:
     """A job still in the gateway is cancelled at once; one in Slurm is marked for the worker to scancel
     (HTTP handlers never call Slurm). Terminal jobs are left alone."""
-    if JobState(job.state).is_terminal:
+    if job.state.is_terminal:
         return
-    if job.state == JobState.ACCEPTED.value and not job.dispatching:
+    if job.state == JobState.ACCEPTED and not job.dispatching:
         # Conditional, in the statement: the worker may have read this row to send it meanwhile, and whichever
         # commits first wins (its own claim is conditional too, gateway.worker.dispatch._mark_dispatching).
         now, reason = utcnow(), f"cancelled by {by}"
         table = rows.JOB.c
-        still_waiting = (table.id == job.id) & (table.state == JobState.ACCEPTED.value) & table.dispatching.is_(False)
-        values = {"state": JobState.CANCELLED.value, "reason": reason, "end_time": now, "updated_at": now}
+        still_waiting = (table.id == job.id) & (table.state == JobState.ACCEPTED) & table.dispatching.is_(False)
+        values = {"state": JobState.CANCELLED, "reason": reason, "end_time": now, "updated_at": now}
         if cast(CursorResult[Any], session.execute(update(rows.JOB).where(still_waiting).values(**values))).rowcount:
-            session.add(JobEvent(job_id=job.id, state=JobState.CANCELLED.value, slurm_state=None, reason=reason))
+            session.add(JobEvent(job_id=job.id, state=JobState.CANCELLED, slurm_state=None, reason=reason))
             session.flush()
             session.refresh(job)
             return
         session.refresh(job)  # the worker took it: it is scancel'd once Slurm has it
-        if JobState(job.state).is_terminal:
+        if JobState(job.state).is_terminal:  # as refreshed (mypy keeps the narrowing to ACCEPTED above)
             return
     job.cancel_requested = True
     job.updated_at = utcnow()  # the worker wakes for cancellations asked since its last cycle

@@ -6,10 +6,25 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Dialect, Index, String, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from launchers.states import JobState
+
+
+class StateColumn(TypeDecorator[JobState]):
+    """A job's state as the enum in Python and as its text in the database (VARCHAR(16), as the migrations made
+    it): a row read back is a JobState, and a value that is not one is refused before it reaches a row."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: JobState | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else JobState(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> JobState | None:
+        return None if value is None else JobState(value)
 
 
 def utcnow() -> datetime:
@@ -86,7 +101,7 @@ class Job(SQLModel, table=True):
     name: str = Field(max_length=64)
     team: str = Field(max_length=32)
     user: str = Field(max_length=64)
-    state: str = Field(default=JobState.ACCEPTED.value, max_length=16, index=True)
+    state: JobState = Field(default=JobState.ACCEPTED, sa_type=StateColumn, index=True)
     # Slurm's view
     slurm_job_id: str | None = Field(default=None, max_length=32, index=True)
     slurm_state: str | None = Field(default=None, max_length=32)
@@ -185,7 +200,7 @@ class JobEvent(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     job_id: str = Field(foreign_key="job.id", max_length=32, index=True)
-    state: str = Field(max_length=16)
+    state: JobState = Field(sa_type=StateColumn)
     slurm_state: str | None = Field(default=None, max_length=32)
     reason: str | None = Field(default=None, max_length=256)
     at: datetime = Field(default_factory=utcnow)

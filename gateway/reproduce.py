@@ -60,9 +60,9 @@ def verify(original: Job, rerun: Job) -> Verification:
             differences=diffs,
         )
 
-    if not JobState(rerun.state).is_terminal:
+    if not rerun.state.is_terminal:
         return answer("pending", f"the rerun is {rerun.state}")
-    if original.state != JobState.SUCCEEDED.value or rerun.state != JobState.SUCCEEDED.value:
+    if original.state != JobState.SUCCEEDED or rerun.state != JobState.SUCCEEDED:
         return answer("failed", f"both runs must succeed: the original {original.state}, the rerun {rerun.state}")
     if ours is None or theirs is None:
         missing = "the original" if ours is None else "the rerun"

@@ -97,7 +97,7 @@ _IDEMPOTENT = select(JOB.c.id).where(
 _BACKLOG = (
     select(func.count())
     .select_from(JOB)
-    .where(JOB.c.team == bindparam("team"), JOB.c.state == JobState.ACCEPTED.value, JOB.c.sweep_id.is_(None))
+    .where(JOB.c.team == bindparam("team"), JOB.c.state == JobState.ACCEPTED, JOB.c.sweep_id.is_(None))
 )
 _DEFAULTS: dict[str, Any] = {
     column.name: None if field is None or field.default is PydanticUndefined else field.default

@@ -17,7 +17,7 @@ from gateway.models import Job, JobEvent, Sweep
 from gateway.schemas import SweepCreate, SweepPublic, SweepTask, validate_parameters
 from launchers.slurm.sinfo import PartitionSize
 from launchers.space import GridSpace, ListSpace, ParameterSpace
-from launchers.states import FAILED_STATES, JobState
+from launchers.states import FAILED_STATES
 from launchers.sweeps import as_env
 
 MAX_SWEEP_TASKS = 10_000  # tasks of one sweep at most, whatever a team's max_queued_jobs
@@ -80,7 +80,7 @@ def sweep_size(space: ParameterSpace) -> int:
 
 def failed_tasks(session: Session, sweep: Sweep) -> list[Job]:
     """The tasks whose latest attempt failed: what a retry would make again."""
-    return [job for job in latest_tasks(session, sweep).values() if JobState(job.state) in FAILED_STATES]
+    return [job for job in latest_tasks(session, sweep).values() if job.state in FAILED_STATES]
 
 
 def retry_failed(session: Session, config: GatewayConfig, sweep: Sweep, failed: list[Job]) -> list[Job]:
@@ -159,7 +159,7 @@ def to_public(session: Session, sweep: Sweep, best: str | None = None) -> SweepP
             index=i,
             job_id=j.id,
             attempt=j.attempt,
-            state=JobState(j.state),
+            state=j.state,
             slurm_job_id=j.slurm_job_id,
             exit_code=j.exit_code,
             parameters=j.parameters,

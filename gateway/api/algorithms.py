@@ -22,8 +22,9 @@ from gateway.api.deps import ConfigDep, NamePath, PrincipalDep, ReleasingRoute, 
 from gateway.api.problems import AUTHENTICATED, BODY, declare
 from gateway.auth import Principal
 from gateway.config import GatewayConfig
-from gateway.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
+from gateway.errors import ConflictError, ForbiddenError, NotFoundError
 from gateway.images import image_digest
+from gateway.jobs import resolve_team
 from gateway.models import PUBLISHED, Algorithm, AlgorithmVersion
 from gateway.schemas import AlgorithmCreate, AlgorithmPublic, AlgorithmVersionCreate, AlgorithmVersionPublic
 from launchers.spec import Framework
@@ -88,7 +89,7 @@ def create_algorithm(
     """An algorithm of the caller's team (an admin names one), or with ``shared`` (admins only) every team's."""
     if body.shared and not principal.admin:
         raise ForbiddenError("only an admin token may publish an algorithm for every team (shared)")
-    team = PUBLISHED if body.shared else _owner(principal, body.team)
+    team = PUBLISHED if body.shared else resolve_team(config, principal, body.team)[0]
     if session.get(Algorithm, body.name) is not None:
         raise ConflictError(f"algorithm {body.name!r} exists; add a version instead")
     algorithm = Algorithm(name=body.name, team=team, description=body.description, current_version=body.version)
@@ -200,12 +201,3 @@ def _check_local_command(config: GatewayConfig, principal: Principal) -> None:
         raise ForbiddenError("this gateway runs no local commands (algorithms.local_commands is off)")
     if not principal.admin:
         raise ForbiddenError("only an admin token may register a local_command")
-
-
-def _owner(principal: Principal, requested: str | None) -> str:
-    if requested is not None and requested != principal.team and not principal.admin:
-        raise InvalidRequestError("only an admin token may name a team", field="team")
-    team = requested or principal.team
-    if team is None:
-        raise InvalidRequestError("an admin token must name the owning team", field="team")
-    return team

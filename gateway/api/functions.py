@@ -48,7 +48,7 @@ def submit_function(
     response: Response,
 ) -> JobPublic:
     """Every rank of the job calls the function, as the token's user, with Horovod or torch.distributed set up."""
-    limiter.admit(principal.user, body.team if principal.admin else principal.team)
+    limiter.admit(principal.user, principal.team_of(body.team))
     job, created = create_function_job(session, config, principal, body, worker.partition_sizes)
     return answer_created(job, created, worker, response)
 

@@ -76,7 +76,7 @@ async def submit_job(
 ) -> Response:
     """Stored by the process's intake, in a group with the requests that arrived beside it (gateway.intake);
     answered once its row is committed."""
-    limiter.admit(principal.user, body.team if principal.admin else principal.team)
+    limiter.admit(principal.user, principal.team_of(body.team))
     [outcome] = await intake.submit([Submission(principal, body, worker.partition_sizes)])
     if isinstance(outcome, Exception):
         raise outcome
@@ -98,7 +98,7 @@ async def submit_jobs(
     refused: dict[int, GatewayError] = {}
     for index, request in enumerate(body.jobs):
         try:
-            limiter.admit(principal.user, request.team if principal.admin else principal.team)
+            limiter.admit(principal.user, principal.team_of(request.team))
         except GatewayError as exc:
             refused[index] = exc
             continue
@@ -165,7 +165,7 @@ def list_jobs(
     if team is not None:
         query = query.where(Job.team == team)
     if state is not None:
-        query = query.where(Job.state == state.value)
+        query = query.where(Job.state == state)
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
     rows = session.exec(query.order_by(col(Job.submit_time).desc(), col(Job.id)).offset(offset).limit(limit)).all()
     return JobList(items=[to_public(j) for j in rows], total=total, offset=offset, limit=limit)
@@ -179,7 +179,7 @@ def get_job(job_id: JobIdPath, session: SessionDep, principal: PrincipalDep) -> 
 @router.post("/{job_id:hexid}/cancel", response_model=JobPublic, responses=declare(*AUTHENTICATED, 404, 409))
 def cancel_job(job_id: JobIdPath, session: SessionDep, principal: PrincipalDep, worker: WorkerDep) -> JobPublic:
     job = get_visible_job(session, principal, job_id)
-    if JobState(job.state).is_terminal:
+    if job.state.is_terminal:
         raise ConflictError(f"job {job_id} already {job.state}")
     request_cancel(session, job, principal.user)
     session.commit()
@@ -223,7 +223,7 @@ def job_metrics(job_id: JobIdPath, session: SessionDep, principal: PrincipalDep)
     return MetricsPublic(
         job_id=job.id,
         epochs=job.metrics,
-        state=JobState(job.state),
+        state=job.state,
         best_epoch=job.best_epoch,
         health_reason=job.health_reason,
     )
@@ -249,7 +249,7 @@ def rerun_job(
     original = get_visible_job(session, principal, job_id)
     limiter.admit(principal.user, original.team)
     options = body or RerunRequest()
-    if options.verify and original.state != JobState.SUCCEEDED.value:
+    if options.verify and original.state != JobState.SUCCEEDED:
         raise ConflictError(f"job {job_id} is {original.state}: only a succeeded job's model can be verified")
     request = rerun_request(original, options.resource_changes())
     if not principal.admin:

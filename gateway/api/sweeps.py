@@ -38,7 +38,7 @@ def submit_sweep(
     limiter: LimiterDep,
 ) -> SweepPublic:
     # a sweep of N tasks costs N submissions
-    limiter.admit(principal.user, body.base.team if principal.admin else principal.team, cost=sweep_size(body.space))
+    limiter.admit(principal.user, principal.team_of(body.base.team), cost=sweep_size(body.space))
     sweep = create_sweep(session, config, principal, body, worker.partition_sizes)
     worker.wake()
     return to_public(session, sweep)

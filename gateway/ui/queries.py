@@ -21,8 +21,8 @@ from gateway.models import Job, JobAttempt, JobEvent, Sweep, utcnow
 from launchers.states import FAILED_STATES, JobState
 
 ROWS = 100  # per table on a page
-RUNNING = (JobState.LAUNCHING.value, JobState.RUNNING.value)
-QUEUED = (JobState.QUEUED.value, JobState.REQUEUED.value)
+RUNNING = (JobState.LAUNCHING, JobState.RUNNING)
+QUEUED = (JobState.QUEUED, JobState.REQUEUED)
 MAX_RANK_LOGS = 8
 LOG_LINES = 40
 # What a list of jobs never shows: JSON columns that would be decoded for every row.
@@ -37,7 +37,7 @@ def quota(session: Session, config: GatewayConfig, team: str, counts: dict[str, 
     return {
         "running_jobs": (in_slurm, limits.max_running_jobs),
         "gpus": (gpus, limits.max_gpus),
-        "waiting": (counts.get(JobState.ACCEPTED.value, 0), limits.max_queued_jobs),
+        "waiting": (counts.get(JobState.ACCEPTED, 0), limits.max_queued_jobs),
         "max_nodes": limits.max_nodes,
         "fairshare": (limits.fairshare, shares),
         "account": limits.account,
@@ -64,7 +64,7 @@ def team_page(session: Session, config: GatewayConfig, team: str) -> dict[str, A
         "quota": quota(session, config, team, counts),
         "running": _jobs(session, team, RUNNING, col(Job.start_time).desc()),
         "queued": _jobs(session, team, QUEUED, col(Job.position_in_queue).asc(), col(Job.submit_time).asc()),
-        "waiting": _jobs(session, team, (JobState.ACCEPTED.value,), col(Job.submit_time).asc()),
+        "waiting": _jobs(session, team, (JobState.ACCEPTED,), col(Job.submit_time).asc()),
         "failures": _jobs(session, team, tuple(s.value for s in FAILED_STATES), col(Job.end_time).desc(), col(Job.id))[
             :10
         ],
@@ -93,7 +93,7 @@ def curves(job: Job) -> dict[str, Any]:
     series: dict[str, list[Any]] = {"epoch": [m.get("epoch", i + 1) for i, m in enumerate(epochs)]}
     for name in ("loss", "accuracy"):
         series[name] = [m.get(name) if isinstance(m.get(name), int | float) else None for m in epochs]
-    return {"state": job.state, "reason": job.reason, "terminal": JobState(job.state).is_terminal, **series}
+    return {"state": job.state, "reason": job.reason, "terminal": job.state.is_terminal, **series}
 
 
 def rank_logs(job: Job, root: Path | None = None) -> list[tuple[int, list[str]]]:

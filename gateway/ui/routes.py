@@ -30,7 +30,6 @@ from gateway.ui.session import (
     principal_of,
     remember,
 )
-from launchers.states import JobState
 
 router = APIRouter(prefix="/ui", route_class=ReleasingRoute, include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
@@ -149,7 +148,7 @@ async def cancel(request: Request, job_id: str, session: SessionDep, config: Con
         job = get_visible_job(session, principal, job_id)
     except GatewayError:
         return _page(request, "missing.html", principal, 404, what=f"job {job_id}")
-    if not JobState(job.state).is_terminal:
+    if not job.state.is_terminal:
         request_cancel(session, job, principal.user)
         session.commit()
         worker.wake()

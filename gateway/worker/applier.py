@@ -28,7 +28,7 @@ from gateway.worker.stats import WorkerStats
 from launchers.runtime.markers import JobMarkers
 from launchers.states import JobState, from_slurm
 
-WAITING_IN_SLURM = frozenset({JobState.QUEUED.value, JobState.REQUEUED.value})
+WAITING_IN_SLURM = frozenset({JobState.QUEUED, JobState.REQUEUED})
 
 
 class JobApplier:

@@ -22,7 +22,7 @@ PROGRESSION = (JobState.QUEUED, JobState.LAUNCHING, JobState.RUNNING)
 class StoredJob(Protocol):
     """What :func:`decide` reads of a job row."""
 
-    state: str
+    state: JobState
     slurm_job_id: str | None
     slurm_state: str | None
     reason: str | None
@@ -107,7 +107,7 @@ def decide(job: StoredJob, ev: Evidence, now: datetime) -> Transition:
     else:
         fields["reason"] = None
     transition = Transition(fields=fields, read_metrics=state is JobState.RUNNING or state.is_terminal)
-    current = JobState(job.state)
+    current = JobState(job.state)  # a stored row or a value built in a test: the enum either way
     if current is JobState.REQUEUED and state is not JobState.REQUEUED:
         current = JobState.QUEUED  # a requeued job goes through the phases again
     if current in PROGRESSION and state not in (JobState.QUEUED, JobState.REQUEUED, JobState.CANCELLED):
@@ -116,7 +116,7 @@ def decide(job: StoredJob, ev: Evidence, now: datetime) -> Transition:
             if step is state or not evidence[step]:
                 break
             transition.history.append((step, "RUNNING", None))
-    if state.value != job.state or transition.history:
+    if state != job.state or transition.history:
         transition.history.append((state, seen.slurm_state, fields["reason"]))
     return transition
 
@@ -130,7 +130,7 @@ def _restart(started: dict[str, Any]) -> int:
 
 def _requeue_reason(job: StoredJob, seen: JobObservation, restarts: int) -> str:
     """Named once, when the failed node is known; kept while the job waits (the node may be back by then)."""
-    if job.state == JobState.REQUEUED.value and job.reason and not seen.failed_nodes:
+    if job.state == JobState.REQUEUED and job.reason and not seen.failed_nodes:
         return job.reason
     return requeue_reason(seen.previous, seen.failed_nodes, restarts, held=seen.slurm_state == "REQUEUE_HOLD")
 

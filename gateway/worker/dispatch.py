@@ -98,7 +98,7 @@ class Dispatcher:
                 select(Job)
                 .where(
                     Job.team == team_name,
-                    Job.state == JobState.ACCEPTED.value,
+                    Job.state == JobState.ACCEPTED,
                     col(Job.sweep_id).is_(None),
                     col(Job.dispatching).is_(False),  # left by a crash: reconciliation looks in Slurm first
                 )
@@ -147,9 +147,7 @@ class Dispatcher:
         """Each (sweep, attempt) still waiting goes out as one job array: one sbatch per MaxArraySize tasks."""
         waiting = session.exec(
             select(Job)
-            .where(
-                Job.state == JobState.ACCEPTED.value, col(Job.sweep_id).is_not(None), col(Job.dispatching).is_(False)
-            )
+            .where(Job.state == JobState.ACCEPTED, col(Job.sweep_id).is_not(None), col(Job.dispatching).is_(False))
             .order_by(col(Job.sweep_id), col(Job.attempt), col(Job.task_index))
         ).all()
         groups: dict[tuple[str, int], list[Job]] = {}
@@ -348,7 +346,7 @@ def _mark_dispatching(session: Session, jobs: list[Job], batch_id: str | None = 
         for index, values in enumerate(per_job):
             values |= {"batch_id": batch_id, "batch_index": index, "submit_folder": folder}
     table = rows.JOB.c
-    still_waiting = (table.state == JobState.ACCEPTED.value) & table.dispatching.is_(False)
+    still_waiting = (table.state == JobState.ACCEPTED) & table.dispatching.is_(False)
     each_row(session, update(rows.JOB).where((table.id == bindparam("job")) & still_waiting), per_job)
     ids = [job.id for job in jobs]
     taken = session.execute(sa_select(func.count()).where(table.id.in_(ids), table.dispatching.is_(True))).scalar_one()

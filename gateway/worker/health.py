@@ -54,7 +54,7 @@ class HealthGuard:
 
     def check(self, job: Job, started: dict[str, Any] | None, node_list: str, now: datetime) -> None:
         """Decide on one running job (the caller writes the row); a requeue waits for :meth:`carry_out`."""
-        if not job.health or job.health_verdict or job.cancel_requested or job.state != JobState.RUNNING.value:
+        if not job.health or job.health_verdict or job.cancel_requested or job.state != JobState.RUNNING:
             return
         if started is None or started.get("restart", 0) != job.restarts or not job.slurm_job_id:
             return  # the run that started is not the run Slurm reports: its evidence is an older run's

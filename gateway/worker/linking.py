@@ -30,7 +30,7 @@ def link_all(session: Session, jobs: list[Job], slurm_ids: list[str]) -> None:
     flush of one update and one event per job: for 1,000-element arrays that flush was the dispatch's largest
     cost after sbatch itself. The loaded objects are not updated; the caller commits and does not use them again."""
     now = utcnow()
-    queued = {"state": JobState.QUEUED.value, "slurm_state": "PENDING"}
+    queued = {"state": JobState.QUEUED, "slurm_state": "PENDING"}
     linked = {"dispatching": False, "dispatch_error": None, "slurm_submit_time": now, "updated_at": now, **queued}
     each_row(
         session,
@@ -45,7 +45,7 @@ def link_batch(session: Session, batch_id: str, master: str) -> None:
     statements that Slurm's ids and the history's rows are computed in, by the database, for the whole batch."""
     now = utcnow()
     job = rows.JOB
-    queued = {"state": JobState.QUEUED.value, "slurm_state": "PENDING"}
+    queued = {"state": JobState.QUEUED.value, "slurm_state": "PENDING"}  # text: literal() would type an enum
     connection = session.connection()
     connection.execute(
         update(job)

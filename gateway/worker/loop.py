@@ -172,9 +172,7 @@ class Worker:
         try:
             with Session(self.engine) as session:
                 accepted = session.exec(
-                    select(Job.id)
-                    .where(Job.state == JobState.ACCEPTED.value, col(Job.submit_time) > self._since)
-                    .limit(1)
+                    select(Job.id).where(Job.state == JobState.ACCEPTED, col(Job.submit_time) > self._since).limit(1)
                 ).first()
                 if accepted is not None:
                     return True

@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.models import Job
+from launchers.states import JobState
 from tests.gateway.conftest import auth, job_body, make_config
 
 BOB = auth("bob")
@@ -118,7 +119,7 @@ def test_a_sweeps_retry_runs_the_pinned_version_as_the_tasks_own_user(client: Te
     with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
         task = session.get(Job, sweep["tasks"][0]["job_id"])
         assert task is not None
-        task.state = "failed"
+        task.state = JobState.FAILED
         session.add(task)
         session.commit()
     assert client.post("/v1/algorithms/clf/versions", json=later("clf", "2", "v2"), headers=auth("admin")).is_success
@@ -143,3 +144,16 @@ def test_an_admin_publishes_a_teams_algorithm_for_every_team(client: TestClient)
     assert client.post("/v1/jobs", json=job_body(algorithm="a-clf"), headers=BOB).status_code == 201
     plain = {k: v for k, v in later("a-clf", "2", "x").items() if k != "local_command"}
     assert client.post("/v1/algorithms/a-clf/versions", json=plain, headers=auth("alice")).status_code == 403
+
+
+def test_an_algorithms_owner_is_resolved_like_a_jobs_team(client: TestClient) -> None:
+    """One resolver for every request's team: an admin must name an existing team, a team only its own."""
+    unknown = client.post("/v1/algorithms", json=version("z-clf", "1", "z", team="team-z"), headers=auth("admin"))
+    assert unknown.status_code == 422 and "unknown team 'team-z'" in unknown.text, unknown.text
+    unnamed = client.post("/v1/algorithms", json=version("z-clf", "1", "z"), headers=auth("admin"))
+    assert unnamed.status_code == 422 and "must name the team" in unnamed.text, unnamed.text
+    other = client.post("/v1/algorithms", json=version("z-clf", "1", "z", team="team-a"), headers=BOB)
+    assert other.status_code == 422 and "only an admin token may name a team" in other.text, other.text
+    assert client.get("/v1/algorithms", headers=auth("admin")).json() == []  # nothing was registered
+    mine = client.post("/v1/algorithms", json={**version("z-clf", "1", "z"), "local_command": None}, headers=BOB)
+    assert mine.status_code == 201 and mine.json()["team"] == "team-b", mine.text

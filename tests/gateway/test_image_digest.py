@@ -138,7 +138,7 @@ def test_a_sweep_and_its_retry_are_refused(pinned: TestClient, image: Path) -> N
     assert made.status_code == 201, made.text
     with Session(pinned.app.state.engine) as session:  # type: ignore[attr-defined]
         for job in session.exec(select(Job)).all():
-            job.state = JobState.FAILED.value
+            job.state = JobState.FAILED
             session.add(job)
         session.commit()
     write_image(image, NEW)
@@ -183,7 +183,7 @@ def test_a_verified_rerun_names_an_image_that_changed() -> None:
     fields |= {
         "dataset_id": "d",
         "train_data_version_hash": "h",
-        "state": JobState.SUCCEEDED.value,
+        "state": JobState.SUCCEEDED,
         "parameters": {},
         "nodes": 1,
         "tasks_per_node": 1,

@@ -155,7 +155,7 @@ def test_a_failed_node_is_requeued_and_the_job_resumes_from_its_checkpoint(
     assert done["state"] == "succeeded" and done["restarts"] == 1, done
     requeued = [e for e in events if e.state == "requeued"]
     assert [e.reason for e in requeued] == [f"node {victim} failed; requeued by Slurm (restart 1)"], events
-    states = [e.state for e in events]
+    states: list[str] = [e.state for e in events]
     assert states[states.index("requeued") - 1] == "running" and states[-2:] == ["running", "succeeded"], states
     # Slurm's record, run by run, and the gateway's copy of it
     runs = sacct_runs(slurm_id)

@@ -141,7 +141,7 @@ def _job(job_id: str, nodes: int, sha: str, **provenance: object) -> Job:
         id=job_id, name="n", team="t", user="u", partition="p", account="a", nodes=nodes, tasks_per_node=2,
         gpus_per_node=0, cpus_per_task=1, time_limit_min=5, algorithm="alg", algorithm_version="1", image="i",
         command=["python", "t.py"], dataset_id="d", train_data_version_hash="h", parameters={"SEED": "7"},
-        folder="/f", state="succeeded",
+        folder="/f", state=JobState.SUCCEEDED,
         provenance={"world_size": nodes * 2, "model_sha256": sha, "versions": {"torch": "2.5"}, **provenance},
     )  # fmt: skip
 
@@ -155,7 +155,7 @@ def test_a_verified_rerun_names_what_differs() -> None:
     noisy = verify(original, _job("d", 2, "y", model_files={"model.pt": "2"}))
     assert noisy.status == "different" and "not deterministic" in noisy.detail and noisy.differences == []
     running = _job("e", 2, "x")
-    running.state = "running"
+    running.state = JobState.RUNNING
     assert verify(original, running).status == "pending"
 
 
