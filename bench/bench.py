@@ -28,8 +28,8 @@ from bench.restd import bench_restd
 from bench.support import gateway, register, scancel_all
 from bench.ui import bench_ui_both, ui_lines
 from devcluster import use_local_cluster
-from gateway import accounts
 from gateway.config import load_config
+from gateway.site import accounts
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -28,8 +28,8 @@ from bench.support import (
     timed,
 )
 from gateway.config import GatewayConfig
-from gateway.db import make_engine, migrate
-from gateway.models import Job
+from gateway.store.db import make_engine, migrate
+from gateway.store.models import Job
 from gateway.worker.loop import Worker
 from launchers import JobSpec, ListSpace, submit, sweep
 from launchers.runtime.markers import JobMarkers

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 
 from bench.support import ADMIN, TEAM_B, TOKEN, both_teams, gateway, scancel_all
-from gateway import accounts
 from gateway.config import load_config
+from gateway.site import accounts
 
 LIMITED = both_teams(max_running_jobs=2, max_queued_jobs=200)
 

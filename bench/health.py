@@ -16,8 +16,8 @@ from typing import Any
 
 from bench.support import gateway_settings, team
 from gateway.config import GatewayConfig
-from gateway.health import HealthPolicy
-from gateway.models import Job, utcnow
+from gateway.run_health import HealthPolicy
+from gateway.store.models import Job, utcnow
 from gateway.worker.health import HealthGuard
 from launchers.runtime.markers import JobMarkers, write_atomic
 from launchers.states import JobState

@@ -27,8 +27,8 @@ from typing import Any, cast
 
 from bench.support import ADMIN, TOKEN, gateway, pct, register, request, scancel_all, team
 from devcluster import use_local_cluster
-from gateway import accounts
 from gateway.config import load_config
+from gateway.site import accounts
 
 REPO = Path(__file__).resolve().parent.parent
 REQUEST_TIMEOUT_S = 30.0

@@ -49,10 +49,10 @@ from bench.support import (
     timed,
 )
 from devcluster.users import as_gateway
-from gateway import accounts
 from gateway.config import load_config
-from gateway.db import make_engine
-from gateway.models import WorkerStatus
+from gateway.site import accounts
+from gateway.store.db import make_engine
+from gateway.store.models import WorkerStatus
 
 REPO = Path(__file__).resolve().parent.parent
 RESTD_USER = "bob"

@@ -28,7 +28,7 @@ from sqlmodel import Session, col, select
 from devcluster.users import as_gateway, hand_over
 from examples.intent_classifier import ensure_dataset
 from gateway.client import wait_healthy
-from gateway.models import Job
+from gateway.store.models import Job
 from launchers.runtime.markers import JobMarkers
 from launchers.slurm.ids import master_id
 from launchers.slurm.times import parse_timestamp

@@ -21,7 +21,7 @@ from sqlmodel import Session
 from bench.support import gateway_settings, team
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from gateway.models import Job, JobEvent, Sweep, utcnow
+from gateway.store.models import Job, JobEvent, Sweep, utcnow
 from launchers.states import JobState
 
 TARGET_S = 0.200

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devcluster.errors import ClusterError
-from gateway import acl
+from gateway.site import acl
 from launchers.slurm.shell import CommandError, run
 
 if TYPE_CHECKING:

@@ -14,10 +14,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api import algorithms, functions, jobs, problems, sweeps, system
+from gateway.api.ratelimit import RateLimiter
 from gateway.config import GatewayConfig
-from gateway.db import API_THREADS, make_engine, migrate
-from gateway.intake import Intake
-from gateway.ratelimit import RateLimiter
+from gateway.store.db import API_THREADS, make_engine, migrate
+from gateway.submit.intake import Intake
 from gateway.ui import routes as ui_routes
 from gateway.worker.loop import Worker
 from gateway.worker.status import WorkerView

@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from gateway.health import HealthPolicy
+from gateway.run_health import HealthPolicy
 from launchers.spec import DEFAULT_ENV_PASSTHROUGH, check_env_patterns
 
 DEV_TOKENS = frozenset({"team-a-dev-token", "team-b-dev-token", "team-c-dev-token", "admin-dev-token"})
@@ -70,7 +70,7 @@ class TeamConfig(BaseModel):
     unix_group: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     # This team's own rate of submissions (its bucket), instead of [rate_limits] per_team.
     submit_rate: RateConfig | None = None
-    # What the worker watches in the team's running jobs (gateway/health.py); a request overrides any field.
+    # What the worker watches in the team's running jobs (gateway/run_health.py); a request overrides any field.
     health: HealthPolicy = HealthPolicy()
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from gateway.health import HealthOverrides, HealthPolicy
+from gateway.run_health import HealthOverrides, HealthPolicy
 from launchers.resources import (
     MAX_CPUS_PER_TASK,
     MAX_GPUS_PER_NODE,

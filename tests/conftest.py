@@ -13,8 +13,8 @@ import pytest
 
 from devcluster import ClusterSpec, cluster_up
 from devcluster import users as unix
-from gateway import accounts
 from gateway.config import load_config
+from gateway.site import accounts
 from launchers.slurm.ids import master_id
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config" / "example.toml"

@@ -6,8 +6,9 @@ then PUBLISHED), whose versions only admins add. A ``local_command`` runs outsid
 register, and only where the site turns it on (``[algorithms] local_commands``).
 
 A version's image is pinned by the SHA-256 recorded when it was registered: with runtime apptainer a submission
-whose image file no longer matches is refused (gateway.images). A version is never silently changed, so a new file
-at the same path runs only once its team (or an admin) re-registers the version: ``POST …/versions/{version}/digest``.
+whose image file no longer matches is refused (gateway.submit.images). A version is never silently changed, so a
+new file at the same path runs only once its team (or an admin) re-registers the version:
+``POST …/versions/{version}/digest``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from sqlmodel import Session, col, select
 
 from gateway.api.deps import ConfigDep, NamePath, PrincipalDep, ReleasingRoute, SessionDep
 from gateway.api.problems import AUTHENTICATED, BODY, declare
-from gateway.auth import Principal
 from gateway.config import GatewayConfig
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError
-from gateway.images import image_digest
-from gateway.jobs import resolve_team
-from gateway.models import PUBLISHED, Algorithm, AlgorithmVersion
 from gateway.schemas import AlgorithmCreate, AlgorithmPublic, AlgorithmVersionCreate, AlgorithmVersionPublic
+from gateway.site.auth import Principal
+from gateway.store.models import PUBLISHED, Algorithm, AlgorithmVersion
+from gateway.submit.images import image_digest
+from gateway.submit.job_requests import resolve_team
 from launchers.spec import Framework
 
 log = logging.getLogger(__name__)

@@ -13,10 +13,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 from starlette.convertors import StringConvertor, register_url_convertor
 
-from gateway.auth import Principal, authenticate
+from gateway.api.ratelimit import RateLimiter
 from gateway.config import GatewayConfig
-from gateway.intake import Intake
-from gateway.ratelimit import RateLimiter
+from gateway.site.auth import Principal, authenticate
+from gateway.submit.intake import Intake
 from gateway.worker.status import WorkerView
 
 # Declares the bearer scheme in the OpenAPI document; the 401 itself comes from ``authenticate``, in the one

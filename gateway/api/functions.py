@@ -1,7 +1,7 @@
 """/v1/functions: a Python function as a job (where the site allows it), and each rank's outcome as bytes.
 
 The outcome is the job's own pickle; the gateway hands it to a caller of the job's team, who sent the function
-and unpickles it. The gateway itself never does (gateway.functions)."""
+and unpickles it. The gateway itself never does (gateway.submit.functions)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from gateway.api.deps import ConfigDep, JobIdPath, LimiterDep, PrincipalDep, Rel
 from gateway.api.jobs import answer_created
 from gateway.api.problems import AUTHENTICATED, BODY, declare
 from gateway.errors import ConflictError, InvalidRequestError, NotFoundError
-from gateway.functions import create_function_job
-from gateway.jobs import FUNCTION_ALGORITHM, get_visible_job
 from gateway.schemas import FunctionCreate, JobPublic
+from gateway.submit.functions import create_function_job
+from gateway.submit.job_requests import FUNCTION_ALGORITHM, get_visible_job
 from launchers.files import NotARegularFileError, stream_job_bytes
 from launchers.runtime.function import outcome_path
 

@@ -19,19 +19,9 @@ from gateway.api.deps import (
     SessionDep,
     WorkerDep,
 )
+from gateway.api.joblogs import rank_log, tail
 from gateway.api.problems import AUTHENTICATED, BODY, DATABASE_RETRY_AFTER_S, declare
 from gateway.errors import ConflictError, GatewayError, InvalidRequestError
-from gateway.intake import Submission, create_job
-from gateway.joblogs import rank_log, tail
-from gateway.jobs import (
-    get_visible_job,
-    preview_job,
-    request_cancel,
-    rerun_request,
-    to_public,
-)
-from gateway.models import Job, JobAttempt
-from gateway.reproduce import verify
 from gateway.schemas import (
     AttemptPublic,
     ErrorBody,
@@ -46,7 +36,17 @@ from gateway.schemas import (
     RerunRequest,
     Verification,
 )
-from gateway.specs import job_spec
+from gateway.store.models import Job, JobAttempt
+from gateway.submit.intake import Submission, create_job
+from gateway.submit.job_requests import (
+    get_visible_job,
+    preview_job,
+    request_cancel,
+    rerun_request,
+    to_public,
+)
+from gateway.submit.reruns import verify
+from gateway.submit.specs import job_spec
 from launchers.states import JobState
 from launchers.submission import render_script
 
@@ -74,7 +74,7 @@ async def submit_job(
     intake: IntakeDep,
     response: Response,
 ) -> Response:
-    """Stored by the process's intake, in a group with the requests that arrived beside it (gateway.intake);
+    """Stored by the process's intake, in a group with the requests that arrived beside it (gateway.submit.intake);
     answered once its row is committed."""
     limiter.admit(principal.user, principal.team_of(body.team))
     [outcome] = await intake.submit([Submission(principal, body, worker.partition_sizes)])

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query, status
 
 from gateway.api.deps import ConfigDep, LimiterDep, PrincipalDep, ReleasingRoute, SessionDep, SweepIdPath, WorkerDep
 from gateway.api.problems import AUTHENTICATED, BODY, declare
-from gateway.jobs import request_cancel
 from gateway.schemas import SweepCreate, SweepPublic
-from gateway.sweeps import (
+from gateway.submit.job_requests import request_cancel
+from gateway.submit.sweeps import (
     create_sweep,
     failed_tasks,
     get_visible_sweep,

@@ -20,12 +20,12 @@ from sqlmodel import Session, col, select
 
 from gateway.api.deps import ConfigDep, PrincipalDep, ReleasingRoute, SessionDep, WorkerDep
 from gateway.api.problems import declare
-from gateway.auth import authenticate
 from gateway.config import GatewayConfig, hash_token
 from gateway.errors import ForbiddenError, UnauthorizedError
-from gateway.jobs import counts_by_team
-from gateway.models import Job
 from gateway.schemas import TeamPublic
+from gateway.site.auth import authenticate
+from gateway.store.models import Job
+from gateway.submit.job_requests import counts_by_team
 from gateway.worker.status import WorkerView, healthy
 from launchers.states import FAILED_STATES, JobState
 

@@ -32,7 +32,7 @@ def _load(config: Path, command: str) -> GatewayConfig:
 @app.command()
 def check(config: ConfigOption) -> None:
     """Report every difference between the configuration and Slurm's accounting; exit 1 when there is one."""
-    from gateway import accounts
+    from gateway.site import accounts
 
     try:
         lines = accounts.check(_load(config, "check"))
@@ -54,7 +54,7 @@ def sync(
 ) -> None:
     """Create or update the teams' accounts, limits and user associations in Slurm (needs a Slurm
     administrator, such as root); idempotent: a second run changes nothing."""
-    from gateway import accounts
+    from gateway.site import accounts
 
     settings = _load(config, "sync")
     try:

@@ -30,9 +30,9 @@ def _prepare(config: Path, command: str) -> GatewayConfig:
     try:  # the server's dependencies load only here: a login node may have the client alone
         import uvicorn  # noqa: F401
 
-        from gateway import identity
         from gateway.config import ConfigError, load_config
-        from gateway.folders import GATEWAY_UMASK, FolderError, make_private
+        from gateway.site import identity
+        from gateway.site.folders import GATEWAY_UMASK, FolderError, make_private
     except ModuleNotFoundError as exc:
         typer.echo(
             f"hpcgw {command}: error: {exc.name} is not installed; "
@@ -66,7 +66,7 @@ def _prepare(config: Path, command: str) -> GatewayConfig:
 
 
 def _private_database(settings: GatewayConfig) -> None:
-    from gateway.folders import make_private
+    from gateway.site.folders import make_private
 
     if settings.database_url.startswith("sqlite:///"):  # created by now; its -wal and -shm files follow its mode
         make_private(Path(settings.database_url.removeprefix("sqlite:///")))
@@ -99,7 +99,7 @@ def serve(
     settings = _prepare(config, "serve")
     import uvicorn
 
-    from gateway.db import make_engine, migrate
+    from gateway.store.db import make_engine, migrate
 
     engine = make_engine(settings.database_url)  # once, here: N processes must not race to migrate
     migrate(engine)
@@ -193,7 +193,7 @@ def worker(config: ConfigOption) -> None:
     """
     _die_with_parent()
     settings = _prepare(config, "worker")
-    from gateway.db import make_engine, migrate
+    from gateway.store.db import make_engine, migrate
     from gateway.worker.lease import WorkerConflictError
     from gateway.worker.loop import Worker
 

@@ -14,10 +14,10 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
+from gateway.api.joblogs import rank_log, tail
 from gateway.config import GatewayConfig
-from gateway.joblogs import rank_log, tail
-from gateway.jobs import active_counts, counts_by_team
-from gateway.models import Job, JobAttempt, JobEvent, Sweep, utcnow
+from gateway.store.models import Job, JobAttempt, JobEvent, Sweep, utcnow
+from gateway.submit.job_requests import active_counts, counts_by_team
 from launchers.states import FAILED_STATES, JobState
 
 ROWS = 100  # per table on a page
@@ -72,7 +72,7 @@ def team_page(session: Session, config: GatewayConfig, team: str) -> dict[str, A
 
 
 def job_page(session: Session, job: Job, root: Path | None = None) -> dict[str, Any]:
-    """``root``: the job root, from which the logs are read without following a link (gateway.joblogs)."""
+    """``root``: the job root, from which the logs are read without following a link (gateway.api.joblogs)."""
     events = session.exec(select(JobEvent).where(JobEvent.job_id == job.id).order_by(col(JobEvent.id))).all()
     attempts = session.exec(
         select(JobAttempt).where(JobAttempt.job_id == job.id).order_by(col(JobAttempt.number))

@@ -15,10 +15,10 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from gateway.api.deps import ConfigDep, ReleasingRoute, SessionDep, WorkerDep
-from gateway.auth import Principal
 from gateway.errors import GatewayError
-from gateway.jobs import get_visible_job, request_cancel
-from gateway.sweeps import get_visible_sweep
+from gateway.site.auth import Principal
+from gateway.submit.job_requests import get_visible_job, request_cancel
+from gateway.submit.sweeps import get_visible_sweep
 from gateway.ui import queries
 from gateway.ui.session import (
     check_token,

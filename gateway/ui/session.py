@@ -21,10 +21,10 @@ from fastapi import Request, Response
 from sqlalchemy import delete
 from sqlmodel import Session
 
-from gateway.auth import Principal, authenticate, principal_of_digest
 from gateway.config import GatewayConfig, hash_token
 from gateway.errors import UnauthorizedError
-from gateway.models import UiSession, aware, utcnow
+from gateway.site.auth import Principal, authenticate, principal_of_digest
+from gateway.store.models import UiSession, aware, utcnow
 
 COOKIE = "hpcgw_ui"
 COOKIE_MAX_AGE_S = 12 * 3600

@@ -16,8 +16,8 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from gateway.config import GatewayConfig
-from gateway.jobs import record_state
-from gateway.models import Job, aware
+from gateway.store.models import Job, aware
+from gateway.submit.job_requests import record_state
 from gateway.worker.apply import Evidence, Transition, decide
 from gateway.worker.attempts import AttemptRecorder
 from gateway.worker.health import HealthGuard, read_provenance

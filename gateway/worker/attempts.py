@@ -8,7 +8,7 @@ from typing import Any, cast
 from sqlalchemy import Table, insert
 from sqlmodel import Session, col, select
 
-from gateway.models import Job, JobAttempt
+from gateway.store.models import Job, JobAttempt
 from gateway.worker.observe import JobObservation
 
 ATTEMPT = cast(Table, JobAttempt.__table__)  # type: ignore[attr-defined]

@@ -22,14 +22,14 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from gateway import rows
-from gateway.comments import batch_comment, sweep_comment
 from gateway.config import GatewayConfig
-from gateway.folders import FolderError, JobFolders
-from gateway.images import DispatchImages, ImageChangedError
-from gateway.jobs import active_counts, record_state
-from gateway.models import Job, Sweep, new_id, utcnow
-from gateway.specs import job_spec
+from gateway.site.folders import FolderError, JobFolders
+from gateway.store import rows
+from gateway.store.models import Job, Sweep, new_id, utcnow
+from gateway.submit.comments import batch_comment, sweep_comment
+from gateway.submit.images import DispatchImages, ImageChangedError
+from gateway.submit.job_requests import active_counts, record_state
+from gateway.submit.specs import job_spec
 from gateway.worker.linking import each_row, link, link_all, link_batch
 from gateway.worker.shapes import Element, Shapes, element
 from gateway.worker.stats import WorkerStats
@@ -58,7 +58,7 @@ class Outcome(Enum):
 
 def prepare_folders(folders: JobFolders, job: Job) -> None:
     """The trainer protocol promises existing directories for MODEL_OUTPUT_DIR and the METRICS_FILE; they sit
-    in the team's folder, and only the gateway and the job's user may write in them (gateway.folders). A folder
+    in the team's folder, and only the gateway and the job's user may write in them (gateway.site.folders). A folder
     someone else made first is refused: that job fails, with the folder in its reason."""
     folders.job(job.team, job.user, job.folder, job.submit_folder)
 
@@ -337,8 +337,8 @@ def _mark_dispatching(session: Session, jobs: list[Job], batch_id: str | None = 
     statement, and into the loaded objects as their stored values, without an ORM flush of one update per job.
 
     Only a row still accepted and not dispatching is taken, in the statement itself: a cancellation the API
-    committed after this cycle read the rows (gateway.jobs.request_cancel, a conditional update too) wins, and
-    the cancelled job never reaches sbatch. If any of ``jobs`` was taken so, none is marked and False is
+    committed after this cycle read the rows (gateway.submit.job_requests.request_cancel, a conditional update
+    too) wins, and the cancelled job never reaches sbatch. If any of ``jobs`` was taken so, none is marked and False is
     returned: the next cycle reads the others again."""
     marked = {"dispatching": True, "dispatch_time": utcnow()}
     per_job: list[dict[str, Any]] = [{"job": job.id, **marked} for job in jobs]

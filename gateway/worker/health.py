@@ -1,4 +1,4 @@
-"""The worker's side of run health: gather each running job's evidence, ask gateway.health for a verdict, and
+"""The worker's side of run health: gather each running job's evidence, ask gateway.run_health for a verdict, and
 carry it out. No Slurm call is made to find out: the metrics are already loaded, and the heartbeats are small
 files in the job folder. Only a verdict costs a command (scancel with the cycle's cancellations, or a requeue).
 
@@ -20,9 +20,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from gateway.config import GatewayConfig
-from gateway.health import HealthPolicy, Verdict, evaluate, last_progress, needs_heartbeats, plateau
-from gateway.jobs import record_state
-from gateway.models import Job, JobAttempt
+from gateway.run_health import HealthPolicy, Verdict, evaluate, last_progress, needs_heartbeats, plateau
+from gateway.store.models import Job, JobAttempt
+from gateway.submit.job_requests import record_state
 from launchers.runtime.markers import JobMarkers
 from launchers.slurm import commands
 from launchers.slurm.hostlist import expand_hostlist

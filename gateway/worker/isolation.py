@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from gateway.models import Job
+from gateway.store.models import Job
 from gateway.worker.stats import WorkerStats
 
 log = logging.getLogger(__name__)

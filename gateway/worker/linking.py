@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import DateTime, String, Update, bindparam, cast, insert, literal, update
 from sqlmodel import Session, select
 
-from gateway import rows
-from gateway.jobs import record_state
-from gateway.models import Job, utcnow
+from gateway.store import rows
+from gateway.store.models import Job, utcnow
+from gateway.submit.job_requests import record_state
 from launchers.states import JobState
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
 from gateway.config import GatewayConfig
-from gateway.models import Job, utcnow
+from gateway.store.models import Job, utcnow
 from gateway.worker import status
 from gateway.worker.dispatch import Dispatcher, Outcome, collection_paused
 from gateway.worker.isolation import describe

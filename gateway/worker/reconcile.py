@@ -20,8 +20,8 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from gateway.comments import batch_comment, job_id_from_comment, slurm_comment, sweep_comment
-from gateway.models import Job, Sweep, aware, utcnow
+from gateway.store.models import Job, Sweep, aware, utcnow
+from gateway.submit.comments import batch_comment, job_id_from_comment, slurm_comment, sweep_comment
 from gateway.worker.dispatch import unbatch
 from gateway.worker.linking import link
 from launchers.slurm.commands import Found, find_by_comment

@@ -16,15 +16,15 @@ import json
 from typing import Any, NamedTuple
 
 from gateway.config import GatewayConfig
-from gateway.jobs import FUNCTION_ALGORITHM
-from gateway.models import Job
-from gateway.specs import job_env, job_spec
+from gateway.store.models import Job
+from gateway.submit.job_requests import FUNCTION_ALGORITHM
+from gateway.submit.specs import job_env, job_spec
 from launchers.resources import RESOURCE_FIELDS
 from launchers.spec import JobSpec, check_env, check_no_nul
 
 # What may differ between the elements of one array: the rest is the sbatch script's, and must be equal.
 PER_ELEMENT = frozenset({"name", "command", "env", "folder", "comment"})
-# The stored fields ``gateway.specs`` makes a spec's shared part from (and a few more, which only split groups).
+# The stored fields ``gateway.submit.specs`` makes a spec's shared part from (and a few more, which only split groups).
 SIGNATURE = (
     "user",
     "partition",

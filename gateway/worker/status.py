@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from gateway.models import WorkerStatus, aware, utcnow
+from gateway.store.models import WorkerStatus, aware, utcnow
 from gateway.worker.stats import WorkerStats
 from launchers.slurm.sinfo import PartitionSize
 

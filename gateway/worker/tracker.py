@@ -18,10 +18,10 @@ from sqlalchemy import select as columns
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
-from gateway.comments import expected_comment
 from gateway.config import GatewayConfig
-from gateway.jobs import ACTIVE_IN_SLURM
-from gateway.models import Job, aware, utcnow
+from gateway.store.models import Job, aware, utcnow
+from gateway.submit.comments import expected_comment
+from gateway.submit.job_requests import ACTIVE_IN_SLURM
 from gateway.worker.applier import WAITING_IN_SLURM, JobApplier
 from gateway.worker.attempts import AttemptRecorder
 from gateway.worker.health import HealthGuard

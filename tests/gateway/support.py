@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway import images
 from gateway.app import create_app
+from gateway.submit import images
 from tests.gateway.conftest import auth, make_config
 
 NOT_A_PICKLE = b"\x80\x05 not a pickle at all"  # the gateway takes it: it never loads a payload
@@ -84,7 +84,7 @@ def rate_limited(tmp_path: Path, database_url: str, rate_limits: dict[str, Any])
 
 @pytest.fixture
 def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many times an image's bytes were read (gateway.images.hash_file), from an empty cache."""
+    """How many times an image's bytes were read (gateway.submit.images.hash_file), from an empty cache."""
     images.clear_cache()
     calls: list[int] = []
     real = images.hash_file

@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from gateway.models import Job
+from gateway.store.models import Job
 from launchers.states import JobState
 from tests.gateway.conftest import auth, job_body, make_config
 

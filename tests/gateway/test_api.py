@@ -204,10 +204,10 @@ def test_teams_health_and_metrics(client: TestClient, algorithm: dict[str, Any])
 def test_a_unique_id_prefix_finds_the_job(
     client: TestClient, algorithm: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gateway.jobs
+    import gateway.submit.job_requests
 
     chosen = iter(["abcdef0100000000", "abcdef0200000000"])  # two ids that share their first 7 digits
-    monkeypatch.setattr(gateway.jobs, "new_id", lambda: next(chosen))
+    monkeypatch.setattr(gateway.submit.job_requests, "new_id", lambda: next(chosen))
     for _ in range(2):
         assert client.post("/v1/jobs", json=job_body(), headers=auth("alice")).status_code == 201
     ambiguous = client.get("/v1/jobs/abcdef0", headers=auth("alice"))

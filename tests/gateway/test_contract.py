@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from gateway.api.ratelimit import RateLimiter
 from gateway.config import RateConfig
 from gateway.errors import RateLimitedError
-from gateway.ratelimit import RateLimiter
 from tests.gateway.conftest import auth, job_body, make_config
 from tests.gateway.support import rate_limited
 

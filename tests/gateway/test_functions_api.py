@@ -13,8 +13,8 @@ from sqlmodel import Session
 
 from gateway.app import create_app
 from gateway.config import ConfigError, GatewayConfig
-from gateway.models import Job
-from gateway.specs import job_spec
+from gateway.store.models import Job
+from gateway.submit.specs import job_spec
 from tests.gateway.conftest import auth, make_config
 from tests.gateway.support import NOT_A_PICKLE, function_body
 

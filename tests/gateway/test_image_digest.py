@@ -1,7 +1,7 @@
 """Issue 30: an algorithm version's image is pinned by its SHA-256. With runtime apptainer a submission (a job, a
 batch, a sweep, a sweep's retry) whose image file no longer matches is refused, naming the image and both
 digests; re-registering the version (POST …/versions/{version}/digest) is how a new file runs. An unchanged
-file is not hashed again (gateway.images caches per file key); with runtime none nothing is checked."""
+file is not hashed again (gateway.submit.images caches per file key); with runtime none nothing is checked."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from gateway import images
 from gateway.app import create_app
 from gateway.cli import algorithms as cli_algorithms
 from gateway.cli.main import app as cli_app
 from gateway.client import Client
-from gateway.models import Job
-from gateway.reproduce import verify
+from gateway.store.models import Job
+from gateway.submit import images
+from gateway.submit.reruns import verify
 from launchers.states import JobState
 from tests.gateway.conftest import TOKENS, auth, job_body, make_config
 from tests.gateway.support import hashed  # noqa: F401  (a fixture)
@@ -37,7 +37,7 @@ def sha(data: bytes) -> str:
 
 
 def write_image(path: Path, data: bytes) -> None:
-    """A new file at ``path`` (a rename, as an image build finishes), older than gateway.images.RACY_NS once
+    """A new file at ``path`` (a rename, as an image build finishes), older than gateway.submit.images.RACY_NS once
     this returns: a digest of a file that is still settling is never cached."""
     staged = path.with_suffix(".new")
     staged.write_bytes(data)

@@ -1,5 +1,5 @@
-"""The intake's group commit (gateway.intake): requests stored together keep their own outcomes, the team's backlog
-and idempotency keys hold inside a group as across groups, and a failing database or a key that another process
+"""The intake's group commit (gateway.submit.intake): requests stored together keep their own outcomes, the team's
+backlog and idempotency keys hold inside a group as across groups, and a failing database or a key that another process
 stored first is answered, never left hanging."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from gateway import rows
-from gateway.auth import Principal
 from gateway.errors import InvalidRequestError, QueueFullError
-from gateway.intake import Accepted, Intake, Submission
-from gateway.models import Job, JobEvent
 from gateway.schemas import JobCreate
+from gateway.site.auth import Principal
+from gateway.store import rows
+from gateway.store.models import Job, JobEvent
+from gateway.submit.intake import Accepted, Intake, Submission
 from tests.gateway.conftest import auth, job_body
 
 ALICE = Principal(user="alice", team="team-a", admin=False)

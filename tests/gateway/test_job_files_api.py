@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from gateway.models import Job
+from gateway.store.models import Job
 from tests.gateway.conftest import TOKENS, auth, make_config
 from tests.gateway.support import function_body
 

@@ -18,7 +18,7 @@ from sqlmodel import Session, func, select
 
 from gateway.app import create_app
 from gateway.config import ConfigError, GatewayConfig
-from gateway.models import Job
+from gateway.store.models import Job
 from tests.gateway.conftest import TOKENS, auth, job_body, make_config
 from tests.gateway.support import rate_limited
 

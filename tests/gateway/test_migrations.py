@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import command
 from sqlalchemy import text
 
-from gateway.db import alembic_config, make_engine, migrate
+from gateway.store.db import alembic_config, make_engine, migrate
 
 
 def test_upgrade_keeps_existing_jobs(database_url: str) -> None:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from gateway.app import create_app
-from gateway.models import Job
+from gateway.store.models import Job
 from tests.gateway.conftest import auth, job_body, make_config
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from gateway.models import Job, Sweep
+from gateway.store.models import Job, Sweep
 from tests.gateway.conftest import TOKENS, auth, job_body
 
 

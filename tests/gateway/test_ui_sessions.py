@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from gateway.app import create_app
-from gateway.models import UiSession, utcnow
+from gateway.store.models import UiSession, utcnow
 from tests.gateway.conftest import TOKENS, make_config
 
 

@@ -28,9 +28,9 @@ from devcluster.users import as_gateway, hand_over
 from examples.intent_classifier import IMAGE as IMAGE_PATH
 from examples.intent_classifier import TRAINER_DIR, ensure_dataset
 from examples.intent_classifier import in_image as in_image_spec
-from gateway import accounts
 from gateway.config import GatewayConfig, load_config
-from gateway.models import JobEvent
+from gateway.site import accounts
+from gateway.store.models import JobEvent
 from launchers.spec import JobSpec
 from tests.conftest import set_up_tenancy
 from tests.gateway.conftest import auth, make_config

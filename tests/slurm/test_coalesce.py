@@ -20,11 +20,11 @@ from sqlmodel import Session
 
 from bench.support import HPCGW, slurm_copies
 from devcluster import ClusterSpec
-from gateway import accounts
 from gateway.app import create_app
 from gateway.client import wait_healthy
-from gateway.db import make_engine
-from gateway.models import WorkerStatus
+from gateway.site import accounts
+from gateway.store.db import make_engine
+from gateway.store.models import WorkerStatus
 from tests.conftest import set_up_tenancy
 from tests.gateway.conftest import auth
 from tests.slurm.support import (

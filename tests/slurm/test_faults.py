@@ -33,7 +33,7 @@ from devcluster import ClusterSpec, cluster_up
 from devcluster.cluster import daemons
 from gateway.app import create_app
 from gateway.client import wait_healthy
-from gateway.db import make_engine
+from gateway.store.db import make_engine
 from tests.gateway.conftest import REPO, auth, postgres_url  # noqa: F401  (the fixture)
 from tests.slurm.support import (
     ENDED,

@@ -18,7 +18,7 @@ from sqlmodel import Session
 from devcluster.spec import ClusterSpec
 from examples.intent_classifier import ensure_dataset
 from gateway.client import Client
-from gateway.models import Job
+from gateway.store.models import Job
 from launchers.slurm.times import parse_timestamp
 from tests.gateway.conftest import auth
 from tests.slurm.cli_support import Gateway, hpcgw

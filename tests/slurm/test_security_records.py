@@ -23,9 +23,9 @@ import pytest
 from sqlmodel import Session
 
 from devcluster.spec import ClusterSpec
-from gateway.comments import slurm_comment
-from gateway.db import make_engine, migrate
-from gateway.models import Job, utcnow
+from gateway.store.db import make_engine, migrate
+from gateway.store.models import Job, utcnow
+from gateway.submit.comments import slurm_comment
 from gateway.worker.reconcile import reconcile
 from tests.slurm.tenants import Gateway, as_user, gateway_memory_kib, run_gateway
 

@@ -30,7 +30,7 @@ from devcluster import ClusterSpec, cluster_down, cluster_up
 from devcluster.cluster import daemons
 from gateway.app import create_app
 from gateway.client import wait_healthy
-from gateway.models import Job
+from gateway.store.models import Job
 from launchers.slurm.hostlist import expand_hostlist
 from tests.conftest import set_up_tenancy
 from tests.gateway.conftest import auth

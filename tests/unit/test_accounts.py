@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.accounts import AccountLimits, Associations, desired, drift, parse_assocs, sync_commands
 from gateway.config import load_config
+from gateway.site.accounts import AccountLimits, Associations, desired, drift, parse_assocs, sync_commands
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example.toml"
 # `sacctmgr -n -P show assoc format=cluster,account,user,fairshare,grpjobs,grpsubmit,grptres,maxtres`, after

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.models import Job
-from gateway.specs import job_spec
+from gateway.store.models import Job
+from gateway.submit.specs import job_spec
 from launchers.container import ENV_PASSTHROUGH_SHIM, apptainer_argv, env_patterns, python_argv
 from launchers.spec import DEFAULT_ENV_PASSTHROUGH, REQUIRED_ENV_PASSTHROUGH, ContainerSpec, JobSpec
 from tests.gateway.conftest import make_config

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from devcluster.users import open_for_jobs
-from gateway import acl
+from gateway.site import acl
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="access lists on root's folders: root only")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import acl
-from gateway.folders import JOB_FOLDER_MODE, PARENT_MODE, WORK_FOLDER_MODE, FolderError, JobFolders, team_folder
+from gateway.site import acl
+from gateway.site.folders import JOB_FOLDER_MODE, PARENT_MODE, WORK_FOLDER_MODE, FolderError, JobFolders, team_folder
 from launchers.runtime.element import write_manifest, write_new_file
 
 TEAM = "team-x"

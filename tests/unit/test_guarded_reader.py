@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gateway.joblogs import tail
+from gateway.api.joblogs import tail
 from gateway.worker.metrics import MetricsReader
 from launchers.files import (
     JobDataError,

@@ -1,5 +1,5 @@
-"""The health policy's rules on plain values (gateway.health), the heartbeat thread's files
-(launchers.runtime.heartbeat), and the rerun comparison (gateway.reproduce)."""
+"""The health policy's rules on plain values (gateway.run_health), the heartbeat thread's files
+(launchers.runtime.heartbeat), and the rerun comparison (gateway.submit.reruns)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gateway.health import HealthOverrides, HealthPolicy, evaluate, resolve
-from gateway.models import Job
-from gateway.reproduce import verify
+from gateway.run_health import HealthOverrides, HealthPolicy, evaluate, resolve
+from gateway.store.models import Job
+from gateway.submit.reruns import verify
 from launchers.runtime.heartbeat import Heartbeat, last_report
 from launchers.runtime.markers import JobMarkers
 from launchers.states import JobState

@@ -1,5 +1,5 @@
-"""gateway.images' digest cache: a file's bytes are read again whenever its key (device, inode, size, mtime, ctime
-of the descriptor opened) changes, and only then."""
+"""gateway.submit.images' digest cache: a file's bytes are read again whenever its key (device, inode, size, mtime,
+ctime of the descriptor opened) changes, and only then."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import cast
 
 import pytest
 
-from gateway import images
 from gateway.config import GatewayConfig
+from gateway.submit import images
 from tests.gateway.support import hashed  # noqa: F401  (a fixture)
 
 

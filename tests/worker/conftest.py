@@ -14,13 +14,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from gateway.auth import Principal
 from gateway.config import GatewayConfig
-from gateway.db import make_engine, migrate
-from gateway.intake import create_job
-from gateway.models import PUBLISHED, Algorithm, AlgorithmVersion, Job, JobAttempt, JobEvent, Sweep
 from gateway.schemas import JobCreate, SweepCreate
-from gateway.sweeps import create_sweep
+from gateway.site.auth import Principal
+from gateway.store.db import make_engine, migrate
+from gateway.store.models import PUBLISHED, Algorithm, AlgorithmVersion, Job, JobAttempt, JobEvent, Sweep
+from gateway.submit.intake import create_job
+from gateway.submit.sweeps import create_sweep
 from gateway.worker.loop import Worker
 from launchers.runtime.markers import JobMarkers
 from launchers.space import GridSpace, Scalar

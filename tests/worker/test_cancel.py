@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from gateway.jobs import request_cancel
-from gateway.models import Job
+from gateway.store.models import Job
+from gateway.submit.job_requests import request_cancel
 from tests.worker.conftest import Gateway
 from tests.worker.fakeslurm import FakeSlurm
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlmodel import Session
 
-from gateway.jobs import request_cancel
-from gateway.models import Job
+from gateway.store.models import Job
+from gateway.submit.job_requests import request_cancel
 from gateway.worker import dispatch
 from tests.worker.conftest import Gateway
 from tests.worker.fakeslurm import FakeSlurm

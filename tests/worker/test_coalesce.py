@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from sqlmodel import Session
 
-from gateway.auth import Principal
-from gateway.comments import batch_comment
-from gateway.intake import create_job
-from gateway.models import utcnow
 from gateway.schemas import JobCreate
+from gateway.site.auth import Principal
+from gateway.store.models import utcnow
+from gateway.submit.comments import batch_comment
+from gateway.submit.intake import create_job
 from gateway.worker import status
 from gateway.worker.lease import AdvisoryLock, FileLock, WorkerConflictError, lease_for
 from gateway.worker.loop import Worker
@@ -157,7 +157,7 @@ def test_a_second_worker_on_sqlite_refuses_with_the_first_ones_name(tmp_path: Pa
 
 
 def test_one_postgresql_advisory_lock_holder_at_a_time(database_url: str) -> None:
-    from gateway.db import make_engine
+    from gateway.store.db import make_engine
 
     engine = make_engine(database_url)
     lease, other = lease_for(engine), lease_for(engine)
@@ -186,8 +186,8 @@ def test_a_worker_wakes_for_rows_accepted_or_cancelled_since_its_last_cycle(gw: 
     gw.cycle()
     gw.worker._since = utcnow()
     with Session(gw.engine) as session:
-        from gateway.jobs import request_cancel
-        from gateway.models import Job
+        from gateway.store.models import Job
+        from gateway.submit.job_requests import request_cancel
 
         job = session.get(Job, first)
         assert job is not None

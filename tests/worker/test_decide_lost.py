@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from sqlmodel import Session
 
-from gateway.models import Job
+from gateway.store.models import Job
 from gateway.worker.apply import Evidence, decide
 from launchers.slurm.squeue import PendingInfo
 from launchers.states import JobState

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from gateway.models import Job
+from gateway.store.models import Job
 from gateway.worker.dispatch import Outcome
 from tests.worker.conftest import Gateway
 from tests.worker.fakeslurm import FakeSlurm, parse_sbatch

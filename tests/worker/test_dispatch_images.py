@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from gateway.images import clear_cache
-from gateway.models import AlgorithmVersion
+from gateway.store.models import AlgorithmVersion
+from gateway.submit.images import clear_cache
 from tests.worker.conftest import ALGORITHM, Gateway
 from tests.worker.fakeslurm import FakeSlurm
 

@@ -19,8 +19,8 @@ from sqlmodel import Session
 
 import gateway.worker.applier as applier
 import gateway.worker.tracker as tracker
-from gateway.db import make_engine, migrate
-from gateway.models import Job
+from gateway.store.db import make_engine, migrate
+from gateway.store.models import Job
 from gateway.worker.apply import Evidence, Transition, decide
 from gateway.worker.loop import Worker
 from gateway.worker.status import healthy

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from gateway.comments import slurm_comment, sweep_comment
-from gateway.models import utcnow
+from gateway.store.models import utcnow
+from gateway.submit.comments import slurm_comment, sweep_comment
 from gateway.worker.reconcile import reconcile
 from tests.worker.conftest import Gateway
 from tests.worker.fakeslurm import FakeSlurm

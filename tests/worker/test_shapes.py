@@ -13,9 +13,9 @@ from sqlalchemy import JSON
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
 
-from gateway.models import Job
-from gateway.rows import JOB
-from gateway.specs import job_spec
+from gateway.store.models import Job
+from gateway.store.rows import JOB
+from gateway.submit.specs import job_spec
 from gateway.worker.shapes import SIGNATURE, Shapes, element, shape
 from tests.worker.conftest import Gateway
 from tests.worker.fakeslurm import FakeSlurm

@@ -15,16 +15,16 @@ from typing import Any, cast
 from sqlalchemy import Connection, CursorResult, func, update
 from sqlmodel import Session, col, select
 
-from gateway import rows
-from gateway.auth import Principal
 from gateway.config import GatewayConfig, TeamConfig
 from gateway.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
-from gateway.health import HealthOverrides, HealthPolicy
-from gateway.health import resolve as resolve_health
-from gateway.images import check_image
-from gateway.models import ID_LENGTH, PUBLISHED, Algorithm, Job, JobEvent, new_id, utcnow
-from gateway.rows import Version, find_version, insert_jobs, values_of
+from gateway.run_health import HealthOverrides, HealthPolicy
+from gateway.run_health import resolve as resolve_health
 from gateway.schemas import JobCreate, JobPublic, validate_parameters
+from gateway.site.auth import Principal
+from gateway.store import rows
+from gateway.store.models import ID_LENGTH, PUBLISHED, Algorithm, Job, JobEvent, new_id, utcnow
+from gateway.store.rows import Version, find_version, insert_jobs, values_of
+from gateway.submit.images import check_image
 from launchers.errors import SpecError
 from launchers.resources import RESOURCE_FIELDS, Resources, check_fit
 from launchers.slurm.sinfo import PartitionSize
@@ -271,7 +271,7 @@ def rerun_request(job: Job, resources: dict[str, Any] | None = None) -> JobCreat
 
 
 def to_public(job: Job | SimpleNamespace) -> JobPublic:
-    """From a loaded row, or from the values a new one was inserted with (gateway.intake)."""
+    """From a loaded row, or from the values a new one was inserted with (gateway.submit.intake)."""
     return JobPublic(
         id=job.id,
         name=job.name,

@@ -15,7 +15,7 @@ from typing import Any, cast
 from pydantic_core import PydanticUndefined
 from sqlalchemy import ColumnElement, Connection, Select, Table, and_, bindparam, func, insert, select
 
-from gateway.models import PUBLISHED, Algorithm, AlgorithmVersion, Job, JobEvent
+from gateway.store.models import PUBLISHED, Algorithm, AlgorithmVersion, Job, JobEvent
 from launchers.states import JobState
 
 # SQLModel's metaclass sets __table__, which its stubs do not declare

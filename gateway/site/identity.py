@@ -13,9 +13,9 @@ import os
 import pwd
 import shutil
 
-from gateway import accounts
 from gateway.config import GatewayConfig
-from gateway.folders import closed_ancestors
+from gateway.site import accounts
+from gateway.site.folders import closed_ancestors
 from launchers.slurm.privilege import SUDO, current_user
 from launchers.slurm.shell import CommandError
 

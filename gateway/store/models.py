@@ -1,4 +1,4 @@
-"""The gateway's tables. Schema changes go through Alembic migrations in gateway/migrations/."""
+"""The gateway's tables. Schema changes go through Alembic migrations in gateway/store/migrations/."""
 
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ class Job(SQLModel, table=True):
     # Asked over HTTP, carried out by the worker (HTTP handlers never call Slurm).
     cancel_requested: bool = Field(default=False, index=True)
     metrics: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    # run health (gateway/health.py): the policy the worker applies, the verdict that stopped the job (hung,
+    # run health (gateway/run_health.py): the policy the worker applies, the verdict that stopped the job (hung,
     # diverged, stopped_early) and why, how often the policy requeued it, and the best epoch of its monitor
     health: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     health_verdict: str | None = Field(default=None, max_length=16)

@@ -13,15 +13,17 @@ import os
 
 from sqlmodel import Session
 
-from gateway import rows
-from gateway.admission import check_backlog, idempotent_job
-from gateway.auth import Principal
 from gateway.config import GatewayConfig
 from gateway.errors import ForbiddenError
-from gateway.folders import JobFolders
-from gateway.health import resolve as resolve_health
-from gateway.images import image_digest
-from gateway.jobs import (
+from gateway.run_health import resolve as resolve_health
+from gateway.schemas import FunctionCreate
+from gateway.site.auth import Principal
+from gateway.site.folders import JobFolders
+from gateway.store import rows
+from gateway.store.models import Job
+from gateway.submit.admission import check_backlog, idempotent_job
+from gateway.submit.images import image_digest
+from gateway.submit.job_requests import (
     FUNCTION_ALGORITHM,
     check_resources,
     new_values,
@@ -29,9 +31,7 @@ from gateway.jobs import (
     resolve_team,
     store_new,
 )
-from gateway.models import Job
-from gateway.schemas import FunctionCreate
-from gateway.specs import payload_path
+from gateway.submit.specs import payload_path
 from launchers.runtime.element import write_new_file
 from launchers.runtime.function import function_command
 from launchers.slurm.sinfo import PartitionSize

@@ -8,7 +8,7 @@ gateway's alone in the same way (2750).
 
 A job's own folders (its folder, sticky, and ``model/`` and submitit's folder in it; a batch's or a sweep array's
 shared submitit folder, whose jobs are all one user's) are the gateway's, group ``r-x``, with an access list entry
-that gives the job's Unix user ``rwx`` (:mod:`gateway.acl`): the job writes there, no other member of its team can.
+that gives the job's Unix user ``rwx`` (:mod:`gateway.site.acl`): the job writes there, no other member of its team can.
 Each is made exclusively, by ``mkdir`` in a folder opened without following links, and its mode and list are set
 through its own descriptor: a name someone else made first (a link, a file, a folder) is refused, never followed.
 
@@ -31,7 +31,7 @@ import stat
 from pathlib import Path
 from typing import Protocol
 
-from gateway import acl
+from gateway.site import acl
 
 log = logging.getLogger(__name__)
 

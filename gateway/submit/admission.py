@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from gateway import rows
 from gateway.config import GatewayConfig
 from gateway.errors import InvalidRequestError, QueueFullError
-from gateway.models import Job
+from gateway.store import rows
+from gateway.store.models import Job
 from launchers.states import TERMINAL_STATES, JobState
 
 UNFINISHED = [state for state in JobState if state not in TERMINAL_STATES]

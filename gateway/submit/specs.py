@@ -1,5 +1,5 @@
 """A stored job as a launcher spec: what the worker submits and ``/v1/jobs/render`` shows. A trainer's job gets
-its dataset and protocol paths; a function's job gets its payload (gateway.functions) and no dataset."""
+its dataset and protocol paths; a function's job gets its payload (gateway.submit.functions) and no dataset."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import cast
 
-from gateway.comments import slurm_comment
 from gateway.config import GatewayConfig
-from gateway.health import HealthPolicy
-from gateway.jobs import FUNCTION_ALGORITHM, stored_resources
-from gateway.models import Job
+from gateway.run_health import HealthPolicy
+from gateway.store.models import Job
+from gateway.submit.comments import slurm_comment
+from gateway.submit.job_requests import FUNCTION_ALGORITHM, stored_resources
 from launchers.spec import ContainerSpec, Framework, JobSpec
 
 
@@ -52,7 +52,7 @@ def _spec(config: GatewayConfig, job: Job, env: dict[str, str], bind: Path, func
     apptainer. The job's folder (MODEL_OUTPUT_DIR, METRICS_FILE) is seen through the job root: jobs of one shape
     share one array and so one apptainer command line, and a bind of each job's (or team's) own folder would split
     them (gateway.worker.shapes); the folders' owners, modes and access lists hold inside the container as
-    outside (gateway.folders: another team's folder cannot be entered). The launcher adds submitit's folder;
+    outside (gateway.site.folders: another team's folder cannot be entered). The launcher adds submitit's folder;
     nothing else of the host is bound."""
     container = ContainerSpec()
     if config.container_runtime == "apptainer":

@@ -7,14 +7,14 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from gateway.admission import check_tasks
-from gateway.auth import Principal
 from gateway.config import GatewayConfig
 from gateway.errors import InvalidRequestError, NotFoundError
-from gateway.images import check_image
-from gateway.jobs import check_local_commands, check_request, job_values, resolve_team
-from gateway.models import Job, JobEvent, Sweep
 from gateway.schemas import SweepCreate, SweepPublic, SweepTask, validate_parameters
+from gateway.site.auth import Principal
+from gateway.store.models import Job, JobEvent, Sweep
+from gateway.submit.admission import check_tasks
+from gateway.submit.images import check_image
+from gateway.submit.job_requests import check_local_commands, check_request, job_values, resolve_team
 from launchers.slurm.sinfo import PartitionSize
 from launchers.space import GridSpace, ListSpace, ParameterSpace
 from launchers.states import FAILED_STATES

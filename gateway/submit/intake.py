@@ -25,13 +25,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from gateway import rows
-from gateway.admission import check_backlog
-from gateway.auth import Principal
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
-from gateway.jobs import check_request, job_values, resolve_team
 from gateway.schemas import JobCreate
+from gateway.site.auth import Principal
+from gateway.store import rows
+from gateway.submit.admission import check_backlog
+from gateway.submit.job_requests import check_request, job_values, resolve_team
 from launchers.slurm.sinfo import PartitionSize
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ class Principal:
 
     def team_of(self, requested: str | None) -> str | None:
         """The team a request is for, before any check (what the rate limiter counts against): the one an admin
-        names, anyone else's own. gateway.jobs.resolve_team checks it."""
+        names, anyone else's own. gateway.submit.job_requests.resolve_team checks it."""
         return requested if self.admin else self.team
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.models import Job
+from gateway.store.models import Job
 from launchers.files import tail_job_bytes
 
 LINE_BYTES = 256  # what a line costs on average, to size the tail read

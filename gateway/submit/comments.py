@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.models import Job
+from gateway.store.models import Job
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

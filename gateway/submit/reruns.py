@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.models import Job
 from gateway.schemas import Difference, Verification, VerificationStatus
+from gateway.store.models import Job
 from launchers.states import JobState
 
 
