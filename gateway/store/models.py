@@ -195,6 +195,30 @@ class JobAttempt(SQLModel, table=True):
     ended_by: str | None = Field(default=None, max_length=512)
 
 
+class JobFields:
+    """The Job's columns in the groups that other modules take them by, named once beside the table (with
+    launchers.resources.RESOURCE_FIELDS, the resources): a retry copies some, an array's shape compares some, a poll
+    reads some."""
+
+    PLACEMENT = ("partition", "account", "qos")  # where it runs in Slurm
+    # what the array's shared script is made of, beside placement and resources (gateway.worker.shapes)
+    SCRIPT_INPUTS = ("framework", "algorithm", "image", "dataset_id", "train_data_version_hash")
+    PER_JOB_INPUTS = ("algorithm_version", "image_digest", "command", "parameters")  # the rest of what it runs
+    # what a poll reads of every active job: which Slurm job is its, and whose (gateway.worker.tracker)
+    TRACKED = (
+        "id",
+        "state",
+        "slurm_job_id",
+        "sweep_id",
+        "attempt",
+        "batch_id",
+        "submit_time",
+        "slurm_submit_time",
+        "user",
+        "account",
+    )
+
+
 class JobEvent(SQLModel, table=True):
     """One row per state change: the job's history."""
 

@@ -28,7 +28,6 @@ from gateway.submit.images import check_image
 from launchers.errors import SpecError
 from launchers.resources import RESOURCE_FIELDS, Resources, check_fit
 from launchers.slurm.sinfo import PartitionSize
-from launchers.spec import Framework
 from launchers.states import JobState
 
 ACTIVE_IN_SLURM = (
@@ -270,46 +269,18 @@ def rerun_request(job: Job, resources: dict[str, Any] | None = None) -> JobCreat
     )
 
 
+# JobPublic's fields that a row holds as they are shown; the others are built from the row (to_public).
+_DERIVED = frozenset({"resources", "health"})
+_SHOWN = tuple(name for name in JobPublic.model_fields if name not in _DERIVED)
+
+
 def to_public(job: Job | SimpleNamespace) -> JobPublic:
-    """From a loaded row, or from the values a new one was inserted with (gateway.submit.intake)."""
-    return JobPublic(
-        id=job.id,
-        name=job.name,
-        team=job.team,
-        user=job.user,
-        state=job.state,
-        slurm_job_id=job.slurm_job_id,
-        slurm_state=job.slurm_state,
-        reason=job.reason,
-        position_in_queue=job.position_in_queue,
-        exit_code=job.exit_code,
-        restarts=job.restarts,
-        submit_time=job.submit_time,
-        start_time=job.start_time,
-        end_time=job.end_time,
-        partition=job.partition,
-        account=job.account,
-        qos=job.qos,
-        resources=stored_resources(job),
-        algorithm=job.algorithm,
-        algorithm_version=job.algorithm_version,
-        image=job.image,
-        image_digest=job.image_digest,
-        dataset_id=job.dataset_id,
-        train_data_version_hash=job.train_data_version_hash,
-        parameters=job.parameters,
-        idempotency_key=job.idempotency_key,
-        rerun_of=job.rerun_of,
-        requeue=job.requeue,
-        health=HealthPolicy.model_validate(job.health) if job.health else None,
-        health_reason=job.health_reason,
-        health_restarts=job.health_restarts,
-        tracking_error=job.tracking_error,
-        best_epoch=job.best_epoch,
-        provenance=job.provenance,
-        verify=job.verify,
-        framework=cast(Framework, job.framework),
-    )
+    """From a loaded row, or from the values a new one was inserted with (gateway.submit.intake): the response's
+    fields are the row's, by name (JobPublic declares which), with its resources and health policy as objects."""
+    values = {name: getattr(job, name) for name in _SHOWN}
+    values["resources"] = stored_resources(job)
+    values["health"] = HealthPolicy.model_validate(job.health) if job.health else None
+    return JobPublic.model_validate(values)
 
 
 def stored_resources(job: Job | SimpleNamespace) -> Resources:

@@ -11,10 +11,11 @@ from gateway.config import GatewayConfig
 from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.schemas import SweepCreate, SweepPublic, SweepTask, validate_parameters
 from gateway.site.auth import Principal
-from gateway.store.models import Job, JobEvent, Sweep
+from gateway.store.models import Job, JobEvent, JobFields, Sweep
 from gateway.submit.admission import check_tasks
 from gateway.submit.images import check_image
 from gateway.submit.job_requests import check_local_commands, check_request, job_values, resolve_team
+from launchers.resources import RESOURCE_FIELDS
 from launchers.slurm.sinfo import PartitionSize
 from launchers.space import GridSpace, ListSpace, ParameterSpace
 from launchers.states import FAILED_STATES
@@ -108,27 +109,8 @@ def retry_failed(session: Session, config: GatewayConfig, sweep: Sweep, failed: 
 
 
 RETRY_ADVICE = "a retry runs the image its tasks ran: put that file back, or submit the sweep again"
-RETRY_FIELDS = {
-    "name",
-    "partition",
-    "account",
-    "qos",
-    "nodes",
-    "tasks_per_node",
-    "gpus_per_node",
-    "cpus_per_task",
-    "mem_gb",
-    "time_limit_min",
-    "algorithm",
-    "algorithm_version",
-    "image",
-    "image_digest",
-    "command",
-    "framework",
-    "dataset_id",
-    "train_data_version_hash",
-    "parameters",
-}
+# A retry runs what its task ran, where it ran, with the same resources.
+RETRY_FIELDS = {"name", *JobFields.PLACEMENT, *RESOURCE_FIELDS, *JobFields.SCRIPT_INPUTS, *JobFields.PER_JOB_INPUTS}
 
 
 def _make_task(config: GatewayConfig, job: Job, sweep: Sweep, index: int, attempt: int) -> None:

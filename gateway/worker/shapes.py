@@ -16,7 +16,7 @@ import json
 from typing import Any, NamedTuple
 
 from gateway.config import GatewayConfig
-from gateway.store.models import Job
+from gateway.store.models import Job, JobFields
 from gateway.submit.job_requests import FUNCTION_ALGORITHM
 from gateway.submit.specs import job_env, job_spec
 from launchers.resources import RESOURCE_FIELDS
@@ -25,19 +25,7 @@ from launchers.spec import JobSpec, check_env, check_no_nul
 # What may differ between the elements of one array: the rest is the sbatch script's, and must be equal.
 PER_ELEMENT = frozenset({"name", "command", "env", "folder", "comment"})
 # The stored fields ``gateway.submit.specs`` makes a spec's shared part from (and a few more, which only split groups).
-SIGNATURE = (
-    "user",
-    "partition",
-    "account",
-    "qos",
-    *RESOURCE_FIELDS,
-    "requeue",
-    "framework",
-    "algorithm",
-    "image",
-    "dataset_id",
-    "train_data_version_hash",
-)
+SIGNATURE = ("user", *JobFields.PLACEMENT, *RESOURCE_FIELDS, "requeue", *JobFields.SCRIPT_INPUTS)
 
 
 class Element(NamedTuple):

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from gateway.config import GatewayConfig
-from gateway.store.models import Job, aware, utcnow
+from gateway.store.models import Job, JobFields, aware, utcnow
 from gateway.submit.comments import expected_comment
 from gateway.submit.job_requests import ACTIVE_IN_SLURM
 from gateway.worker.applier import WAITING_IN_SLURM, JobApplier
@@ -32,8 +32,7 @@ from gateway.worker.stats import WorkerStats
 
 LOAD_CHUNK = 500  # jobs loaded whole per query in a poll (SQLite allows 999 bound parameters in older builds)
 # What a poll reads of every active job: enough to know its Slurm job and whether anything may have changed.
-TRACKED = (Job.id, Job.state, Job.slurm_job_id, Job.sweep_id, Job.attempt, Job.batch_id, Job.submit_time)
-TRACKED_COLUMNS = tuple(col(c) for c in (*TRACKED, Job.slurm_submit_time, Job.user, Job.account))
+TRACKED_COLUMNS = tuple(col(getattr(Job, name)) for name in JobFields.TRACKED)
 
 
 class Tracker(JobApplier):

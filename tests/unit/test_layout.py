@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.store.models import Job, JobFields
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("gateway", "launchers", "devcluster", "examples", "bench")
 MAX_LINES = 400
@@ -90,3 +92,9 @@ def test_the_client_does_not_import_the_launchers_machinery(module: str) -> None
     assert not submitit
     if module == "gateway.client":
         assert count < 400, count  # 442 before the layout change, submitit included
+
+
+def test_the_jobs_field_groups_name_its_columns() -> None:
+    """JobFields names the Job's columns once for retries, shapes and polls: a renamed column breaks it here."""
+    groups = (JobFields.PLACEMENT, JobFields.SCRIPT_INPUTS, JobFields.PER_JOB_INPUTS, JobFields.TRACKED)
+    assert {name for group in groups for name in group} <= set(Job.model_fields)
