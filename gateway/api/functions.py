@@ -17,7 +17,7 @@ from gateway.api.problems import AUTHENTICATED, BODY, declare
 from gateway.errors import ConflictError, InvalidRequestError, NotFoundError
 from gateway.schemas import FunctionCreate, JobPublic
 from gateway.submit.functions import create_function_job
-from gateway.submit.job_requests import FUNCTION_ALGORITHM, get_visible_job
+from gateway.submit.job_requests import FUNCTION_ALGORITHM, get_visible_job, to_public
 from launchers.files import NotARegularFileError, stream_job_bytes
 from launchers.runtime.function import outcome_path
 
@@ -50,7 +50,7 @@ def submit_function(
     """Every rank of the job calls the function, as the token's user, with Horovod or torch.distributed set up."""
     limiter.admit(principal.user, principal.team_of(body.team))
     job, created = create_function_job(session, config, principal, body, worker.partition_sizes)
-    return answer_created(job, created, worker, response)
+    return answer_created(to_public(job), created, worker, response)
 
 
 @router.get(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
@@ -116,7 +115,7 @@ async def submit_jobs(
             answers.append(_refusal(outcome))
         else:
             code = status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK
-            answers.append(JobBatchItem(status=code, job=to_public(outcome.job)))
+            answers.append(JobBatchItem(status=code, job=outcome.job))
     created = sum(answer.status == status.HTTP_201_CREATED for answer in answers)
     if created:
         worker.wake()
@@ -133,12 +132,12 @@ def _refusal(exc: Exception) -> JobBatchItem:
     return JobBatchItem(status=503, error=error, retry_after_s=DATABASE_RETRY_AFTER_S)
 
 
-def answer_created(job: Job | SimpleNamespace, created: bool, worker: WorkerDep, response: Response) -> JobPublic:
+def answer_created(job: JobPublic, created: bool, worker: WorkerDep, response: Response) -> JobPublic:
     """201 and the worker woken for a new job; 200 for the one an earlier request's idempotency key made."""
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     if created:
         worker.wake()
-    return to_public(job)
+    return job
 
 
 @router.post("/render", responses=declare(*AUTHENTICATED, *BODY))
@@ -258,7 +257,7 @@ def rerun_job(
         session, config, principal, request, worker.partition_sizes, rerun_of=original.id, verify=options.verify
     )
     worker.wake()
-    return to_public(job)
+    return job
 
 
 @router.get("/{job_id:hexid}/verification", response_model=Verification, responses=declare(*AUTHENTICATED, 404, 409))

@@ -17,7 +17,6 @@ import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -27,11 +26,11 @@ from sqlmodel import Session
 
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
-from gateway.schemas import JobCreate
+from gateway.schemas import JobCreate, JobPublic
 from gateway.site.auth import Principal
 from gateway.store import rows
 from gateway.submit.admission import check_backlog
-from gateway.submit.job_requests import check_request, job_values, resolve_team
+from gateway.submit.job_requests import check_request, job_values, resolve_team, to_public
 from launchers.slurm.sinfo import PartitionSize
 
 log = logging.getLogger(__name__)
@@ -51,9 +50,10 @@ class Submission:
 
 @dataclass
 class Accepted:
-    """A stored job: ``created`` now, or made earlier by the same idempotency key."""
+    """A stored job as the API shows it: ``created`` now, or made earlier by the same idempotency key. Built from
+    the values inserted (or the row read back), never as an ORM object: 250 us each, a group's largest cost."""
 
-    job: SimpleNamespace
+    job: JobPublic
     created: bool
 
 
@@ -102,7 +102,7 @@ def _accept_one(connection: Connection, config: GatewayConfig, item: Submission,
     values = job_values(config, team_name, user, request, version, partition, rerun_of=item.rerun_of)
     values["verify"] = item.verify
     group.new.append(values)
-    accepted = Accepted(SimpleNamespace(**values), created=True)
+    accepted = Accepted(to_public(values), created=True)
     if key is not None:
         group.keys[key] = accepted
     return accepted
@@ -113,7 +113,7 @@ def _stored(connection: Connection, team: str, user: str, key: str) -> Accepted 
     if job_id is None:
         return None
     row = connection.execute(select(rows.JOB).where(rows.JOB.c.id == job_id)).one()
-    return Accepted(SimpleNamespace(**row._mapping), created=False)
+    return Accepted(to_public(dict(row._mapping)), created=False)
 
 
 def create_job(
@@ -124,7 +124,7 @@ def create_job(
     partition_sizes: dict[str, PartitionSize],
     rerun_of: str | None = None,
     verify: bool = False,
-) -> tuple[SimpleNamespace, bool]:
+) -> tuple[JobPublic, bool]:
     """One request, in the caller's session (reruns, tests): the group's checks and rows, committed here.
     Returns (job, created)."""
     [outcome] = accept(
