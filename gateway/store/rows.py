@@ -39,9 +39,6 @@ class Version:
     framework: str
 
 
-_VERSION_COLUMNS = [VERSION.c[name] for name in Version.__dataclass_fields__]
-
-
 def find_version(connection: Connection, name: str, version: str | None, team: str) -> Version | None:
     """One indexed read: the named version, or the algorithm's current one, of an algorithm ``team``'s jobs may
     run (its own or a published one); None: no such algorithm or version, or another team's."""
